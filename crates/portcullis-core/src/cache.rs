@@ -1,0 +1,191 @@
+//! Per-process caches of what the token hot path needs (clients, resource
+//! servers, grants, signing keys, revocations), one [`EnvState`] per
+//! environment. A committed change drops the environment's state (in this
+//! process at once, in others through the database change feed), and the next
+//! request loads a fresh one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use portcullis_crypto::aead::MasterKey;
+use portcullis_crypto::{Algorithm, SigningKey, VerifyingKey};
+use portcullis_store::model::{Client, Environment, Grant, ResourceServer, Scope};
+use portcullis_store::{Db, record, repo};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::error::{Result, ServiceError};
+
+/// A resource server with its scope names, as the token endpoint sees it.
+#[derive(Debug)]
+pub struct Api {
+    pub server: ResourceServer,
+    /// The audience: the stored identifier, or `{issuer}/api` for the system API.
+    pub identifier: String,
+    pub scopes: Vec<String>,
+}
+
+/// Resource servers by identifier and grants by (client row id, server id).
+#[derive(Debug, Default)]
+pub struct ApiIndex {
+    pub by_identifier: HashMap<String, Arc<Api>>,
+    pub grants: HashMap<(String, String), Option<Vec<String>>>,
+}
+
+/// The active signing keys: the primary signs, every active one verifies.
+pub struct KeyRing {
+    pub primary: Option<Arc<SigningKey>>,
+    pub verifiers: HashMap<String, VerifyingKey>,
+    pub jwks: Value,
+}
+
+/// Everything cached about one environment.
+pub struct EnvState {
+    pub environment: Environment,
+    pub issuer: String,
+    /// The Management API identifier, `{issuer}/api`.
+    pub management_api: String,
+    clients: RwLock<HashMap<String, Arc<Client>>>,
+    apis: OnceCell<Arc<ApiIndex>>,
+    keys: OnceCell<Arc<KeyRing>>,
+    revoked: OnceCell<Arc<HashSet<String>>>,
+    db: Db,
+    master_key: MasterKey,
+}
+
+impl std::fmt::Debug for EnvState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvState").field("handle", &self.environment.handle).finish_non_exhaustive()
+    }
+}
+
+impl EnvState {
+    pub(crate) fn new(environment: Environment, issuer: String, db: Db, master_key: MasterKey) -> Self {
+        EnvState {
+            management_api: format!("{issuer}/api"),
+            issuer,
+            environment,
+            clients: RwLock::default(),
+            apis: OnceCell::new(),
+            keys: OnceCell::new(),
+            revoked: OnceCell::new(),
+            db,
+            master_key,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.environment.id
+    }
+
+    /// A client by its public `client_id`. Unknown ids are not cached, so
+    /// guessing cannot grow the cache.
+    pub async fn client(&self, client_id: &str) -> Result<Option<Arc<Client>>> {
+        if let Some(client) = self.clients.read().expect("cache lock").get(client_id) {
+            return Ok(Some(client.clone()));
+        }
+        let mut conn = self.db.read().await?;
+        let found: Option<Client> = record::find_by(&mut conn, self.id(), "client_id", client_id).await?;
+        Ok(found.map(|client| {
+            let client = Arc::new(client);
+            self.clients.write().expect("cache lock").insert(client_id.to_owned(), client.clone());
+            client
+        }))
+    }
+
+    pub async fn apis(&self) -> Result<Arc<ApiIndex>> {
+        self.apis
+            .get_or_try_init(|| async {
+                let mut conn = self.db.read().await?;
+                let servers: Vec<ResourceServer> = repo::all(&mut conn, self.id()).await?;
+                let scopes: Vec<Scope> = repo::all(&mut conn, self.id()).await?;
+                let grants: Vec<Grant> = repo::all(&mut conn, self.id()).await?;
+                let mut index = ApiIndex::default();
+                for server in servers {
+                    let identifier =
+                        if server.system { self.management_api.clone() } else { server.identifier.clone() };
+                    let names = scopes
+                        .iter()
+                        .filter(|s| s.resource_server_id == server.id)
+                        .map(|s| s.name.clone())
+                        .collect();
+                    index
+                        .by_identifier
+                        .insert(identifier.clone(), Arc::new(Api { server, identifier, scopes: names }));
+                }
+                for grant in grants {
+                    index.grants.insert((grant.client_id, grant.resource_server_id), grant.allowed_scopes.0);
+                }
+                Ok::<_, ServiceError>(Arc::new(index))
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn keys(&self) -> Result<Arc<KeyRing>> {
+        self.keys
+            .get_or_try_init(|| async {
+                let mut conn = self.db.read().await?;
+                let rows = repo::signing_keys::active(&mut conn, self.id()).await?;
+                let mut verifiers = HashMap::new();
+                let mut jwks = Vec::new();
+                let mut primary = None;
+                for row in rows {
+                    let verifier = VerifyingKey::from_jwk(&row.public_jwk.0)?;
+                    verifiers.insert(row.kid.clone(), verifier);
+                    jwks.push(row.public_jwk.0.clone());
+                    if row.is_primary {
+                        let algorithm = Algorithm::from_api_name(&row.algorithm)
+                            .ok_or_else(|| ServiceError::Internal("unknown key algorithm".into()))?;
+                        let pkcs8 = self.master_key.open(&row.private_key, &row.id)?;
+                        primary = Some(Arc::new(SigningKey::from_pkcs8(&row.kid, algorithm, &pkcs8)?));
+                    }
+                }
+                Ok::<_, ServiceError>(Arc::new(KeyRing {
+                    primary,
+                    verifiers,
+                    jwks: serde_json::json!({ "keys": jwks }),
+                }))
+            })
+            .await
+            .cloned()
+    }
+
+    /// `jti`s of revoked, unexpired JWT access tokens.
+    pub async fn revoked(&self) -> Result<Arc<HashSet<String>>> {
+        self.revoked
+            .get_or_try_init(|| async {
+                let mut conn = self.db.read().await?;
+                let jtis = repo::tokens::revoked_jtis(&mut conn, self.id()).await?;
+                Ok::<_, ServiceError>(Arc::new(jtis.into_iter().collect()))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// All environments' states, by handle.
+#[derive(Default)]
+pub struct EnvRegistry {
+    by_handle: RwLock<HashMap<String, Arc<EnvState>>>,
+}
+
+impl EnvRegistry {
+    pub fn get(&self, handle: &str) -> Option<Arc<EnvState>> {
+        self.by_handle.read().expect("cache lock").get(handle).cloned()
+    }
+
+    pub fn insert(&self, state: Arc<EnvState>) {
+        self.by_handle.write().expect("cache lock").insert(state.environment.handle.clone(), state);
+    }
+
+    /// Drops an environment's state (`*` drops all).
+    pub fn invalidate(&self, environment_id: &str) {
+        let mut map = self.by_handle.write().expect("cache lock");
+        if environment_id == "*" {
+            map.clear();
+        } else {
+            map.retain(|_, state| state.environment.id != environment_id);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Events recorded off the request path. `token.issued` happens at thousands
+//! per second; issuance hands the event to this sink and returns, and one
+//! task writes them in batched transactions (audit + outbox rows together).
+
+use portcullis_store::Db;
+use portcullis_store::model::{Event, Origin};
+use tokio::sync::mpsc;
+
+const BATCH: usize = 500;
+
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<(Origin, Event)>,
+}
+
+impl EventSink {
+    pub fn start(db: Db) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Origin, Event)>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(BATCH);
+            while rx.recv_many(&mut batch, BATCH).await > 0 {
+                // Retry a failed batch a few times before giving up on it, so
+                // a brief database outage does not lose audit records.
+                for attempt in 0..5 {
+                    match db.append_events(&batch).await {
+                        Ok(()) => break,
+                        Err(error) if attempt < 4 => {
+                            tracing::warn!(%error, "writing events failed; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                        }
+                        Err(error) => tracing::error!(%error, count = batch.len(), "events lost"),
+                    }
+                }
+                batch.clear();
+            }
+        });
+        EventSink { tx }
+    }
+
+    pub fn record(&self, origin: Origin, event: Event) {
+        if self.tx.send((origin, event)).is_err() {
+            tracing::error!("event sink closed; event dropped");
+        }
+    }
+}

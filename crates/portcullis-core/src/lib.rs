@@ -1,0 +1,121 @@
+//! Domain rules and services for Portcullis. Transports (HTTP, CLI) call
+//! these; they never see HTTP types, and only the store sees SQL.
+
+pub mod cache;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod oauth;
+pub mod services;
+
+use std::sync::Arc;
+
+use portcullis_crypto::aead::MasterKey;
+use portcullis_store::{Db, repo};
+
+pub use cache::EnvState;
+pub use context::Ctx;
+pub use error::{Field, Result, ServiceError};
+
+/// How issuers are formed: `{scheme}://{handle}.{base_domain}[:port]`.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub base_domain: String,
+    pub public_scheme: String,
+    /// Omitted from issuers when `None`.
+    pub public_port: Option<u16>,
+    /// Serves hosts that name no environment (a bare IP, `localhost`).
+    pub default_environment: Option<String>,
+}
+
+/// The service layer's shared state.
+pub struct Core {
+    pub db: Db,
+    pub master_key: MasterKey,
+    pub config: CoreConfig,
+    pub envs: cache::EnvRegistry,
+    pub events: events::EventSink,
+}
+
+impl Core {
+    /// Builds the core and starts its background tasks (cache invalidation,
+    /// the change listener on PostgreSQL, the asynchronous event writer).
+    pub fn start(db: Db, master_key: MasterKey, config: CoreConfig) -> Arc<Core> {
+        let core = Arc::new(Core {
+            events: events::EventSink::start(db.clone()),
+            db,
+            master_key,
+            config,
+            envs: cache::EnvRegistry::default(),
+        });
+        let weak = Arc::downgrade(&core);
+        let mut changes = core.db.changes();
+        tokio::spawn(async move {
+            loop {
+                let changed = match changes.recv().await {
+                    Ok(id) => id,
+                    // Missed notifications: drop everything rather than guess.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "*".to_owned(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                match weak.upgrade() {
+                    Some(core) => core.envs.invalidate(&changed),
+                    None => return,
+                }
+            }
+        });
+        let db = core.db.clone();
+        let weak = Arc::downgrade(&core);
+        tokio::spawn(async move {
+            while weak.strong_count() > 0 {
+                if let Err(error) = db.listen().await {
+                    tracing::warn!(%error, "change listener stopped; restarting");
+                }
+                if db.backend() != portcullis_store::Backend::Postgres {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+        core
+    }
+
+    pub fn issuer_for(&self, handle: &str) -> String {
+        let port = self.config.public_port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{}://{}.{}{}", self.config.public_scheme, handle, self.config.base_domain, port)
+    }
+
+    /// The environment a request's `Host` names, if any.
+    pub async fn environment_for_host(&self, host: &str) -> Result<Option<Arc<EnvState>>> {
+        let host = host
+            .rsplit_once(':')
+            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host });
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let handle = host
+            .strip_suffix(&self.config.base_domain)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .filter(|handle| !handle.is_empty() && !handle.contains('.'));
+        match handle {
+            Some(handle) => self.environment(handle).await,
+            None => match &self.config.default_environment {
+                Some(handle) => self.environment(handle).await,
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// An environment's cached state by handle.
+    pub async fn environment(&self, handle: &str) -> Result<Option<Arc<EnvState>>> {
+        if let Some(state) = self.envs.get(handle) {
+            return Ok(Some(state));
+        }
+        let mut conn = self.db.read().await?;
+        let Some(environment) = repo::environments::by_handle(&mut conn, handle).await? else {
+            return Ok(None);
+        };
+        let issuer = self.issuer_for(&environment.handle);
+        let state = Arc::new(EnvState::new(environment, issuer, self.db.clone(), self.master_key.clone()));
+        self.envs.insert(state.clone());
+        Ok(Some(state))
+    }
+}

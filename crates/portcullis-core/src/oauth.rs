@@ -1,0 +1,418 @@
+//! The OAuth 2.1 token engine: client authentication, the client_credentials
+//! grant, access-token verification, introspection (RFC 7662) and revocation
+//! (RFC 7009). The hot path (authenticate, pick key, sign) reads only the
+//! environment's in-memory caches; the one write, `token.issued`, goes to the
+//! asynchronous event sink.
+
+use std::sync::Arc;
+
+use portcullis_crypto::{jws, secret};
+use portcullis_store::model::{AccessToken, Actor, Client, Event, Origin};
+use portcullis_store::{new_id, now_micros, record, repo};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::services::target;
+use crate::{Core, EnvState, ServiceError};
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuthError {
+    pub code: &'static str,
+    pub description: String,
+    /// 400, or 401 for failed client authentication.
+    pub status: u16,
+}
+
+impl OAuthError {
+    pub fn new(code: &'static str, description: impl Into<String>) -> Self {
+        OAuthError { code, description: description.into(), status: 400 }
+    }
+
+    pub fn invalid_client(description: impl Into<String>) -> Self {
+        OAuthError { code: "invalid_client", description: description.into(), status: 401 }
+    }
+
+    pub fn server_error() -> Self {
+        OAuthError {
+            code: "server_error",
+            description: "the server could not complete the request".into(),
+            status: 500,
+        }
+    }
+}
+
+impl From<ServiceError> for OAuthError {
+    fn from(error: ServiceError) -> Self {
+        tracing::error!(%error, "oauth request failed");
+        OAuthError::server_error()
+    }
+}
+
+/// Client credentials as presented (Basic header or form body).
+#[derive(Debug, Clone)]
+pub struct PresentedClient {
+    pub client_id: String,
+    pub client_secret: Option<String>,
+}
+
+/// Authenticates a client: confidential clients by secret (constant-time
+/// against its SHA-256 hash), public clients by id alone.
+pub async fn authenticate(env: &EnvState, presented: &PresentedClient) -> Result<Arc<Client>, OAuthError> {
+    let failed = || OAuthError::invalid_client("client authentication failed");
+    let client = env.client(&presented.client_id).await?.ok_or_else(failed)?;
+    match (&client.secret_hash, &presented.client_secret) {
+        (Some(hash), Some(secret)) if secret::verify_secret(secret, hash) => Ok(client),
+        (None, None) => Ok(client),
+        _ => Err(failed()),
+    }
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// RFC 9068 access-token claims.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+impl AccessClaims {
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split_ascii_whitespace()
+    }
+}
+
+/// Where a request came from, for `token.issued`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// The `client_credentials` grant.
+pub async fn client_credentials(
+    core: &Core,
+    env: &EnvState,
+    client: &Client,
+    scope: Option<&str>,
+    resources: &[String],
+    info: RequestInfo,
+) -> Result<TokenResponse, OAuthError> {
+    if client.client_type != "confidential" || !client.grant_types.0.iter().any(|g| g == "client_credentials")
+    {
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            "this client may not use the client_credentials grant",
+        ));
+    }
+    let resource = match resources {
+        [] => env.environment.default_audience.clone().ok_or_else(|| {
+            OAuthError::new("invalid_target", "the resource parameter is required for client_credentials")
+        })?,
+        [one] => one.clone(),
+        _ => return Err(OAuthError::new("invalid_target", "request one resource per token")),
+    };
+    let apis = env.apis().await?;
+    let api = apis
+        .by_identifier
+        .get(&resource)
+        .ok_or_else(|| OAuthError::new("invalid_target", "the requested resource is unknown"))?;
+    let allowed = apis
+        .grants
+        .get(&(client.id.clone(), api.server.id.clone()))
+        .ok_or_else(|| {
+            OAuthError::new("invalid_target", "this client has no grant for the requested resource")
+        })?
+        .as_ref()
+        .unwrap_or(&api.scopes);
+    let granted: Vec<&str> = match scope {
+        None => allowed.iter().map(String::as_str).collect(),
+        Some(requested) => {
+            let mut granted = Vec::new();
+            for s in requested.split_ascii_whitespace() {
+                if !allowed.iter().any(|a| a == s) {
+                    return Err(OAuthError::new(
+                        "invalid_scope",
+                        format!("scope `{s}` is not allowed for this client and resource"),
+                    ));
+                }
+                if !granted.contains(&s) {
+                    granted.push(s);
+                }
+            }
+            granted
+        }
+    };
+    let scope = granted.join(" ");
+    let now = now_micros() / 1_000_000;
+    let claims = AccessClaims {
+        iss: env.issuer.clone(),
+        sub: client.client_id.clone(),
+        aud: api.identifier.clone(),
+        exp: now + api.server.token_ttl,
+        iat: now,
+        jti: secret::random_token::<16>(),
+        client_id: client.client_id.clone(),
+        scope,
+    };
+    let access_token = if client.token_format == "opaque" {
+        store_opaque(core, env, &claims).await?
+    } else {
+        let keys = env.keys().await?;
+        let key = keys.primary.as_ref().ok_or_else(|| {
+            tracing::error!(environment = %env.environment.handle, "no primary signing key");
+            OAuthError::server_error()
+        })?;
+        jws::sign(key, "at+jwt", &claims).map_err(|_| OAuthError::server_error())?
+    };
+    core.events.record(
+        Origin {
+            environment_id: env.id().to_owned(),
+            actor: Actor {
+                kind: "client",
+                id: Some(client.client_id.clone()),
+                name: Some(client.name.clone()),
+            },
+            ip_address: info.ip_address,
+            user_agent: info.user_agent,
+        },
+        Event {
+            action: "token.issued",
+            targets: vec![target("client", &client.id, Some(&client.name))],
+            changes: json!({}),
+            data: json!({"grant_type": "client_credentials", "client_id": claims.client_id, "aud": claims.aud,
+                         "scope": claims.scope, "jti": claims.jti, "exp": claims.exp}),
+        },
+    );
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: api.server.token_ttl,
+        scope: (!claims.scope.is_empty()).then_some(claims.scope),
+    })
+}
+
+async fn store_opaque(core: &Core, env: &EnvState, claims: &AccessClaims) -> Result<String, OAuthError> {
+    let token = secret::random_token::<32>();
+    let row = AccessToken {
+        id: new_id(),
+        environment_id: env.id().to_owned(),
+        token_hash: secret::hash_secret(&token),
+        jti: claims.jti.clone(),
+        client_id: claims.client_id.clone(),
+        subject: claims.sub.clone(),
+        scope: claims.scope.clone(),
+        audience: claims.aud.clone(),
+        expires_at: claims.exp * 1_000_000,
+        revoked_at: None,
+        inserted_at: now_micros(),
+    };
+    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
+    record::insert(&mut conn, &row).await.map_err(ServiceError::from)?;
+    Ok(token)
+}
+
+/// Why a presented access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    Malformed,
+    BadSignature,
+    Expired,
+    Revoked,
+    WrongIssuer,
+    /// The client it was issued to no longer exists.
+    UnknownClient,
+}
+
+impl TokenRejection {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TokenRejection::Malformed => "the access token is malformed",
+            TokenRejection::BadSignature => "the access token signature is invalid or its key is not active",
+            TokenRejection::Expired => "the access token has expired",
+            TokenRejection::Revoked => "the access token has been revoked",
+            TokenRejection::WrongIssuer => "the access token was not issued by this environment",
+            TokenRejection::UnknownClient => "the client the access token was issued to no longer exists",
+        }
+    }
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// Verifies an access token (JWT or opaque) issued by this environment.
+pub async fn verify_access_token(
+    core: &Core,
+    env: &EnvState,
+    token: &str,
+) -> Result<AccessClaims, VerifyError> {
+    let now = now_micros() / 1_000_000;
+    let claims = if looks_like_jwt(token) {
+        let keys = env.keys().await?;
+        let verified = jws::verify(token, |kid| keys.verifiers.get(kid)).map_err(|e| match e {
+            portcullis_crypto::CryptoError::Malformed => TokenRejection::Malformed,
+            _ => TokenRejection::BadSignature,
+        })?;
+        if verified.header.get("typ").and_then(Value::as_str) != Some("at+jwt") {
+            return Err(TokenRejection::Malformed.into());
+        }
+        let claims: AccessClaims =
+            serde_json::from_value(verified.claims).map_err(|_| TokenRejection::Malformed)?;
+        if claims.iss != env.issuer {
+            return Err(TokenRejection::WrongIssuer.into());
+        }
+        if claims.exp <= now {
+            return Err(TokenRejection::Expired.into());
+        }
+        if env.revoked().await?.contains(&claims.jti) {
+            return Err(TokenRejection::Revoked.into());
+        }
+        claims
+    } else {
+        let mut conn = core.db.read().await?;
+        let row: AccessToken =
+            record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(token))
+                .await?
+                .ok_or(TokenRejection::Malformed)?;
+        if row.revoked_at.is_some() {
+            return Err(TokenRejection::Revoked.into());
+        }
+        if row.expires_at <= now_micros() {
+            return Err(TokenRejection::Expired.into());
+        }
+        AccessClaims {
+            iss: env.issuer.clone(),
+            sub: row.subject,
+            aud: row.audience,
+            exp: row.expires_at / 1_000_000,
+            iat: row.inserted_at / 1_000_000,
+            jti: row.jti,
+            client_id: row.client_id,
+            scope: row.scope,
+        }
+    };
+    if env.client(&claims.client_id).await?.is_none() {
+        return Err(TokenRejection::UnknownClient.into());
+    }
+    Ok(claims)
+}
+
+#[derive(Debug)]
+pub enum VerifyError {
+    Rejected(TokenRejection),
+    Service(ServiceError),
+}
+
+impl From<TokenRejection> for VerifyError {
+    fn from(r: TokenRejection) -> Self {
+        VerifyError::Rejected(r)
+    }
+}
+
+impl From<ServiceError> for VerifyError {
+    fn from(e: ServiceError) -> Self {
+        VerifyError::Service(e)
+    }
+}
+
+impl From<portcullis_store::StoreError> for VerifyError {
+    fn from(e: portcullis_store::StoreError) -> Self {
+        VerifyError::Service(e.into())
+    }
+}
+
+/// RFC 7662 introspection: claims for an active token, `{"active": false}`
+/// for anything else (expired, revoked, foreign, garbage).
+pub async fn introspect(core: &Core, env: &EnvState, token: &str) -> Result<Value, OAuthError> {
+    match verify_access_token(core, env, token).await {
+        Ok(c) => {
+            let mut out = json!({
+                "active": true, "token_type": "Bearer", "client_id": c.client_id, "sub": c.sub,
+                "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
+            });
+            if !c.scope.is_empty() {
+                out["scope"] = Value::String(c.scope);
+            }
+            Ok(out)
+        }
+        Err(VerifyError::Rejected(_)) => Ok(json!({"active": false})),
+        Err(VerifyError::Service(e)) => Err(e.into()),
+    }
+}
+
+/// RFC 7009 revocation. Unknown tokens, and tokens issued to another client,
+/// are ignored (the response is the same, so nothing leaks).
+pub async fn revoke(
+    core: &Core,
+    env: &EnvState,
+    client: &Client,
+    token: &str,
+    info: RequestInfo,
+) -> Result<(), OAuthError> {
+    let (jti, expires_at, opaque_hash) = if looks_like_jwt(token) {
+        let keys = env.keys().await?;
+        let Ok(verified) = jws::verify(token, |kid| keys.verifiers.get(kid)) else { return Ok(()) };
+        let Ok(claims) = serde_json::from_value::<AccessClaims>(verified.claims) else { return Ok(()) };
+        if claims.client_id != client.client_id || claims.iss != env.issuer {
+            return Ok(());
+        }
+        (claims.jti, claims.exp * 1_000_000, None)
+    } else {
+        let hash = secret::hash_secret(token);
+        let mut conn = core.db.read().await.map_err(ServiceError::from)?;
+        let row: Option<AccessToken> =
+            record::find_by(&mut conn, env.id(), "token_hash", &hash).await.map_err(ServiceError::from)?;
+        match row {
+            Some(row) if row.client_id == client.client_id => (row.jti, row.expires_at, Some(hash)),
+            _ => return Ok(()),
+        }
+    };
+    let mut tx = core.db.write().await.map_err(ServiceError::from)?;
+    match &opaque_hash {
+        Some(hash) => {
+            repo::tokens::revoke_opaque(tx.conn(), env.id(), hash).await.map_err(ServiceError::from)?;
+        }
+        None => {
+            repo::tokens::revoke_jti(tx.conn(), env.id(), &jti, expires_at)
+                .await
+                .map_err(ServiceError::from)?;
+            tx.invalidate(env.id());
+        }
+    }
+    let origin = Origin {
+        environment_id: env.id().to_owned(),
+        actor: Actor { kind: "client", id: Some(client.client_id.clone()), name: Some(client.name.clone()) },
+        ip_address: info.ip_address,
+        user_agent: info.user_agent,
+    };
+    tx.record(
+        &origin,
+        &Event {
+            action: "token.revoked",
+            targets: vec![target("client", &client.id, Some(&client.name))],
+            changes: json!({}),
+            data: json!({"jti": jti, "client_id": client.client_id}),
+        },
+    )
+    .await
+    .map_err(ServiceError::from)?;
+    tx.commit().await.map_err(ServiceError::from)?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+use portcullis_crypto::secret;
+use portcullis_jsonapi::ResourceObject;
+use portcullis_store::model::{Client, Event};
+use portcullis_store::types::JsonText;
+use portcullis_store::{new_id, now_micros, record};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Changes, Patch, attrs, fetch_in, finish, require_text, target, timestamp};
+use crate::error::{Field, conflict_on};
+use crate::{Core, Ctx, Result, ServiceError};
+
+pub const KIND: &str = "client";
+pub const GRANT_TYPES: [&str; 3] = ["authorization_code", "client_credentials", "refresh_token"];
+pub const MAX_REDIRECT_URIS: usize = 10;
+
+pub fn present(client: &Client) -> ResourceObject {
+    ResourceObject::new(
+        KIND,
+        &client.id,
+        attrs(json!({
+            "name": client.name,
+            "client_id": client.client_id,
+            "client_type": client.client_type,
+            "redirect_uris": client.redirect_uris.0,
+            "grant_types": client.grant_types.0,
+            "token_format": client.token_format,
+            "first_party": client.first_party,
+            "inserted_at": timestamp(client.inserted_at),
+            "updated_at": timestamp(client.updated_at),
+        })),
+    )
+}
+
+pub fn name(client: &Client) -> Option<&str> {
+    Some(&client.name)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewClient {
+    pub name: String,
+    #[serde(default)]
+    pub client_type: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub token_format: Option<String>,
+    #[serde(default)]
+    pub first_party: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientChanges {
+    #[serde(default)]
+    pub name: Patch<String>,
+    #[serde(default)]
+    pub redirect_uris: Patch<Vec<String>>,
+    #[serde(default)]
+    pub grant_types: Patch<Vec<String>>,
+    #[serde(default)]
+    pub token_format: Patch<String>,
+    #[serde(default)]
+    pub first_party: Patch<bool>,
+    #[serde(default)]
+    pub client_type: Patch<String>,
+}
+
+fn validate_redirect_uris(uris: Vec<String>) -> Result<Vec<String>> {
+    if uris.len() > MAX_REDIRECT_URIS {
+        return Err(ServiceError::invalid(
+            "redirect_uris",
+            format!("at most {MAX_REDIRECT_URIS} redirect URIs are allowed"),
+        ));
+    }
+    for uri in &uris {
+        let ok = url::Url::parse(uri).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.fragment().is_none()
+        });
+        if !ok {
+            return Err(ServiceError::invalid(
+                "redirect_uris",
+                format!("`{uri}` is not an absolute http(s) URL without a fragment"),
+            ));
+        }
+    }
+    Ok(uris)
+}
+
+fn validate_grant_types(grants: Vec<String>, client_type: &str) -> Result<Vec<String>> {
+    if grants.is_empty() {
+        return Err(ServiceError::invalid("grant_types", "at least one grant type is required"));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for grant in grants {
+        if !GRANT_TYPES.contains(&grant.as_str()) {
+            return Err(ServiceError::invalid(
+                "grant_types",
+                format!("`{grant}` is not one of {}", GRANT_TYPES.join(", ")),
+            ));
+        }
+        if !out.contains(&grant) {
+            out.push(grant);
+        }
+    }
+    if client_type == "public" && out.iter().any(|g| g == "client_credentials") {
+        return Err(ServiceError::invalid("grant_types", "public clients cannot use client_credentials"));
+    }
+    Ok(out)
+}
+
+fn validate_token_format(format: String) -> Result<String> {
+    match format.as_str() {
+        "jwt" | "opaque" => Ok(format),
+        _ => Err(ServiceError::invalid("token_format", "token_format must be jwt or opaque")),
+    }
+}
+
+/// A new client secret: 32 random bytes, base64url.
+fn new_secret() -> String {
+    secret::random_token::<32>()
+}
+
+/// Registers a client; returns it and, for confidential clients, its secret
+/// (shown once, stored only as a hash).
+pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client, Option<String>)> {
+    let client_type = input.client_type.unwrap_or_else(|| "confidential".into());
+    if !matches!(client_type.as_str(), "confidential" | "public") {
+        return Err(ServiceError::invalid("client_type", "client_type must be confidential or public"));
+    }
+    let grant_types = validate_grant_types(
+        input.grant_types.unwrap_or_else(|| vec!["authorization_code".into()]),
+        &client_type,
+    )?;
+    let plain_secret = (client_type == "confidential").then(new_secret);
+    let now = now_micros();
+    let client = Client {
+        id: new_id(),
+        environment_id: ctx.environment_id().to_owned(),
+        client_id: secret::random_base62(32),
+        name: require_text("name", &input.name, 200)?,
+        secret_hash: plain_secret.as_deref().map(secret::hash_secret),
+        redirect_uris: JsonText(validate_redirect_uris(input.redirect_uris)?),
+        grant_types: JsonText(grant_types),
+        token_format: validate_token_format(input.token_format.unwrap_or_else(|| "jwt".into()))?,
+        first_party: input.first_party,
+        client_type,
+        inserted_at: now,
+        updated_at: now,
+    };
+    let mut tx = core.db.write().await?;
+    record::insert(tx.conn(), &client).await.map_err(conflict_on(
+        &["clients_client_id_key", "clients.client_id"],
+        Field::Attribute("client_id"),
+        "client_id collision; retry",
+    ))?;
+    tx.invalidate(ctx.environment_id());
+    let event = Event {
+        action: "client.registered",
+        targets: vec![target(KIND, &client.id, Some(&client.name))],
+        changes: json!({
+            "name": {"from": null, "to": client.name},
+            "redirect_uris": {"from": null, "to": client.redirect_uris.0},
+            "grant_types": {"from": null, "to": client.grant_types.0},
+            "first_party": {"from": null, "to": client.first_party},
+            "token_format": {"from": null, "to": client.token_format},
+        }),
+        data: serde_json::to_value(present(&client)).unwrap_or_default(),
+    };
+    finish(tx, ctx, event).await?;
+    Ok((client, plain_secret))
+}
+
+pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> Result<Client> {
+    let mut tx = core.db.write().await?;
+    let before: Client = fetch_in(&mut tx, ctx, KIND, id).await?;
+    let mut client = before.clone();
+    if let Some(name) = input.name.required("name")? {
+        client.name = require_text("name", &name, 200)?;
+    }
+    if let Some(t) = input.client_type.required("client_type")? {
+        if t != client.client_type {
+            return Err(ServiceError::invalid("client_type", "client_type cannot be changed after creation"));
+        }
+    }
+    if let Some(first_party) = input.first_party.required("first_party")? {
+        if first_party != client.first_party {
+            return Err(ServiceError::invalid("first_party", "first_party cannot be changed after creation"));
+        }
+    }
+    if let Some(uris) = input.redirect_uris.required("redirect_uris")? {
+        client.redirect_uris = JsonText(validate_redirect_uris(uris)?);
+    }
+    if let Some(grants) = input.grant_types.required("grant_types")? {
+        client.grant_types = JsonText(validate_grant_types(grants, &client.client_type)?);
+    }
+    if let Some(format) = input.token_format.required("token_format")? {
+        client.token_format = validate_token_format(format)?;
+    }
+    client.updated_at = now_micros();
+    record::update(tx.conn(), ctx.environment_id(), &client).await?;
+    tx.invalidate(ctx.environment_id());
+    let mut changes = Changes::default();
+    changes.track("name", &before.name, &client.name);
+    changes.track("redirect_uris", &before.redirect_uris.0, &client.redirect_uris.0);
+    changes.track("grant_types", &before.grant_types.0, &client.grant_types.0);
+    changes.track("token_format", &before.token_format, &client.token_format);
+    let event = Event {
+        action: "client.updated",
+        targets: vec![target(KIND, &client.id, Some(&client.name))],
+        changes: changes.into_value(),
+        data: serde_json::to_value(present(&client)).unwrap_or_default(),
+    };
+    finish(tx, ctx, event).await?;
+    Ok(client)
+}
+
+/// Replaces a confidential client's secret; the old one stops working at once.
+pub async fn rotate_secret(core: &Core, ctx: &Ctx, id: &str) -> Result<(Client, String)> {
+    let mut tx = core.db.write().await?;
+    let mut client: Client = fetch_in(&mut tx, ctx, KIND, id).await?;
+    if client.client_type != "confidential" {
+        return Err(ServiceError::invalid("client_type", "only confidential clients have a secret"));
+    }
+    let plain = new_secret();
+    client.secret_hash = Some(secret::hash_secret(&plain));
+    client.updated_at = now_micros();
+    record::update(tx.conn(), ctx.environment_id(), &client).await?;
+    tx.invalidate(ctx.environment_id());
+    let event = Event {
+        action: "client.updated",
+        targets: vec![target(KIND, &client.id, Some(&client.name))],
+        changes: json!({"client_secret": {"from": "[redacted]", "to": "[redacted]"}}),
+        data: serde_json::to_value(present(&client)).unwrap_or_default(),
+    };
+    finish(tx, ctx, event).await?;
+    Ok((client, plain))
+}
+
+pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    super::delete::<Client>(core, ctx, KIND, id, present, name, true).await
+}

@@ -1,0 +1,145 @@
+use portcullis_jsonapi::ResourceObject;
+use portcullis_store::model::{Client, Event, Grant, ResourceServer, Scope};
+use portcullis_store::types::JsonText;
+use portcullis_store::{new_id, now_micros, record, repo};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Changes, Patch, attrs, fetch_in, finish, target, timestamp};
+use crate::error::{Field, conflict_on};
+use crate::services::resource_servers::management_scopes;
+use crate::{Core, Ctx, Result, ServiceError};
+
+pub const KIND: &str = "client_resource_server_grant";
+
+pub fn present(grant: &Grant) -> ResourceObject {
+    ResourceObject::new(
+        KIND,
+        &grant.id,
+        attrs(json!({
+            "allowed_scopes": grant.allowed_scopes.0,
+            "inserted_at": timestamp(grant.inserted_at),
+            "updated_at": timestamp(grant.updated_at),
+        })),
+    )
+    .to_one("client", "client", Some(&grant.client_id))
+    .to_one("resource_server", "resource_server", Some(&grant.resource_server_id))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantAttributes {
+    /// `null` or absent: every scope of the resource server.
+    #[serde(default)]
+    pub allowed_scopes: Patch<Vec<String>>,
+}
+
+/// Checks that every allowed scope exists on the server.
+async fn validate_scopes(
+    tx: &mut portcullis_store::WriteTx,
+    server: &ResourceServer,
+    scopes: Option<Vec<String>>,
+) -> Result<Option<Vec<String>>> {
+    let Some(mut scopes) = scopes else { return Ok(None) };
+    let known: Vec<String> = if server.system {
+        management_scopes()
+    } else {
+        repo::all::<Scope>(tx.conn(), &server.environment_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.resource_server_id == server.id)
+            .map(|s| s.name)
+            .collect()
+    };
+    if let Some(unknown) = scopes.iter().find(|s| !known.contains(s)) {
+        return Err(ServiceError::invalid(
+            "allowed_scopes",
+            format!("`{unknown}` is not a scope of this API"),
+        ));
+    }
+    scopes.dedup();
+    Ok(Some(scopes))
+}
+
+const TAKEN: &[&str] = &["grants_pair_key", "client_resource_server_grants.client_id"];
+
+pub async fn create(
+    core: &Core,
+    ctx: &Ctx,
+    client_id: &str,
+    resource_server_id: &str,
+    input: GrantAttributes,
+) -> Result<Grant> {
+    let env = ctx.environment_id();
+    let mut tx = core.db.write().await?;
+    let client: Client = record::find(tx.conn(), env, client_id)
+        .await?
+        .ok_or_else(|| ServiceError::invalid_relationship("client", "client does not exist"))?;
+    let server: ResourceServer =
+        record::find(tx.conn(), env, resource_server_id).await?.ok_or_else(|| {
+            ServiceError::invalid_relationship("resource_server", "resource server does not exist")
+        })?;
+    let allowed = match input.allowed_scopes {
+        Patch::Value(scopes) => Some(scopes),
+        Patch::Absent | Patch::Null => None,
+    };
+    let allowed = validate_scopes(&mut tx, &server, allowed).await?;
+    let now = now_micros();
+    let grant = Grant {
+        id: new_id(),
+        environment_id: env.to_owned(),
+        client_id: client.id.clone(),
+        resource_server_id: server.id.clone(),
+        allowed_scopes: JsonText(allowed),
+        inserted_at: now,
+        updated_at: now,
+    };
+    record::insert(tx.conn(), &grant).await.map_err(conflict_on(
+        TAKEN,
+        Field::Relationship("resource_server"),
+        "the client already has a grant for this API",
+    ))?;
+    tx.invalidate(env);
+    let event = Event {
+        action: "client_resource_server_grant.created",
+        targets: vec![
+            target("client", &client.id, Some(&client.name)),
+            target("resource_server", &server.id, Some(&server.name)),
+        ],
+        changes: json!({"allowed_scopes": {"from": null, "to": grant.allowed_scopes.0}}),
+        data: serde_json::to_value(present(&grant)).unwrap_or_default(),
+    };
+    finish(tx, ctx, event).await?;
+    Ok(grant)
+}
+
+pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: GrantAttributes) -> Result<Grant> {
+    let mut tx = core.db.write().await?;
+    let before: Grant = fetch_in(&mut tx, ctx, KIND, id).await?;
+    let mut grant = before.clone();
+    let server: ResourceServer = fetch_in(&mut tx, ctx, "resource_server", &grant.resource_server_id).await?;
+    match input.allowed_scopes {
+        Patch::Absent => {}
+        Patch::Null => grant.allowed_scopes = JsonText(None),
+        Patch::Value(scopes) => {
+            grant.allowed_scopes = JsonText(validate_scopes(&mut tx, &server, Some(scopes)).await?)
+        }
+    }
+    grant.updated_at = now_micros();
+    record::update(tx.conn(), ctx.environment_id(), &grant).await?;
+    tx.invalidate(ctx.environment_id());
+    let mut changes = Changes::default();
+    changes.track("allowed_scopes", &before.allowed_scopes.0, &grant.allowed_scopes.0);
+    let event = Event {
+        action: "client_resource_server_grant.updated",
+        targets: vec![target(KIND, &grant.id, None)],
+        changes: changes.into_value(),
+        data: serde_json::to_value(present(&grant)).unwrap_or_default(),
+    };
+    finish(tx, ctx, event).await?;
+    Ok(grant)
+}
+
+pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    super::delete::<Grant>(core, ctx, KIND, id, present, |_| None, true).await
+}

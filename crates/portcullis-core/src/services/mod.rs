@@ -1,0 +1,198 @@
+//! One module per resource: validation, domain rules, the event each write
+//! records, and how the resource is presented (JSON:API attributes, which the
+//! event payloads reuse).
+
+pub mod audit_events;
+pub mod clients;
+pub mod environments;
+pub mod grants;
+pub mod permissions;
+pub mod resource_servers;
+pub mod role_permissions;
+pub mod roles;
+pub mod scopes;
+pub mod signing_keys;
+pub mod user_roles;
+pub mod users;
+
+use portcullis_jsonapi::ResourceObject;
+use portcullis_store::listing::{self, Slice};
+use portcullis_store::model::{Event, Target};
+use portcullis_store::{Listing, Record, WriteTx, record};
+use serde_json::{Map, Value, json};
+
+use crate::{Core, Ctx, Result, ServiceError};
+
+/// A stored timestamp as the API shows it.
+pub fn timestamp(micros: i64) -> Value {
+    Value::String(portcullis_store::listing_time(micros))
+}
+
+pub(crate) fn attrs(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Records `{"field": {"from", "to"}}` when a tracked field changes.
+#[derive(Default)]
+pub(crate) struct Changes(Map<String, Value>);
+
+impl Changes {
+    pub fn track<T: serde::Serialize + PartialEq>(&mut self, field: &str, from: &T, to: &T) {
+        if from != to {
+            self.0.insert(field.to_owned(), json!({"from": from, "to": to}));
+        }
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+pub(crate) fn target(kind: &str, id: &str, name: Option<&str>) -> Target {
+    Target { kind: kind.to_owned(), id: id.to_owned(), name: name.map(str::to_owned) }
+}
+
+/// Records the event, then commits.
+pub(crate) async fn finish(mut tx: WriteTx, ctx: &Ctx, event: Event) -> Result<()> {
+    tx.record(&ctx.origin(), &event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One row of this environment, or `NotFound(kind)`.
+pub async fn fetch<R: Record>(core: &Core, ctx: &Ctx, kind: &'static str, id: &str) -> Result<R> {
+    let mut conn = core.db.read().await?;
+    record::find::<R>(&mut conn, ctx.environment_id(), id).await?.ok_or(ServiceError::NotFound(kind))
+}
+
+pub(crate) async fn fetch_in<R: Record>(
+    tx: &mut WriteTx,
+    ctx: &Ctx,
+    kind: &'static str,
+    id: &str,
+) -> Result<R> {
+    record::find::<R>(tx.conn(), ctx.environment_id(), id).await?.ok_or(ServiceError::NotFound(kind))
+}
+
+/// A page of this environment's rows.
+pub async fn list<R: Record>(core: &Core, ctx: &Ctx, query: &Listing) -> Result<Slice<R>> {
+    let mut conn = core.db.read().await?;
+    Ok(listing::list::<R>(&mut conn, ctx.environment_id(), query).await?)
+}
+
+pub async fn count<R: Record>(core: &Core, ctx: &Ctx, query: &Listing) -> Result<i64> {
+    let mut conn = core.db.read().await?;
+    Ok(listing::count::<R>(&mut conn, ctx.environment_id(), &query.conditions).await?)
+}
+
+/// Rows of this environment by id, for `include`.
+pub async fn fetch_many<R: Record>(core: &Core, ctx: &Ctx, ids: &[String]) -> Result<Vec<R>> {
+    let mut conn = core.db.read().await?;
+    Ok(record::find_in::<R>(&mut conn, ctx.environment_id(), "id", ids).await?)
+}
+
+/// Deletes a row and records `{kind}.deleted` with its last state.
+pub(crate) async fn delete<R: Record>(
+    core: &Core,
+    ctx: &Ctx,
+    kind: &'static str,
+    id: &str,
+    present: fn(&R) -> ResourceObject,
+    name: fn(&R) -> Option<&str>,
+    invalidates_cache: bool,
+) -> Result<()> {
+    let mut tx = core.db.write().await?;
+    let row: R = fetch_in(&mut tx, ctx, kind, id).await?;
+    record::delete::<R>(tx.conn(), ctx.environment_id(), id).await?;
+    if invalidates_cache {
+        tx.invalidate(ctx.environment_id());
+    }
+    let event = Event {
+        action: deleted_action(kind),
+        targets: vec![target(kind, id, name(&row))],
+        changes: Value::Object(Map::new()),
+        data: serde_json::to_value(present(&row)).unwrap_or(Value::Null),
+    };
+    finish(tx, ctx, event).await
+}
+
+fn deleted_action(kind: &'static str) -> &'static str {
+    match kind {
+        "user" => "user.deleted",
+        "role" => "role.deleted",
+        "permission" => "permission.deleted",
+        "role_permission" => "role_permission.deleted",
+        "user_role" => "user_role.deleted",
+        "client" => "client.deleted",
+        "resource_server" => "resource_server.deleted",
+        "scope" => "scope.deleted",
+        "client_resource_server_grant" => "client_resource_server_grant.deleted",
+        _ => "resource.deleted",
+    }
+}
+
+/// Validates a required, trimmed, bounded name.
+pub(crate) fn require_text(field: &'static str, value: &str, max: usize) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(ServiceError::invalid(field, format!("{field} must not be blank")));
+    }
+    if trimmed.chars().count() > max {
+        return Err(ServiceError::invalid(field, format!("{field} must be at most {max} characters")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub(crate) fn optional_text(
+    field: &'static str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>> {
+    match value {
+        Some(v) if v.chars().count() > max => {
+            Err(ServiceError::invalid(field, format!("{field} must be at most {max} characters")))
+        }
+        other => Ok(other),
+    }
+}
+
+/// A JSON:API PATCH member: absent, explicitly `null`, or a value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Patch<T> {
+    #[default]
+    Absent,
+    Null,
+    Value(T),
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Patch<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d)? {
+            Some(v) => Patch::Value(v),
+            None => Patch::Null,
+        })
+    }
+}
+
+impl<T> Patch<T> {
+    /// Applies to an optional field.
+    pub fn apply_to(self, current: &mut Option<T>) {
+        match self {
+            Patch::Absent => {}
+            Patch::Null => *current = None,
+            Patch::Value(v) => *current = Some(v),
+        }
+    }
+
+    /// For a non-nullable field: `null` is an error.
+    pub fn required(self, field: &'static str) -> Result<Option<T>> {
+        match self {
+            Patch::Absent => Ok(None),
+            Patch::Null => Err(ServiceError::invalid(field, format!("{field} cannot be null"))),
+            Patch::Value(v) => Ok(Some(v)),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+use portcullis_crypto::password;
+use portcullis_jsonapi::ResourceObject;
+use portcullis_store::model::{Event, User};
+use portcullis_store::types::JsonText;
+use portcullis_store::{new_id, now_micros, record};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Changes, Patch, attrs, fetch_in, finish, optional_text, target, timestamp};
+use crate::error::{Field, conflict_on};
+use crate::{Core, Ctx, Result, ServiceError};
+
+pub const KIND: &str = "user";
+pub const PASSWORD_MIN: usize = 8;
+pub const PASSWORD_MAX: usize = 128;
+
+pub fn present(user: &User) -> ResourceObject {
+    ResourceObject::new(
+        KIND,
+        &user.id,
+        attrs(json!({
+            "email": user.email,
+            "email_verified": user.email_verified,
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "blocked": user.blocked,
+            "metadata": user.metadata.0,
+            "inserted_at": timestamp(user.inserted_at),
+            "updated_at": timestamp(user.updated_at),
+        })),
+    )
+}
+
+pub fn name(user: &User) -> Option<&str> {
+    Some(&user.email)
+}
+
+/// `create_with_password`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub email: String,
+    pub password: String,
+    pub password_confirmation: String,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub email_verified: bool,
+    #[serde(default)]
+    pub blocked: bool,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserChanges {
+    #[serde(default)]
+    pub email: Patch<String>,
+    #[serde(default)]
+    pub first_name: Patch<String>,
+    #[serde(default)]
+    pub last_name: Patch<String>,
+    #[serde(default)]
+    pub email_verified: Patch<bool>,
+    #[serde(default)]
+    pub blocked: Patch<bool>,
+    #[serde(default)]
+    pub metadata: Patch<Value>,
+    #[serde(default)]
+    pub password: Patch<String>,
+    #[serde(default)]
+    pub password_confirmation: Patch<String>,
+}
+
+fn validate_email(email: &str) -> Result<String> {
+    let email = email.trim();
+    let valid = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.starts_with('.') && !domain.ends_with('.')
+        })
+        && email.matches('@').count() == 1;
+    if valid {
+        Ok(email.to_owned())
+    } else {
+        Err(ServiceError::invalid("email", "email is not a valid address"))
+    }
+}
+
+pub fn validate_password(password: &str, confirmation: &str) -> Result<()> {
+    let length = password.chars().count();
+    if length < PASSWORD_MIN {
+        return Err(ServiceError::invalid(
+            "password",
+            format!("password must be at least {PASSWORD_MIN} characters"),
+        ));
+    }
+    if length > PASSWORD_MAX {
+        return Err(ServiceError::invalid(
+            "password",
+            format!("password must be at most {PASSWORD_MAX} characters"),
+        ));
+    }
+    if !portcullis_crypto::secret::constant_time_eq(password, confirmation) {
+        return Err(ServiceError::invalid(
+            "password_confirmation",
+            "password confirmation does not match password",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_metadata(metadata: Value) -> Result<Value> {
+    if metadata.is_object() {
+        Ok(metadata)
+    } else {
+        Err(ServiceError::invalid("metadata", "metadata must be an object"))
+    }
+}
+
+/// Argon2id runs on the blocking pool so hashing cannot stall the runtime.
+async fn hash(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || password::hash_password(&password))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(ServiceError::from)
+}
+
+const EMAIL_TAKEN: &str = "email has already been taken";
+
+pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
+    let email = validate_email(&input.email)?;
+    validate_password(&input.password, &input.password_confirmation)?;
+    let first_name = optional_text("first_name", input.first_name, 255)?;
+    let last_name = optional_text("last_name", input.last_name, 255)?;
+    let metadata = validate_metadata(input.metadata.unwrap_or_else(|| json!({})))?;
+    let password_hash = hash(input.password).await?;
+    let now = now_micros();
+    let user = User {
+        id: new_id(),
+        environment_id: ctx.environment_id().to_owned(),
+        email,
+        email_verified: input.email_verified,
+        first_name,
+        last_name,
+        password_hash: Some(password_hash),
+        blocked: input.blocked,
+        metadata: JsonText(metadata),
+        inserted_at: now,
+        updated_at: now,
+    };
+    let mut tx = core.db.write().await?;
+    record::insert(tx.conn(), &user).await.map_err(conflict_on(
+        &["users_email_key"],
+        Field::Attribute("email"),
+        EMAIL_TAKEN,
+    ))?;
+    let event = Event {
+        action: "user.created",
+        targets: vec![target(KIND, &user.id, Some(&user.email))],
+        changes: json!({"email": {"from": null, "to": user.email}, "first_name": {"from": null, "to": user.first_name}, "last_name": {"from": null, "to": user.last_name}}),
+        data: serde_json::to_value(present(&user)).unwrap_or_default(),
+    };
+    finish(tx, ctx, event).await?;
+    Ok(user)
+}
+
+pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Result<User> {
+    let new_password = match (input.password, input.password_confirmation) {
+        (Patch::Absent, Patch::Absent) => None,
+        (Patch::Value(password), confirmation) => {
+            let confirmation = match confirmation {
+                Patch::Value(c) => c,
+                _ => String::new(),
+            };
+            validate_password(&password, &confirmation)?;
+            Some(hash(password).await?)
+        }
+        _ => {
+            return Err(ServiceError::invalid("password", "password is required with password_confirmation"));
+        }
+    };
+    let mut tx = core.db.write().await?;
+    let before: User = fetch_in(&mut tx, ctx, KIND, id).await?;
+    let mut user = before.clone();
+    if let Some(email) = input.email.required("email")? {
+        user.email = validate_email(&email)?;
+    }
+    input.first_name.apply_to(&mut user.first_name);
+    input.last_name.apply_to(&mut user.last_name);
+    user.first_name = optional_text("first_name", user.first_name, 255)?;
+    user.last_name = optional_text("last_name", user.last_name, 255)?;
+    if let Some(v) = input.email_verified.required("email_verified")? {
+        user.email_verified = v;
+    }
+    if let Some(v) = input.blocked.required("blocked")? {
+        user.blocked = v;
+    }
+    if let Some(v) = input.metadata.required("metadata")? {
+        user.metadata = JsonText(validate_metadata(v)?);
+    }
+    let password_changed = new_password.is_some();
+    if let Some(hash) = new_password {
+        user.password_hash = Some(hash);
+    }
+    user.updated_at = now_micros();
+    record::update(tx.conn(), ctx.environment_id(), &user).await.map_err(conflict_on(
+        &["users_email_key"],
+        Field::Attribute("email"),
+        EMAIL_TAKEN,
+    ))?;
+
+    let mut changes = Changes::default();
+    changes.track("email", &before.email, &user.email);
+    changes.track("first_name", &before.first_name, &user.first_name);
+    changes.track("last_name", &before.last_name, &user.last_name);
+    changes.track("email_verified", &before.email_verified, &user.email_verified);
+    changes.track("blocked", &before.blocked, &user.blocked);
+    if before.blocked != user.blocked {
+        // Blocking must take effect for cached token checks at once.
+        tx.invalidate(ctx.environment_id());
+    }
+    let data = serde_json::to_value(present(&user)).unwrap_or_default();
+    let targets = vec![target(KIND, &user.id, Some(&user.email))];
+    if password_changed {
+        tx.record(
+            &ctx.origin(),
+            &Event {
+                action: "user.password_changed",
+                targets: targets.clone(),
+                changes: json!({}),
+                data: data.clone(),
+            },
+        )
+        .await?;
+    }
+    finish(tx, ctx, Event { action: "user.updated", targets, changes: changes.into_value(), data }).await?;
+    Ok(user)
+}
+
+pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    super::delete::<User>(core, ctx, KIND, id, present, name, true).await
+}

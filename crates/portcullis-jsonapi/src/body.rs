@@ -1,0 +1,191 @@
+//! Request bodies: `{"data": {"type", "id"?, "attributes", "relationships"}}`.
+//! Attribute errors carry a JSON pointer to the offending member.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::ApiError;
+
+/// To-one relationship linkage from a request body: name → (type, id).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Relationships(HashMap<String, (String, String)>);
+
+impl Relationships {
+    /// The id of a required to-one relationship of the given type.
+    pub fn required(&self, name: &str, kind: &str) -> Result<String, ApiError> {
+        self.optional(name, kind)?.ok_or_else(|| {
+            ApiError::required(
+                format!("/data/relationships/{name}"),
+                format!("relationship `{name}` is required"),
+            )
+        })
+    }
+
+    pub fn optional(&self, name: &str, kind: &str) -> Result<Option<String>, ApiError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some((found, _)) if found != kind => Err(ApiError::invalid_attribute(
+                format!("/data/relationships/{name}/data/type"),
+                format!("relationship `{name}` must reference a `{kind}`, not `{found}`"),
+            )),
+            Some((_, id)) => Ok(Some(id.clone())),
+        }
+    }
+}
+
+fn parse_envelope(body: &[u8], expected_type: &str) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let document: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid_body(format!("request body is not valid JSON: {e}")))?;
+    let Some(Value::Object(data)) = document.get("data").cloned() else {
+        return Err(ApiError::invalid_body("request body must be an object with a `data` object")
+            .with_pointer("/data"));
+    };
+    match data.get("type") {
+        Some(Value::String(kind)) if kind == expected_type => Ok(data),
+        Some(Value::String(kind)) => Err(ApiError::conflict(format!(
+            "resource type `{kind}` does not match this endpoint's type `{expected_type}`"
+        ))
+        .with_pointer("/data/type")),
+        _ => Err(ApiError::invalid_body(format!("`data.type` must be \"{expected_type}\""))
+            .with_pointer("/data/type")),
+    }
+}
+
+fn parse_attributes<A: DeserializeOwned>(data: &serde_json::Map<String, Value>) -> Result<A, ApiError> {
+    let attributes = match data.get("attributes") {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(value @ Value::Object(_)) => value.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid_body("`data.attributes` must be an object")
+                .with_pointer("/data/attributes"));
+        }
+    };
+    serde_path_to_error::deserialize(attributes).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner().to_string();
+        let pointer = if path == "." || path.is_empty() {
+            // serde reports unknown and missing fields at the parent.
+            field_from_message(&inner)
+                .map_or("/data/attributes".to_owned(), |f| format!("/data/attributes/{f}"))
+        } else {
+            format!("/data/attributes/{}", path.replace('.', "/"))
+        };
+        if inner.starts_with("missing field") {
+            ApiError::required(pointer, inner)
+        } else {
+            ApiError::invalid_attribute(pointer, inner)
+        }
+    })
+}
+
+/// Pulls the field name out of serde's "missing field `x`" / "unknown field `x`".
+fn field_from_message(message: &str) -> Option<&str> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(&message[start..start + len])
+}
+
+fn parse_relationships(data: &serde_json::Map<String, Value>) -> Result<Relationships, ApiError> {
+    let mut out = HashMap::new();
+    let Some(rels) = data.get("relationships") else { return Ok(Relationships::default()) };
+    let Value::Object(rels) = rels else {
+        return Err(ApiError::invalid_body("`data.relationships` must be an object")
+            .with_pointer("/data/relationships"));
+    };
+    for (name, rel) in rels {
+        let pointer = format!("/data/relationships/{name}/data");
+        let linkage = rel.get("data").ok_or_else(|| {
+            ApiError::invalid_body(format!("relationship `{name}` needs a `data` member"))
+                .with_pointer(pointer.clone())
+        })?;
+        match (linkage.get("type").and_then(Value::as_str), linkage.get("id").and_then(Value::as_str)) {
+            (Some(kind), Some(id)) => {
+                out.insert(name.clone(), (kind.to_owned(), id.to_owned()));
+            }
+            _ => {
+                return Err(ApiError::invalid_body(format!(
+                    "relationship `{name}` must be {{\"data\": {{\"type\", \"id\"}}}}"
+                ))
+                .with_pointer(pointer));
+            }
+        }
+    }
+    Ok(Relationships(out))
+}
+
+/// Parses a create request: attributes into `A`, plus to-one relationships.
+pub fn parse_create<A: DeserializeOwned>(
+    body: &[u8],
+    expected_type: &str,
+) -> Result<(A, Relationships), ApiError> {
+    let data = parse_envelope(body, expected_type)?;
+    Ok((parse_attributes(&data)?, parse_relationships(&data)?))
+}
+
+/// Parses an update request; a `data.id`, when present, must match the URL.
+pub fn parse_update<A: DeserializeOwned>(
+    body: &[u8],
+    expected_type: &str,
+    id: &str,
+) -> Result<(A, Relationships), ApiError> {
+    let data = parse_envelope(body, expected_type)?;
+    match data.get("id") {
+        None => {}
+        Some(Value::String(body_id)) if body_id == id => {}
+        Some(_) => {
+            return Err(ApiError::conflict("`data.id` does not match the resource in the URL")
+                .with_pointer("/data/id"));
+        }
+    }
+    Ok((parse_attributes(&data)?, parse_relationships(&data)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Attrs {
+        name: String,
+        #[serde(default)]
+        size: Option<u32>,
+    }
+
+    #[test]
+    fn parses_attributes_and_relationships() {
+        let body = br#"{"data":{"type":"role","attributes":{"name":"a"},"relationships":{"user":{"data":{"type":"user","id":"u1"}}}}}"#;
+        let (attrs, rels): (Attrs, _) = parse_create(body, "role").unwrap();
+        assert_eq!(attrs.name, "a");
+        assert_eq!(rels.required("user", "user").unwrap(), "u1");
+        assert!(rels.required("role", "role").is_err());
+        assert_eq!(rels.optional("user", "role").unwrap_err().status, 422);
+    }
+
+    #[test]
+    fn errors_point_at_the_member() {
+        let wrong_type = br#"{"data":{"type":"role","attributes":{"name":"a","size":"big"}}}"#;
+        let err = parse_create::<Attrs>(wrong_type, "role").unwrap_err();
+        assert_eq!(err.status, 422);
+        assert_eq!(err.source.unwrap().pointer.unwrap(), "/data/attributes/size");
+
+        let missing = br#"{"data":{"type":"role","attributes":{}}}"#;
+        let err = parse_create::<Attrs>(missing, "role").unwrap_err();
+        assert_eq!(
+            (err.code, err.source.unwrap().pointer.unwrap().as_str()),
+            ("required", "/data/attributes/name")
+        );
+
+        let unknown = br#"{"data":{"type":"role","attributes":{"name":"a","colour":1}}}"#;
+        let err = parse_create::<Attrs>(unknown, "role").unwrap_err();
+        assert_eq!(err.source.unwrap().pointer.unwrap(), "/data/attributes/colour");
+
+        assert_eq!(parse_create::<Attrs>(b"{", "role").unwrap_err().status, 400);
+        assert_eq!(parse_create::<Attrs>(br#"{"data":{"type":"user"}}"#, "role").unwrap_err().status, 409);
+        let mismatch = br#"{"data":{"type":"role","id":"x","attributes":{"name":"a"}}}"#;
+        assert_eq!(parse_update::<Attrs>(mismatch, "role", "y").unwrap_err().status, 409);
+    }
+}

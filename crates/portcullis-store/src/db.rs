@@ -1,0 +1,258 @@
+//! The database handle: pools, migrations, write transactions and the change
+//! feed that keeps per-process caches coherent.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard, broadcast};
+
+use crate::model::{AuditEvent, Event, Origin, OutboxEvent};
+use crate::types::JsonText;
+use crate::{Result, StoreError, classify, new_id, now_micros, record};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL channel that carries cache invalidations between processes.
+const CHANGE_CHANNEL: &str = "portcullis_changes";
+
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    url: Arc<str>,
+    /// SQLite has one writer; serialising writes in-process avoids busy
+    /// retries. PostgreSQL needs no gate.
+    write_gate: Option<Arc<Mutex<()>>>,
+    changes: broadcast::Sender<String>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Connects to `sqlite:PATH` (created if missing, WAL mode) or `postgres://...`.
+    pub async fn connect(url: &str) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Corrupt(format!(
+                "unsupported database URL scheme (use sqlite: or postgres://): {}",
+                url.split(':').next().unwrap_or_default()
+            )));
+        };
+        let url = if backend == Backend::Sqlite && !url.contains("mode=") {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        if backend == Backend::Sqlite {
+            if let Some(parent) = sqlite_path(&url).and_then(|p| std::path::Path::new(p).parent()) {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StoreError::Corrupt(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+            }
+        }
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let (changes, _) = broadcast::channel(1024);
+        Ok(Db {
+            pool,
+            backend,
+            url: url.into(),
+            write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            changes,
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A pooled connection for reads.
+    pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
+        self.pool.acquire().await.map_err(classify)
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Starts a write transaction.
+    pub async fn write(&self) -> Result<WriteTx> {
+        let gate = match &self.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = match self.backend {
+            // IMMEDIATE takes the write lock up front so a read-then-write
+            // transaction cannot fail half-way when another process writes.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(classify)?;
+        Ok(WriteTx { tx, _gate: gate, recorded: false, changed: Vec::new(), db: self.clone() })
+    }
+
+    /// Environment ids whose cached configuration changed, from this process
+    /// and (on PostgreSQL, once [`Db::listen`] runs) from every other one.
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    /// Relays other processes' change notifications into [`Db::changes`].
+    /// Returns when the listener cannot be (re)established; callers restart it.
+    pub async fn listen(&self) -> Result<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(CHANGE_CHANNEL).await?;
+        // Anything may have changed while we were not listening.
+        let _ = self.changes.send("*".to_owned());
+        loop {
+            let notification = listener.recv().await?;
+            let _ = self.changes.send(notification.payload().to_owned());
+        }
+    }
+
+    /// Appends events that are not tied to a row change (e.g. `token.issued`)
+    /// in one transaction, with their audit and outbox rows.
+    pub async fn append_events(&self, events: &[(Origin, Event)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        for (origin, event) in events {
+            tx.record(origin, event).await?;
+        }
+        tx.commit().await
+    }
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// A write transaction. It must [`record`](WriteTx::record) at least one event
+/// before [`commit`](WriteTx::commit); dropping it rolls back.
+pub struct WriteTx {
+    tx: Transaction<'static, sqlx::Any>,
+    _gate: Option<OwnedMutexGuard<()>>,
+    recorded: bool,
+    changed: Vec<String>,
+    db: Db,
+}
+
+impl WriteTx {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Appends the audit event and the outbox event for this change.
+    pub async fn record(&mut self, origin: &Origin, event: &Event) -> Result<()> {
+        let now = now_micros();
+        let first = event.targets.first();
+        let audit = AuditEvent {
+            id: new_id(),
+            environment_id: origin.environment_id.clone(),
+            action: event.action.to_owned(),
+            actor_type: origin.actor.kind.to_owned(),
+            actor_id: origin.actor.id.clone(),
+            actor_name: origin.actor.name.clone(),
+            target_type: first.map(|t| t.kind.clone()),
+            target_id: first.map(|t| t.id.clone()),
+            targets: JsonText(event.targets.clone()),
+            changes: JsonText(event.changes.clone()),
+            ip_address: origin.ip_address.clone(),
+            user_agent: origin.user_agent.clone(),
+            occurred_at: now,
+        };
+        record::insert(self.conn(), &audit).await?;
+        let outbox = OutboxEvent {
+            id: new_id(),
+            environment_id: origin.environment_id.clone(),
+            event_type: event.action.to_owned(),
+            payload: JsonText(json!({
+                "type": event.action,
+                "timestamp": crate::listing_time(now),
+                "data": event.data,
+            })),
+            created_at: now,
+            published_at: None,
+        };
+        record::insert(self.conn(), &outbox).await?;
+        self.recorded = true;
+        Ok(())
+    }
+
+    /// Marks an environment's cached configuration (clients, keys, resource
+    /// servers, grants, revocations) as changed once this commits.
+    pub fn invalidate(&mut self, environment_id: &str) {
+        if !self.changed.iter().any(|e| e == environment_id) {
+            self.changed.push(environment_id.to_owned());
+        }
+    }
+
+    pub async fn commit(mut self) -> Result<()> {
+        if !self.recorded {
+            return Err(StoreError::Unaudited);
+        }
+        if self.db.backend == Backend::Postgres {
+            for environment_id in &self.changed {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANGE_CHANNEL)
+                    .bind(environment_id.clone())
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        self.tx.commit().await.map_err(classify)?;
+        for environment_id in self.changed.drain(..) {
+            let _ = self.db.changes.send(environment_id);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! Collection queries: conditions, ordering and offset or keyset windows,
+//! always scoped to one environment. Column expressions come from resource
+//! declarations in code, never from requests; values are always bound.
+
+use sqlx::{AnyConnection, QueryBuilder, Row};
+
+use crate::record::{Record, SqlValue, push_value, select_columns};
+use crate::{Result, classify};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CondOp {
+    Eq,
+    /// Case-insensitive equality.
+    EqCi,
+    /// Case-insensitive substring match.
+    Contains,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// A column or SQL expression declared by the resource.
+    pub expr: &'static str,
+    pub op: CondOp,
+    pub value: SqlValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderBy {
+    pub expr: &'static str,
+    pub desc: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Window {
+    Offset {
+        limit: u32,
+        offset: u64,
+    },
+    /// Rows strictly after the row with these sort values and id.
+    After {
+        limit: u32,
+        values: Vec<SqlValue>,
+        id: String,
+    },
+    /// Rows strictly before it (returned in normal order).
+    Before {
+        limit: u32,
+        values: Vec<SqlValue>,
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listing {
+    pub conditions: Vec<Condition>,
+    /// Ties are always broken by `id` ascending.
+    pub order: Vec<OrderBy>,
+    pub window: Window,
+}
+
+/// One page of rows, plus whether more rows lie beyond it in the direction read.
+#[derive(Debug)]
+pub struct Slice<R> {
+    pub rows: Vec<R>,
+    pub more: bool,
+}
+
+fn push_conditions(qb: &mut QueryBuilder<sqlx::Any>, environment_id: &str, conditions: &[Condition]) {
+    qb.push(" WHERE environment_id = ").push_bind(environment_id.to_owned());
+    for condition in conditions {
+        qb.push(" AND ");
+        match condition.op {
+            CondOp::Eq => {
+                qb.push(condition.expr).push(" = ");
+                push_value(qb, &condition.value);
+            }
+            CondOp::EqCi => {
+                qb.push(format!("lower({}) = lower(", condition.expr));
+                push_value(qb, &condition.value);
+                qb.push(")");
+            }
+            CondOp::Contains => {
+                let needle = match &condition.value {
+                    SqlValue::Text(Some(text)) => text.to_lowercase(),
+                    _ => String::new(),
+                };
+                let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                qb.push(format!("lower({}) LIKE ", condition.expr))
+                    .push_bind(format!("%{escaped}%"))
+                    .push(" ESCAPE '\\'");
+            }
+        }
+    }
+}
+
+/// `(e1, e2, id) > (v1, v2, id0)` for mixed directions, as an OR of prefixes.
+fn push_keyset(
+    qb: &mut QueryBuilder<sqlx::Any>,
+    order: &[OrderBy],
+    values: &[SqlValue],
+    id: &str,
+    forward: bool,
+) {
+    qb.push(" AND (");
+    for i in 0..=order.len() {
+        if i > 0 {
+            qb.push(" OR ");
+        }
+        qb.push("(");
+        for (j, key) in order.iter().take(i).enumerate() {
+            qb.push(key.expr).push(" = ");
+            push_value(qb, &values[j]);
+            qb.push(" AND ");
+        }
+        let (expr, desc, value) = match order.get(i) {
+            Some(key) => (key.expr, key.desc, values[i].clone()),
+            None => ("id", false, SqlValue::Text(Some(id.to_owned()))),
+        };
+        let greater = desc != forward; // ascending + forward reads greater values
+        qb.push(expr).push(if greater { " < " } else { " > " });
+        push_value(qb, &value);
+        qb.push(")");
+    }
+    qb.push(")");
+}
+
+fn push_order(qb: &mut QueryBuilder<sqlx::Any>, order: &[OrderBy], reverse: bool) {
+    qb.push(" ORDER BY ");
+    for key in order {
+        let desc = key.desc != reverse;
+        qb.push(key.expr).push(if desc { " DESC, " } else { " ASC, " });
+    }
+    qb.push(if reverse { "id DESC" } else { "id ASC" });
+}
+
+pub async fn list<R: Record>(
+    conn: &mut AnyConnection,
+    environment_id: &str,
+    listing: &Listing,
+) -> Result<Slice<R>> {
+    let mut qb = QueryBuilder::new(format!("SELECT {} FROM {}", select_columns::<R>(), R::TABLE));
+    push_conditions(&mut qb, environment_id, &listing.conditions);
+    let (limit, reverse) = match &listing.window {
+        Window::Offset { limit, .. } => (*limit, false),
+        Window::After { limit, values, id } => {
+            push_keyset(&mut qb, &listing.order, values, id, true);
+            (*limit, false)
+        }
+        Window::Before { limit, values, id } => {
+            push_keyset(&mut qb, &listing.order, values, id, false);
+            (*limit, true)
+        }
+    };
+    push_order(&mut qb, &listing.order, reverse);
+    qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+    if let Window::Offset { offset, .. } = listing.window {
+        qb.push(" OFFSET ").push_bind(offset as i64);
+    }
+    let mut rows = qb.build_query_as::<R>().fetch_all(conn).await.map_err(classify)?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    if reverse {
+        rows.reverse();
+    }
+    Ok(Slice { rows, more })
+}
+
+pub async fn count<R: Record>(
+    conn: &mut AnyConnection,
+    environment_id: &str,
+    conditions: &[Condition],
+) -> Result<i64> {
+    let mut qb = QueryBuilder::new(format!("SELECT COUNT(*) AS n FROM {}", R::TABLE));
+    push_conditions(&mut qb, environment_id, conditions);
+    let row = qb.build().fetch_one(conn).await.map_err(classify)?;
+    row.try_get::<i64, _>("n").map_err(classify)
+}

@@ -1,0 +1,325 @@
+//! Row types, one per table. Each is declared once with [`record!`], which
+//! derives decoding and the column list used by the generic CRUD in
+//! [`crate::record`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::record::{Record, SqlValue};
+use crate::types::JsonText;
+
+/// Converts a field to the value bound for its column.
+pub trait ToSqlValue {
+    fn to_sql(&self) -> SqlValue;
+}
+impl ToSqlValue for String {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Text(Some(self.clone()))
+    }
+}
+impl ToSqlValue for Option<String> {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Text(self.clone())
+    }
+}
+impl ToSqlValue for i64 {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Int(Some(*self))
+    }
+}
+impl ToSqlValue for Option<i64> {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Int(*self)
+    }
+}
+impl ToSqlValue for bool {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Bool(*self)
+    }
+}
+impl<T: Serialize> ToSqlValue for JsonText<T> {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Text(Some(serde_json::to_string(&self.0).expect("JSON columns serialize")))
+    }
+}
+
+macro_rules! record {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident in $table:literal {
+            $( $(#[$field_meta:meta])* pub $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, sqlx::FromRow)]
+        pub struct $name {
+            $( $(#[$field_meta])* pub $field: $ty ),*
+        }
+
+        impl Record for $name {
+            const TABLE: &'static str = $table;
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            fn id(&self) -> &str {
+                &self.id
+            }
+
+            fn values(&self) -> Vec<SqlValue> {
+                vec![$( ToSqlValue::to_sql(&self.$field) ),*]
+            }
+        }
+    };
+}
+
+/// An environment (not environment-scoped itself, so not a [`Record`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Environment {
+    pub id: String,
+    pub handle: String,
+    pub name: String,
+    pub session_ttl: i64,
+    #[sqlx(try_from = "crate::DbBool")]
+    pub registration_enabled: bool,
+    pub default_audience: Option<String>,
+    pub inserted_at: i64,
+    pub updated_at: i64,
+}
+
+record! {
+    pub struct User in "users" {
+        pub id: String,
+        pub environment_id: String,
+        pub email: String,
+        #[sqlx(try_from = "crate::DbBool")]
+        pub email_verified: bool,
+        pub first_name: Option<String>,
+        pub last_name: Option<String>,
+        pub password_hash: Option<String>,
+        #[sqlx(try_from = "crate::DbBool")]
+        pub blocked: bool,
+        #[sqlx(try_from = "String")]
+        pub metadata: JsonText<Value>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct Role in "roles" {
+        pub id: String,
+        pub environment_id: String,
+        pub name: String,
+        pub description: Option<String>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct Permission in "permissions" {
+        pub id: String,
+        pub environment_id: String,
+        pub name: String,
+        pub description: Option<String>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct RolePermission in "role_permissions" {
+        pub id: String,
+        pub environment_id: String,
+        pub role_id: String,
+        pub permission_id: String,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct UserRole in "user_roles" {
+        pub id: String,
+        pub environment_id: String,
+        pub user_id: String,
+        pub role_id: String,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct Client in "clients" {
+        pub id: String,
+        pub environment_id: String,
+        pub client_id: String,
+        pub name: String,
+        pub client_type: String,
+        pub secret_hash: Option<String>,
+        #[sqlx(try_from = "String")]
+        pub redirect_uris: JsonText<Vec<String>>,
+        #[sqlx(try_from = "String")]
+        pub grant_types: JsonText<Vec<String>>,
+        pub token_format: String,
+        #[sqlx(try_from = "crate::DbBool")]
+        pub first_party: bool,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct ResourceServer in "resource_servers" {
+        pub id: String,
+        pub environment_id: String,
+        pub name: String,
+        pub identifier: String,
+        pub token_ttl: i64,
+        #[sqlx(try_from = "crate::DbBool")]
+        pub allow_offline_access: bool,
+        #[sqlx(try_from = "crate::DbBool")]
+        pub system: bool,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct Scope in "scopes" {
+        pub id: String,
+        pub environment_id: String,
+        pub resource_server_id: String,
+        pub name: String,
+        pub description: Option<String>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    /// A client's access to a resource server; `None` scopes means all of them.
+    pub struct Grant in "client_resource_server_grants" {
+        pub id: String,
+        pub environment_id: String,
+        pub client_id: String,
+        pub resource_server_id: String,
+        #[sqlx(try_from = "String")]
+        pub allowed_scopes: JsonText<Option<Vec<String>>>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct SigningKey in "signing_keys" {
+        pub id: String,
+        pub environment_id: String,
+        pub kid: String,
+        pub algorithm: String,
+        pub key_size: Option<i64>,
+        pub status: String,
+        #[sqlx(try_from = "crate::DbBool")]
+        pub is_primary: bool,
+        /// PKCS#8, sealed with the master key.
+        pub private_key: String,
+        #[sqlx(try_from = "String")]
+        pub public_jwk: JsonText<Value>,
+        pub deactivated_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    pub struct AuditEvent in "audit_events" {
+        pub id: String,
+        pub environment_id: String,
+        pub action: String,
+        pub actor_type: String,
+        pub actor_id: Option<String>,
+        pub actor_name: Option<String>,
+        pub target_type: Option<String>,
+        pub target_id: Option<String>,
+        #[sqlx(try_from = "String")]
+        pub targets: JsonText<Vec<Target>>,
+        #[sqlx(try_from = "String")]
+        pub changes: JsonText<Value>,
+        pub ip_address: Option<String>,
+        pub user_agent: Option<String>,
+        pub occurred_at: i64,
+    }
+}
+
+record! {
+    pub struct OutboxEvent in "outbox_events" {
+        pub id: String,
+        pub environment_id: String,
+        pub event_type: String,
+        #[sqlx(try_from = "String")]
+        pub payload: JsonText<Value>,
+        pub created_at: i64,
+        pub published_at: Option<i64>,
+    }
+}
+
+record! {
+    /// A server-side (opaque) access token; only its hash is kept.
+    pub struct AccessToken in "access_tokens" {
+        pub id: String,
+        pub environment_id: String,
+        pub token_hash: String,
+        pub jti: String,
+        pub client_id: String,
+        pub subject: String,
+        pub scope: String,
+        pub audience: String,
+        pub expires_at: i64,
+        pub revoked_at: Option<i64>,
+        pub inserted_at: i64,
+    }
+}
+
+/// Something an audit event is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Who made a change: a client (machine token), a user, or the system.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Actor {
+    pub kind: &'static str,
+    pub id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Actor {
+    pub fn system() -> Self {
+        Actor { kind: "system", id: None, name: Some("System".into()) }
+    }
+}
+
+/// The audit and domain event a write records in its own transaction.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `resource.verb`, e.g. `user.created`; also the outbox event type.
+    pub action: &'static str,
+    pub targets: Vec<Target>,
+    /// Field-level changes: `{"field": {"from": .., "to": ..}}`.
+    pub changes: Value,
+    /// The domain event's data (the resource as the API shows it).
+    pub data: Value,
+}
+
+/// Request context recorded with every audit event.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub environment_id: String,
+    pub actor: Actor,
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}

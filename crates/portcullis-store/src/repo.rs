@@ -1,0 +1,209 @@
+//! Queries that the generic CRUD in [`crate::record`] does not cover.
+
+use sqlx::{AnyConnection, QueryBuilder, Row};
+
+use crate::model::Environment;
+use crate::record::{Record, select_columns};
+use crate::{Result, classify};
+
+/// Every row of an environment (for small configuration tables).
+pub async fn all<R: Record>(conn: &mut AnyConnection, environment_id: &str) -> Result<Vec<R>> {
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {} FROM {} WHERE environment_id = ",
+        select_columns::<R>(),
+        R::TABLE
+    ));
+    qb.push_bind(environment_id.to_owned()).push(" ORDER BY id");
+    qb.build_query_as::<R>().fetch_all(conn).await.map_err(classify)
+}
+
+/// Counts rows of `table` whose `column` equals `value`.
+pub async fn count_where(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    column: &'static str,
+    value: &str,
+) -> Result<i64> {
+    let mut qb = QueryBuilder::new(format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = "));
+    qb.push_bind(value.to_owned());
+    let row = qb.build().fetch_one(conn).await.map_err(classify)?;
+    row.try_get::<i64, _>("n").map_err(classify)
+}
+
+pub mod environments {
+    use super::*;
+
+    const COLUMNS: &str =
+        "id, handle, name, session_ttl, registration_enabled, default_audience, inserted_at, updated_at";
+
+    pub async fn by_handle(conn: &mut AnyConnection, handle: &str) -> Result<Option<Environment>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM environments WHERE handle = $1")))
+            .bind(handle.to_owned())
+            .fetch_optional(conn)
+            .await
+            .map_err(classify)
+    }
+
+    pub async fn all(conn: &mut AnyConnection) -> Result<Vec<Environment>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM environments ORDER BY handle")))
+            .fetch_all(conn)
+            .await
+            .map_err(classify)
+    }
+
+    pub async fn insert(conn: &mut AnyConnection, env: &Environment) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO environments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )))
+        .bind(env.id.clone())
+        .bind(env.handle.clone())
+        .bind(env.name.clone())
+        .bind(env.session_ttl)
+        .bind(env.registration_enabled)
+        .bind(env.default_audience.clone())
+        .bind(env.inserted_at)
+        .bind(env.updated_at)
+        .execute(conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    pub async fn update(conn: &mut AnyConnection, env: &Environment) -> Result<()> {
+        sqlx::query(
+            "UPDATE environments SET name = $1, session_ttl = $2, registration_enabled = $3, \
+             default_audience = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(env.name.clone())
+        .bind(env.session_ttl)
+        .bind(env.registration_enabled)
+        .bind(env.default_audience.clone())
+        .bind(env.updated_at)
+        .bind(env.id.clone())
+        .execute(conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+}
+
+pub mod signing_keys {
+    use super::*;
+    use crate::model::SigningKey;
+
+    pub async fn active(conn: &mut AnyConnection, environment_id: &str) -> Result<Vec<SigningKey>> {
+        let mut qb = QueryBuilder::new(format!(
+            "SELECT {} FROM signing_keys WHERE status = 'active' AND environment_id = ",
+            select_columns::<SigningKey>()
+        ));
+        qb.push_bind(environment_id.to_owned()).push(" ORDER BY inserted_at DESC, id DESC");
+        qb.build_query_as::<SigningKey>().fetch_all(conn).await.map_err(classify)
+    }
+
+    /// Clears the primary flag on every key of the environment.
+    pub async fn clear_primary(conn: &mut AnyConnection, environment_id: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE signing_keys SET is_primary = $1, updated_at = $2 WHERE environment_id = $3 AND is_primary = $4")
+            .bind(false)
+            .bind(now)
+            .bind(environment_id.to_owned())
+            .bind(true)
+            .execute(conn)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+pub mod tokens {
+    use super::*;
+
+    pub async fn revoked_jtis(conn: &mut AnyConnection, environment_id: &str) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT jti FROM revoked_tokens WHERE environment_id = $1 AND expires_at > $2")
+                .bind(environment_id.to_owned())
+                .bind(crate::now_micros())
+                .fetch_all(conn)
+                .await
+                .map_err(classify)?;
+        rows.iter().map(|r| r.try_get::<String, _>("jti").map_err(classify)).collect()
+    }
+
+    /// Records a revoked JWT `jti`; revoking twice is not an error.
+    pub async fn revoke_jti(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, environment_id, expires_at, revoked_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti.to_owned())
+        .bind(environment_id.to_owned())
+        .bind(expires_at)
+        .bind(crate::now_micros())
+        .execute(conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    pub async fn revoke_opaque(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        token_hash: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE access_tokens SET revoked_at = $1 WHERE token_hash = $2 AND environment_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(crate::now_micros())
+        .bind(token_hash.to_owned())
+        .bind(environment_id.to_owned())
+        .execute(conn)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+pub mod rbac {
+    use super::*;
+
+    /// Number of users holding, and permissions granted by, a role.
+    pub async fn role_counts(conn: &mut AnyConnection, role_id: &str) -> Result<(i64, i64)> {
+        let users = count_where(conn, "user_roles", "role_id", role_id).await?;
+        let permissions = count_where(conn, "role_permissions", "role_id", role_id).await?;
+        Ok((users, permissions))
+    }
+
+    /// Ids on the far side of a join table, grouped by the near side, for
+    /// to-many relationship linkage: e.g. role ids per user id.
+    pub async fn linked_ids(
+        conn: &mut AnyConnection,
+        table: &'static str,
+        near: &'static str,
+        far: &'static str,
+        near_ids: &[String],
+    ) -> Result<Vec<(String, String)>> {
+        if near_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb =
+            QueryBuilder::new(format!("SELECT {near} AS near, {far} AS far FROM {table} WHERE {near} IN ("));
+        let mut list = qb.separated(", ");
+        for id in near_ids {
+            list.push_bind(id.clone());
+        }
+        qb.push(format!(") ORDER BY {near}, inserted_at, id"));
+        let rows = qb.build().fetch_all(conn).await.map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("near").map_err(classify)?,
+                    r.try_get::<String, _>("far").map_err(classify)?,
+                ))
+            })
+            .collect()
+    }
+}
