@@ -104,11 +104,15 @@ impl EnvState {
                 for server in servers {
                     let identifier =
                         if server.system { self.management_api.clone() } else { server.identifier.clone() };
-                    let names = scopes
-                        .iter()
-                        .filter(|s| s.resource_server_id == server.id)
-                        .map(|s| s.name.clone())
-                        .collect();
+                    let names = if server.system {
+                        crate::services::resource_servers::management_scopes()
+                    } else {
+                        scopes
+                            .iter()
+                            .filter(|s| s.resource_server_id == server.id)
+                            .map(|s| s.name.clone())
+                            .collect()
+                    };
                     index
                         .by_identifier
                         .insert(identifier.clone(), Arc::new(Api { server, identifier, scopes: names }));

@@ -33,10 +33,14 @@ impl ResourceObject {
 
     /// Adds a to-many relationship with its linkage.
     pub fn to_many<'a>(mut self, name: &str, kind: &str, ids: impl IntoIterator<Item = &'a str>) -> Self {
+        self.set_to_many(name, kind, ids);
+        self
+    }
+
+    pub fn set_to_many<'a>(&mut self, name: &str, kind: &str, ids: impl IntoIterator<Item = &'a str>) {
         let data: Vec<Value> =
             ids.into_iter().map(|id| serde_json::json!({"type": kind, "id": id})).collect();
         self.relationships.insert(name.to_owned(), serde_json::json!({"data": data}));
-        self
     }
 
     /// Keeps only the named attributes (sparse fieldsets).

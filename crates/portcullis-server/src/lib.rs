@@ -1,1 +1,40 @@
+//! HTTP transport for Portcullis: the environment resolver, the JSON:API
+//! Management API under `/api/`, the OAuth endpoints and discovery.
 
+pub mod api;
+pub mod auth;
+pub mod env;
+pub mod error;
+pub mod oauth;
+pub mod openapi;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::{Router, middleware};
+use portcullis_core::Core;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// Request bodies larger than this are refused (413).
+const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The whole HTTP application.
+pub fn app(core: Arc<Core>) -> Router {
+    Router::new()
+        .merge(api::router(&core))
+        .merge(oauth::router())
+        .route("/api/openapi.json", axum::routing::get(openapi::serve))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(core.clone(), env::resolve))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
+        .layer(TraceLayer::new_for_http())
+        .with_state(core)
+}
+
+async fn not_found() -> error::ApiFailure {
+    portcullis_jsonapi::ApiError::not_found("no such route").into()
+}

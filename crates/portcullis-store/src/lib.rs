@@ -10,6 +10,7 @@ pub mod listing;
 pub mod model;
 pub mod record;
 pub mod repo;
+pub mod sql;
 pub mod types;
 
 pub use db::{Backend, Db, WriteTx};

@@ -2,9 +2,10 @@
 //! always scoped to one environment. Column expressions come from resource
 //! declarations in code, never from requests; values are always bound.
 
-use sqlx::{AnyConnection, QueryBuilder, Row};
+use sqlx::{AnyConnection, Row};
 
-use crate::record::{Record, SqlValue, push_value, select_columns};
+use crate::record::{Record, SqlValue, select_columns};
+use crate::sql::Sql;
 use crate::{Result, classify};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,19 +66,18 @@ pub struct Slice<R> {
     pub more: bool,
 }
 
-fn push_conditions(qb: &mut QueryBuilder<sqlx::Any>, environment_id: &str, conditions: &[Condition]) {
-    qb.push(" WHERE environment_id = ").push_bind(environment_id.to_owned());
+fn push_conditions(qb: &mut Sql, environment_id: &str, conditions: &[Condition]) {
+    qb.push(" WHERE environment_id = ").bind(environment_id.to_owned());
     for condition in conditions {
         qb.push(" AND ");
         match condition.op {
             CondOp::Eq => {
-                qb.push(condition.expr).push(" = ");
-                push_value(qb, &condition.value);
+                qb.push(condition.expr).push(" = ").bind_value(&condition.value);
             }
             CondOp::EqCi => {
-                qb.push(format!("lower({}) = lower(", condition.expr));
-                push_value(qb, &condition.value);
-                qb.push(")");
+                qb.push(&format!("lower({}) = lower(", condition.expr))
+                    .bind_value(&condition.value)
+                    .push(")");
             }
             CondOp::Contains => {
                 let needle = match &condition.value {
@@ -85,8 +85,8 @@ fn push_conditions(qb: &mut QueryBuilder<sqlx::Any>, environment_id: &str, condi
                     _ => String::new(),
                 };
                 let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                qb.push(format!("lower({}) LIKE ", condition.expr))
-                    .push_bind(format!("%{escaped}%"))
+                qb.push(&format!("lower({}) LIKE ", condition.expr))
+                    .bind(format!("%{escaped}%"))
                     .push(" ESCAPE '\\'");
             }
         }
@@ -94,13 +94,7 @@ fn push_conditions(qb: &mut QueryBuilder<sqlx::Any>, environment_id: &str, condi
 }
 
 /// `(e1, e2, id) > (v1, v2, id0)` for mixed directions, as an OR of prefixes.
-fn push_keyset(
-    qb: &mut QueryBuilder<sqlx::Any>,
-    order: &[OrderBy],
-    values: &[SqlValue],
-    id: &str,
-    forward: bool,
-) {
+fn push_keyset(qb: &mut Sql, order: &[OrderBy], values: &[SqlValue], id: &str, forward: bool) {
     qb.push(" AND (");
     for i in 0..=order.len() {
         if i > 0 {
@@ -108,23 +102,20 @@ fn push_keyset(
         }
         qb.push("(");
         for (j, key) in order.iter().take(i).enumerate() {
-            qb.push(key.expr).push(" = ");
-            push_value(qb, &values[j]);
-            qb.push(" AND ");
+            qb.push(key.expr).push(" = ").bind_value(&values[j]).push(" AND ");
         }
         let (expr, desc, value) = match order.get(i) {
             Some(key) => (key.expr, key.desc, values[i].clone()),
             None => ("id", false, SqlValue::Text(Some(id.to_owned()))),
         };
         let greater = desc != forward; // ascending + forward reads greater values
-        qb.push(expr).push(if greater { " < " } else { " > " });
-        push_value(qb, &value);
+        qb.push(expr).push(if greater { " < " } else { " > " }).bind_value(&value);
         qb.push(")");
     }
     qb.push(")");
 }
 
-fn push_order(qb: &mut QueryBuilder<sqlx::Any>, order: &[OrderBy], reverse: bool) {
+fn push_order(qb: &mut Sql, order: &[OrderBy], reverse: bool) {
     qb.push(" ORDER BY ");
     for key in order {
         let desc = key.desc != reverse;
@@ -138,7 +129,7 @@ pub async fn list<R: Record>(
     environment_id: &str,
     listing: &Listing,
 ) -> Result<Slice<R>> {
-    let mut qb = QueryBuilder::new(format!("SELECT {} FROM {}", select_columns::<R>(), R::TABLE));
+    let mut qb = Sql::new(format!("SELECT {} FROM {}", select_columns::<R>(), R::TABLE));
     push_conditions(&mut qb, environment_id, &listing.conditions);
     let (limit, reverse) = match &listing.window {
         Window::Offset { limit, .. } => (*limit, false),
@@ -152,11 +143,11 @@ pub async fn list<R: Record>(
         }
     };
     push_order(&mut qb, &listing.order, reverse);
-    qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+    qb.push(" LIMIT ").bind(i64::from(limit) + 1);
     if let Window::Offset { offset, .. } = listing.window {
-        qb.push(" OFFSET ").push_bind(offset as i64);
+        qb.push(" OFFSET ").bind(offset as i64);
     }
-    let mut rows = qb.build_query_as::<R>().fetch_all(conn).await.map_err(classify)?;
+    let mut rows: Vec<R> = qb.fetch_all(conn).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     if reverse {
@@ -170,8 +161,8 @@ pub async fn count<R: Record>(
     environment_id: &str,
     conditions: &[Condition],
 ) -> Result<i64> {
-    let mut qb = QueryBuilder::new(format!("SELECT COUNT(*) AS n FROM {}", R::TABLE));
+    let mut qb = Sql::new(format!("SELECT COUNT(*) AS n FROM {}", R::TABLE));
     push_conditions(&mut qb, environment_id, conditions);
-    let row = qb.build().fetch_one(conn).await.map_err(classify)?;
-    row.try_get::<i64, _>("n").map_err(classify)
+    let rows = qb.fetch_rows(conn).await?;
+    rows.first().map_or(Ok(0), |row| row.try_get::<i64, _>("n").map_err(classify))
 }

@@ -1,9 +1,11 @@
 //! Generic, environment-scoped CRUD for tables declared as [`Record`]s.
 
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, FromRow, QueryBuilder};
+use sqlx::{AnyConnection, FromRow};
 
-use crate::{Result, classify};
+use crate::sql::Sql;
+
+use crate::Result;
 
 /// A value to bind, typed the way `Any` encodes on both backends.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,14 +56,6 @@ impl From<bool> for SqlValue {
     }
 }
 
-pub(crate) fn push_value(qb: &mut QueryBuilder<sqlx::Any>, value: &SqlValue) {
-    match value {
-        SqlValue::Text(v) => qb.push_bind(v.clone()),
-        SqlValue::Int(v) => qb.push_bind(*v),
-        SqlValue::Bool(v) => qb.push_bind(*v),
-    };
-}
-
 /// A row type stored in one table with `id` and `environment_id` columns.
 /// `COLUMNS` lists every column in the order `values` returns them.
 pub trait Record: for<'r> FromRow<'r, AnyRow> + Send + Unpin + 'static {
@@ -79,39 +73,29 @@ fn column_list<R: Record>() -> String {
 }
 
 pub async fn insert<R: Record>(conn: &mut AnyConnection, record: &R) -> Result<()> {
-    let mut qb = QueryBuilder::new(format!("INSERT INTO {} ({}) VALUES (", R::TABLE, column_list::<R>()));
-    let mut values = qb.separated(", ");
-    for value in record.values() {
-        match value {
-            SqlValue::Text(v) => values.push_bind(v),
-            SqlValue::Int(v) => values.push_bind(v),
-            SqlValue::Bool(v) => values.push_bind(v),
-        };
-    }
-    qb.push(")");
-    qb.build().execute(conn).await.map_err(classify)?;
+    let mut sql = Sql::new(format!("INSERT INTO {} ({}) VALUES (", R::TABLE, column_list::<R>()));
+    sql.bind_list(&record.values()).push(")");
+    sql.execute(conn).await?;
     Ok(())
 }
 
 /// Writes every mutable column of `record` back to its row.
 pub async fn update<R: Record>(conn: &mut AnyConnection, environment_id: &str, record: &R) -> Result<()> {
-    let mut qb = QueryBuilder::new(format!("UPDATE {} SET ", R::TABLE));
+    let mut sql = Sql::new(format!("UPDATE {} SET ", R::TABLE));
     let mut first = true;
     for (column, value) in R::COLUMNS.iter().zip(record.values()) {
         if R::IMMUTABLE.contains(column) {
             continue;
         }
         if !first {
-            qb.push(", ");
+            sql.push(", ");
         }
         first = false;
-        qb.push(*column).push(" = ");
-        push_value(&mut qb, &value);
+        sql.push(column).push(" = ").bind_value(&value);
     }
-    qb.push(" WHERE id = ").push_bind(record.id().to_owned());
-    qb.push(" AND environment_id = ").push_bind(environment_id.to_owned());
-    let done = qb.build().execute(conn).await.map_err(classify)?;
-    if done.rows_affected() == 0 {
+    sql.push(" WHERE id = ").bind(record.id().to_owned());
+    sql.push(" AND environment_id = ").bind(environment_id.to_owned());
+    if sql.execute(conn).await? == 0 {
         return Err(crate::StoreError::NotFound);
     }
     Ok(())
@@ -128,11 +112,11 @@ pub async fn find_by<R: Record>(
     column: &str,
     value: &str,
 ) -> Result<Option<R>> {
-    let mut qb =
-        QueryBuilder::new(format!("SELECT {} FROM {} WHERE environment_id = ", column_list::<R>(), R::TABLE));
-    qb.push_bind(environment_id.to_owned());
-    qb.push(format!(" AND {column} = ")).push_bind(value.to_owned());
-    qb.build_query_as::<R>().fetch_optional(conn).await.map_err(classify)
+    let mut sql =
+        Sql::new(format!("SELECT {} FROM {} WHERE environment_id = ", column_list::<R>(), R::TABLE));
+    sql.bind(environment_id.to_owned());
+    sql.push(&format!(" AND {column} = ")).bind(value.to_owned());
+    sql.fetch_optional(conn).await
 }
 
 /// Rows of this environment whose `column` is one of `values`.
@@ -145,23 +129,19 @@ pub async fn find_in<R: Record>(
     if values.is_empty() {
         return Ok(Vec::new());
     }
-    let mut qb =
-        QueryBuilder::new(format!("SELECT {} FROM {} WHERE environment_id = ", column_list::<R>(), R::TABLE));
-    qb.push_bind(environment_id.to_owned());
-    qb.push(format!(" AND {column} IN ("));
-    let mut list = qb.separated(", ");
-    for value in values {
-        list.push_bind(value.clone());
-    }
-    qb.push(") ORDER BY id");
-    qb.build_query_as::<R>().fetch_all(conn).await.map_err(classify)
+    let mut sql =
+        Sql::new(format!("SELECT {} FROM {} WHERE environment_id = ", column_list::<R>(), R::TABLE));
+    sql.bind(environment_id.to_owned());
+    sql.push(&format!(" AND {column} IN ("));
+    let values: Vec<SqlValue> = values.iter().map(SqlValue::from).collect();
+    sql.bind_list(&values).push(") ORDER BY id");
+    sql.fetch_all(conn).await
 }
 
 pub async fn delete<R: Record>(conn: &mut AnyConnection, environment_id: &str, id: &str) -> Result<bool> {
-    let mut qb = QueryBuilder::new(format!("DELETE FROM {} WHERE id = ", R::TABLE));
-    qb.push_bind(id.to_owned()).push(" AND environment_id = ").push_bind(environment_id.to_owned());
-    let done = qb.build().execute(conn).await.map_err(classify)?;
-    Ok(done.rows_affected() > 0)
+    let mut sql = Sql::new(format!("DELETE FROM {} WHERE id = ", R::TABLE));
+    sql.bind(id.to_owned()).push(" AND environment_id = ").bind(environment_id.to_owned());
+    Ok(sql.execute(conn).await? > 0)
 }
 
 pub(crate) fn select_columns<R: Record>() -> String {

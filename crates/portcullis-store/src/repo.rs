@@ -1,6 +1,8 @@
 //! Queries that the generic CRUD in [`crate::record`] does not cover.
 
-use sqlx::{AnyConnection, QueryBuilder, Row};
+use sqlx::{AnyConnection, Row};
+
+use crate::sql::Sql;
 
 use crate::model::Environment;
 use crate::record::{Record, select_columns};
@@ -8,13 +10,10 @@ use crate::{Result, classify};
 
 /// Every row of an environment (for small configuration tables).
 pub async fn all<R: Record>(conn: &mut AnyConnection, environment_id: &str) -> Result<Vec<R>> {
-    let mut qb = QueryBuilder::new(format!(
-        "SELECT {} FROM {} WHERE environment_id = ",
-        select_columns::<R>(),
-        R::TABLE
-    ));
-    qb.push_bind(environment_id.to_owned()).push(" ORDER BY id");
-    qb.build_query_as::<R>().fetch_all(conn).await.map_err(classify)
+    let mut sql =
+        Sql::new(format!("SELECT {} FROM {} WHERE environment_id = ", select_columns::<R>(), R::TABLE));
+    sql.bind(environment_id.to_owned()).push(" ORDER BY id");
+    sql.fetch_all(conn).await
 }
 
 /// Counts rows of `table` whose `column` equals `value`.
@@ -24,10 +23,10 @@ pub async fn count_where(
     column: &'static str,
     value: &str,
 ) -> Result<i64> {
-    let mut qb = QueryBuilder::new(format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = "));
-    qb.push_bind(value.to_owned());
-    let row = qb.build().fetch_one(conn).await.map_err(classify)?;
-    row.try_get::<i64, _>("n").map_err(classify)
+    let mut sql = Sql::new(format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} = "));
+    sql.bind(value.to_owned());
+    let rows = sql.fetch_rows(conn).await?;
+    rows.first().map_or(Ok(0), |row| row.try_get::<i64, _>("n").map_err(classify))
 }
 
 pub mod environments {
@@ -92,12 +91,12 @@ pub mod signing_keys {
     use crate::model::SigningKey;
 
     pub async fn active(conn: &mut AnyConnection, environment_id: &str) -> Result<Vec<SigningKey>> {
-        let mut qb = QueryBuilder::new(format!(
+        let mut sql = Sql::new(format!(
             "SELECT {} FROM signing_keys WHERE status = 'active' AND environment_id = ",
             select_columns::<SigningKey>()
         ));
-        qb.push_bind(environment_id.to_owned()).push(" ORDER BY inserted_at DESC, id DESC");
-        qb.build_query_as::<SigningKey>().fetch_all(conn).await.map_err(classify)
+        sql.bind(environment_id.to_owned()).push(" ORDER BY inserted_at DESC, id DESC");
+        sql.fetch_all(conn).await
     }
 
     /// Clears the primary flag on every key of the environment.
@@ -189,14 +188,10 @@ pub mod rbac {
         if near_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut qb =
-            QueryBuilder::new(format!("SELECT {near} AS near, {far} AS far FROM {table} WHERE {near} IN ("));
-        let mut list = qb.separated(", ");
-        for id in near_ids {
-            list.push_bind(id.clone());
-        }
-        qb.push(format!(") ORDER BY {near}, inserted_at, id"));
-        let rows = qb.build().fetch_all(conn).await.map_err(classify)?;
+        let mut sql = Sql::new(format!("SELECT {near} AS near, {far} AS far FROM {table} WHERE {near} IN ("));
+        let ids: Vec<crate::SqlValue> = near_ids.iter().map(crate::SqlValue::from).collect();
+        sql.bind_list(&ids).push(&format!(") ORDER BY {near}, inserted_at, id"));
+        let rows = sql.fetch_rows(conn).await?;
         rows.iter()
             .map(|r| {
                 Ok((

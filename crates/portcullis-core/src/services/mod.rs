@@ -196,3 +196,15 @@ impl<T> Patch<T> {
         }
     }
 }
+
+/// (owner id, related id) pairs through a join table, e.g. role ids per user.
+pub async fn linked_ids(
+    core: &Core,
+    table: &'static str,
+    owner: &'static str,
+    related: &'static str,
+    owner_ids: &[String],
+) -> Result<Vec<(String, String)>> {
+    let mut conn = core.db.read().await?;
+    Ok(portcullis_store::repo::rbac::linked_ids(&mut conn, table, owner, related, owner_ids).await?)
+}

@@ -1,0 +1,135 @@
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{patch, post};
+use axum::{Extension, Router};
+use portcullis_core::services::clients::{self, ClientChanges, NewClient};
+use portcullis_core::{Core, Ctx};
+use portcullis_jsonapi::{
+    Direction, Document, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update,
+};
+use portcullis_store::model::Client;
+use serde_json::json;
+
+use super::{
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, created_with_meta, no_content, ok,
+    required, resource_router, respond,
+};
+use crate::error::ApiResult;
+
+pub struct Clients;
+
+impl Resource for Clients {
+    type Model = Client;
+    const DEF: &'static ResourceDef = &ResourceDef {
+        kind: "client",
+        path: "clients",
+        scope: "clients",
+        summary: "OAuth clients (applications). The secret is returned once, in `meta.client_secret`.",
+        query: QuerySpec {
+            filters: &[
+                ("name", FieldKind::Text),
+                ("client_id", FieldKind::Text),
+                ("client_type", FieldKind::Text),
+                ("token_format", FieldKind::Text),
+                ("first_party", FieldKind::Bool),
+            ],
+            sorts: &[
+                ("name", FieldKind::Text),
+                ("inserted_at", FieldKind::Timestamp),
+                ("updated_at", FieldKind::Timestamp),
+            ],
+            includes: &[],
+            default_sort: &[("inserted_at", Direction::Asc)],
+        },
+        columns: &[
+            ("name", "name"),
+            ("client_id", "client_id"),
+            ("client_type", "client_type"),
+            ("token_format", "token_format"),
+            ("first_party", "first_party"),
+            ("inserted_at", "inserted_at"),
+            ("updated_at", "updated_at"),
+        ],
+        attributes: &[
+            required("name", "string", Access::ReadWrite, "Display name."),
+            attr("client_id", "string", Access::ReadOnly, "Generated public identifier."),
+            attr("client_type", "string", Access::CreateOnly, "`confidential` (default) or `public`."),
+            attr(
+                "redirect_uris",
+                "array",
+                Access::ReadWrite,
+                "Up to 10 absolute http(s) URLs, matched exactly.",
+            ),
+            attr(
+                "grant_types",
+                "array",
+                Access::ReadWrite,
+                "`authorization_code` (default), `client_credentials`, `refresh_token`.",
+            ),
+            attr("token_format", "string", Access::ReadWrite, "`jwt` (default) or `opaque`."),
+            attr("first_party", "boolean", Access::CreateOnly, "Skips consent; immutable after creation."),
+            attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
+            attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
+        ],
+        relationships: &[],
+        ops: CRUD,
+        actions: &[("rotate-secret", "Replaces the secret; the new one is in `meta.client_secret`.")],
+    };
+
+    fn present(_: &Ctx, client: &Client) -> ResourceObject {
+        clients::present(client)
+    }
+}
+
+async fn create(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, _) = parse_create::<NewClient>(&body, Clients::DEF.kind)?;
+    let (client, secret) = clients::create(&core, &ctx, input).await?;
+    Ok(match secret {
+        Some(secret) => created_with_meta(clients::present(&client), "client_secret", json!(secret)),
+        None => created(clients::present(&client)),
+    })
+}
+
+async fn update(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, _) = parse_update::<ClientChanges>(&body, Clients::DEF.kind, &id)?;
+    Ok(ok(clients::present(&clients::update(&core, &ctx, &id, input).await?)))
+}
+
+async fn rotate_secret(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (client, secret) = clients::rotate_secret(&core, &ctx, &id).await?;
+    let document = Document::one(clients::present(&client)).with_meta("client_secret", json!(secret));
+    Ok(respond(axum::http::StatusCode::OK, &document))
+}
+
+async fn delete(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    clients::delete(&core, &ctx, &id).await?;
+    Ok(no_content())
+}
+
+pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
+    resource_router::<Clients>(
+        core,
+        post(create),
+        patch(update).delete(delete),
+        vec![("rotate-secret", patch(rotate_secret))],
+    )
+}

@@ -1,0 +1,456 @@
+//! The Management API: one JSON:API layer (this module) shared by every
+//! resource module. A resource declares a [`ResourceDef`] (attributes,
+//! filters, sorts, includes, scope family, operations) and implements
+//! [`Resource`]; list/get are generic, create/update/delete call its service.
+
+pub mod audit_events;
+pub mod clients;
+pub mod environment;
+pub mod grants;
+pub mod permissions;
+pub mod resource_servers;
+pub mod role_permissions;
+pub mod roles;
+pub mod scopes;
+pub mod signing_keys;
+pub mod user_roles;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use axum::{Extension, Router, middleware};
+use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_jsonapi::query::{SortKey, encode_cursor};
+use portcullis_jsonapi::{
+    ApiError, Direction, Document, FieldKind, FilterOp, Links, ListParams, MEDIA_TYPE, Page, QuerySpec,
+    ResourceObject, Scalar, parse_fetch, parse_list,
+};
+use portcullis_store::record::SqlValue;
+use portcullis_store::{CondOp, Condition, Listing, OrderBy, Record, Window};
+use serde_json::{Value, json};
+
+use crate::auth;
+use crate::error::{ApiFailure, ApiResult};
+
+/// How an attribute may be written, for validation docs and OpenAPI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+    /// Set on create, immutable afterwards.
+    CreateOnly,
+    /// Accepted on write, never returned.
+    WriteOnly,
+}
+
+#[derive(Debug)]
+pub struct Attr {
+    pub name: &'static str,
+    /// JSON Schema type: string, boolean, integer, array, object, date-time.
+    pub ty: &'static str,
+    pub access: Access,
+    pub required: bool,
+    pub description: &'static str,
+}
+
+pub const fn attr(name: &'static str, ty: &'static str, access: Access, description: &'static str) -> Attr {
+    Attr { name, ty, access, required: false, description }
+}
+
+pub const fn required(
+    name: &'static str,
+    ty: &'static str,
+    access: Access,
+    description: &'static str,
+) -> Attr {
+    Attr { name, ty, access, required: true, description }
+}
+
+/// Which operations a resource offers.
+#[derive(Debug, Clone, Copy)]
+pub struct Ops {
+    pub list: bool,
+    pub get: bool,
+    pub create: bool,
+    pub update: bool,
+    pub delete: bool,
+}
+
+pub const CRUD: Ops = Ops { list: true, get: true, create: true, update: true, delete: true };
+
+/// Everything the JSON:API layer and the OpenAPI document need to know about a resource.
+#[derive(Debug)]
+pub struct ResourceDef {
+    /// The JSON:API `type`, e.g. `user`.
+    pub kind: &'static str,
+    /// The path segment under `/api/`, e.g. `users`.
+    pub path: &'static str,
+    /// The scope family: `{scope}:read|write|delete`.
+    pub scope: &'static str,
+    pub summary: &'static str,
+    pub query: QuerySpec,
+    /// Filterable/sortable attribute → SQL column or expression.
+    pub columns: &'static [(&'static str, &'static str)],
+    pub attributes: &'static [Attr],
+    /// Relationship name → related type.
+    pub relationships: &'static [(&'static str, &'static str)],
+    pub ops: Ops,
+    /// Extra `PATCH /api/{path}/:id/{action}` routes.
+    pub actions: &'static [(&'static str, &'static str)],
+}
+
+/// A Management API resource backed by one table.
+pub trait Resource: Send + Sync + 'static {
+    type Model: Record + Sync;
+    const DEF: &'static ResourceDef;
+
+    fn present(ctx: &Ctx, model: &Self::Model) -> ResourceObject;
+
+    /// Adds what a single GET shows beyond the list view (e.g. counts).
+    fn detail(
+        _core: &Core,
+        _ctx: &Ctx,
+        object: ResourceObject,
+    ) -> impl Future<Output = Result<ResourceObject, ServiceError>> + Send {
+        async { Ok(object) }
+    }
+
+    /// Adds to-many linkage that `include` asked for (e.g. a user's roles).
+    fn link_many(
+        _core: &Core,
+        _ctx: &Ctx,
+        _objects: &mut [ResourceObject],
+        _include: &[String],
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Adds `{name: {data: [...]}}` to-many linkage from (owner id, related id) pairs.
+pub fn add_to_many(objects: &mut [ResourceObject], name: &str, kind: &str, pairs: &[(String, String)]) {
+    for object in objects.iter_mut() {
+        let ids: Vec<&str> = pairs
+            .iter()
+            .filter(|(owner, _)| *owner == object.id)
+            .map(|(_, related)| related.as_str())
+            .collect();
+        object.set_to_many(name, kind, ids);
+    }
+}
+
+/// A JSON:API request body (`application/vnd.api+json`; plain JSON accepted).
+pub struct JsonApiBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonApiBody {
+    type Rejection = ApiFailure;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type =
+            request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let has_params = content_type.contains(';');
+        let acceptable = (essence == MEDIA_TYPE && !has_params) || essence == "application/json";
+        if !acceptable {
+            return Err(ApiError::new(
+                415,
+                "unsupported_media_type",
+                "Unsupported Media Type",
+                format!("send the body as {MEDIA_TYPE}"),
+            )
+            .with_header("Content-Type")
+            .into());
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiFailure::from(ApiError::invalid_body(e.body_text())))?;
+        Ok(JsonApiBody(bytes))
+    }
+}
+
+/// A JSON:API response with a status.
+pub fn respond(status: StatusCode, document: &Document) -> Response {
+    let body = serde_json::to_vec(document).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    response
+}
+
+pub fn ok(object: ResourceObject) -> Response {
+    respond(StatusCode::OK, &Document::one(object))
+}
+
+pub fn created(object: ResourceObject) -> Response {
+    respond(StatusCode::CREATED, &Document::one(object))
+}
+
+pub fn created_with_meta(object: ResourceObject, key: &str, value: Value) -> Response {
+    respond(StatusCode::CREATED, &Document::one(object).with_meta(key, value))
+}
+
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn column(def: &ResourceDef, name: &str) -> &'static str {
+    def.columns.iter().find(|(n, _)| *n == name).map_or("id", |(_, c)| c)
+}
+
+fn sql_value(kind: FieldKind, scalar: &Scalar) -> SqlValue {
+    match scalar {
+        Scalar::Text(s) => SqlValue::Text(Some(s.clone())),
+        Scalar::Int(i) => SqlValue::Int(Some(*i)),
+        Scalar::Bool(b) => SqlValue::Bool(*b),
+        // Sortable nullable text columns are declared as COALESCE(col, '').
+        Scalar::Null if matches!(kind, FieldKind::Text | FieldKind::TextCi) => {
+            SqlValue::Text(Some(String::new()))
+        }
+        Scalar::Null => SqlValue::Int(None),
+    }
+}
+
+/// Translates validated JSON:API parameters into a store listing.
+fn listing(def: &ResourceDef, params: &ListParams) -> Listing {
+    let conditions = params
+        .filters
+        .iter()
+        .map(|f| Condition {
+            expr: column(def, f.name),
+            op: match (f.op, f.kind) {
+                (FilterOp::Contains, _) => CondOp::Contains,
+                (FilterOp::Eq, FieldKind::TextCi) => CondOp::EqCi,
+                (FilterOp::Eq, _) => CondOp::Eq,
+            },
+            value: sql_value(f.kind, &f.value),
+        })
+        .collect();
+    let order = params
+        .sort
+        .iter()
+        .map(|k| OrderBy { expr: column(def, k.name), desc: k.direction == Direction::Desc })
+        .collect();
+    let values = |values: &[Scalar]| -> Vec<SqlValue> {
+        values.iter().zip(&params.sort).map(|(v, k)| sql_value(k.kind, v)).collect()
+    };
+    let window = match &params.page {
+        Page::Offset { limit, offset } => Window::Offset { limit: *limit, offset: *offset },
+        Page::After { limit, cursor } => {
+            Window::After { limit: *limit, values: values(&cursor.values), id: cursor.id.clone() }
+        }
+        Page::Before { limit, cursor } => {
+            Window::Before { limit: *limit, values: values(&cursor.values), id: cursor.id.clone() }
+        }
+    };
+    Listing { conditions, order, window }
+}
+
+/// Query string of `query` without paging position, plus `extra`.
+fn link(path: &str, query: &str, extra: Option<(&str, &str)>) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if !matches!(k.as_ref(), "page[offset]" | "page[after]" | "page[before]") {
+            out.append_pair(&k, &v);
+        }
+    }
+    if let Some((k, v)) = extra {
+        out.append_pair(k, v);
+    }
+    let qs = out.finish();
+    if qs.is_empty() { path.to_owned() } else { format!("{path}?{qs}") }
+}
+
+fn page_links(path: &str, query: &str, params: &ListParams, objects: &[ResourceObject], more: bool) -> Links {
+    let cursor = |o: &ResourceObject, sort: &[SortKey]| encode_cursor(o, sort);
+    let (has_next, has_prev) = match &params.page {
+        Page::Offset { offset, .. } => (more, *offset > 0),
+        Page::After { .. } => (more, true),
+        Page::Before { .. } => (true, more),
+    };
+    Links {
+        self_: Some(if query.is_empty() { path.to_owned() } else { format!("{path}?{query}") }),
+        first: Some(link(path, query, None)),
+        next: (has_next)
+            .then(|| objects.last())
+            .flatten()
+            .map(|o| link(path, query, Some(("page[after]", &cursor(o, &params.sort))))),
+        prev: (has_prev)
+            .then(|| objects.first())
+            .flatten()
+            .map(|o| link(path, query, Some(("page[before]", &cursor(o, &params.sort))))),
+    }
+}
+
+fn apply_fields(objects: &mut [ResourceObject], fields: &std::collections::HashMap<String, Vec<String>>) {
+    for object in objects {
+        if let Some(wanted) = fields.get(object.kind) {
+            object.retain_fields(wanted);
+        }
+    }
+}
+
+/// Loads the resources named by relationship linkage, for `include`.
+async fn load_related(
+    core: &Core,
+    ctx: &Ctx,
+    objects: &[ResourceObject],
+    include: &[String],
+) -> Result<Vec<ResourceObject>, ServiceError> {
+    let mut wanted: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for object in objects {
+        for name in include {
+            let Some(data) = object.relationships.get(name).and_then(|r| r.get("data")) else { continue };
+            let items = match data {
+                Value::Array(items) => items.clone(),
+                Value::Null => vec![],
+                one => vec![one.clone()],
+            };
+            for item in items {
+                if let (Some(kind), Some(id)) = (item["type"].as_str(), item["id"].as_str()) {
+                    let ids = wanted.entry(static_kind(kind)).or_default();
+                    if !ids.iter().any(|i| i == id) {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    let mut related = Vec::new();
+    for (kind, ids) in wanted {
+        related.extend(match kind {
+            "user" => present_many::<users::Users>(core, ctx, &ids).await?,
+            "role" => present_many::<roles::Roles>(core, ctx, &ids).await?,
+            "permission" => present_many::<permissions::Permissions>(core, ctx, &ids).await?,
+            "client" => present_many::<clients::Clients>(core, ctx, &ids).await?,
+            "resource_server" => present_many::<resource_servers::ResourceServers>(core, ctx, &ids).await?,
+            _ => Vec::new(),
+        });
+    }
+    Ok(related)
+}
+
+fn static_kind(kind: &str) -> &'static str {
+    ["user", "role", "permission", "client", "resource_server"].into_iter().find(|k| *k == kind).unwrap_or("")
+}
+
+async fn present_many<R: Resource>(
+    core: &Core,
+    ctx: &Ctx,
+    ids: &[String],
+) -> Result<Vec<ResourceObject>, ServiceError> {
+    let rows = services::fetch_many::<R::Model>(core, ctx, ids).await?;
+    Ok(rows.iter().map(|row| R::present(ctx, row)).collect())
+}
+
+/// `GET /api/{path}`.
+pub async fn list<R: Resource>(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let query = query.unwrap_or_default();
+    let params = parse_list(&query, &R::DEF.query)?;
+    let listing = listing(R::DEF, &params);
+    let slice = services::list::<R::Model>(&core, &ctx, &listing).await?;
+    let mut objects: Vec<ResourceObject> = slice.rows.iter().map(|row| R::present(&ctx, row)).collect();
+    R::link_many(&core, &ctx, &mut objects, &params.include).await?;
+    let included = load_related(&core, &ctx, &objects, &params.include).await?;
+    let links = page_links(&format!("/api/{}", R::DEF.path), &query, &params, &objects, slice.more);
+    let mut page_meta = json!({"limit": params.page.limit()});
+    if let Page::Offset { offset, .. } = params.page {
+        page_meta["offset"] = json!(offset);
+    }
+    if params.count {
+        page_meta["total"] = json!(services::count::<R::Model>(&core, &ctx, &listing).await?);
+    }
+    apply_fields(&mut objects, &params.fields);
+    let mut document = Document::many(objects);
+    let mut included = included;
+    apply_fields(&mut included, &params.fields);
+    document.include(included);
+    document.links = Some(links);
+    Ok(respond(StatusCode::OK, &document.with_meta("page", page_meta)))
+}
+
+/// `GET /api/{path}/:id`.
+pub async fn show<R: Resource>(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let (include, fields) = parse_fetch(&query.unwrap_or_default(), &R::DEF.query)?;
+    let row: R::Model = services::fetch(&core, &ctx, R::DEF.kind, &id).await?;
+    let object = R::detail(&core, &ctx, R::present(&ctx, &row)).await?;
+    let mut objects = vec![object];
+    R::link_many(&core, &ctx, &mut objects, &include).await?;
+    let mut included = load_related(&core, &ctx, &objects, &include).await?;
+    apply_fields(&mut objects, &fields);
+    apply_fields(&mut included, &fields);
+    let mut document = Document::one(objects.remove(0));
+    document.include(included);
+    Ok(respond(StatusCode::OK, &document))
+}
+
+/// Builds a resource's router: generic list/show plus its own write routes,
+/// all behind the scope guard for its family.
+pub fn resource_router<R: Resource>(
+    core: &Arc<Core>,
+    collection: MethodRouter<Arc<Core>>,
+    member: MethodRouter<Arc<Core>>,
+    actions: Vec<(&'static str, MethodRouter<Arc<Core>>)>,
+) -> Router<Arc<Core>> {
+    let def = R::DEF;
+    let mut collection = collection;
+    let mut member = member;
+    if def.ops.list {
+        collection = collection.merge(get(list::<R>));
+    }
+    if def.ops.get {
+        member = member.merge(get(show::<R>));
+    }
+    let mut router = Router::new()
+        .route(&format!("/api/{}", def.path), collection)
+        .route(&format!("/api/{}/{{id}}", def.path), member);
+    for (action, route) in actions {
+        router = router.route(&format!("/api/{}/{{id}}/{action}", def.path), route);
+    }
+    router.route_layer(middleware::from_fn_with_state((core.clone(), def.scope), auth::require_scope))
+}
+
+/// Every resource's definition, for the OpenAPI document.
+pub fn definitions() -> Vec<&'static ResourceDef> {
+    vec![
+        users::Users::DEF,
+        roles::Roles::DEF,
+        permissions::Permissions::DEF,
+        role_permissions::RolePermissions::DEF,
+        user_roles::UserRoles::DEF,
+        clients::Clients::DEF,
+        resource_servers::ResourceServers::DEF,
+        scopes::Scopes::DEF,
+        grants::Grants::DEF,
+        signing_keys::SigningKeys::DEF,
+        audit_events::AuditEvents::DEF,
+    ]
+}
+
+pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
+    Router::new()
+        .merge(users::router(core))
+        .merge(roles::router(core))
+        .merge(permissions::router(core))
+        .merge(role_permissions::router(core))
+        .merge(user_roles::router(core))
+        .merge(clients::router(core))
+        .merge(resource_servers::router(core))
+        .merge(scopes::router(core))
+        .merge(grants::router(core))
+        .merge(signing_keys::router(core))
+        .merge(audit_events::router(core))
+        .merge(environment::router(core))
+}

@@ -1,0 +1,118 @@
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{patch, post};
+use axum::{Extension, Router};
+use portcullis_core::services::roles::{self, NewRole, RoleChanges};
+use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_store::model::Role;
+use serde_json::json;
+
+use super::{
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, add_to_many, attr, created, no_content, ok, required,
+    resource_router,
+};
+use crate::error::ApiResult;
+
+pub struct Roles;
+
+impl Resource for Roles {
+    type Model = Role;
+    const DEF: &'static ResourceDef = &ResourceDef {
+        kind: "role",
+        path: "roles",
+        scope: "roles",
+        summary: "Named sets of permissions, assigned to users.",
+        query: QuerySpec {
+            filters: &[("name", FieldKind::Text)],
+            sorts: &[
+                ("name", FieldKind::Text),
+                ("inserted_at", FieldKind::Timestamp),
+                ("updated_at", FieldKind::Timestamp),
+            ],
+            includes: &["permissions"],
+            default_sort: &[("inserted_at", Direction::Asc)],
+        },
+        columns: &[("name", "name"), ("inserted_at", "inserted_at"), ("updated_at", "updated_at")],
+        attributes: &[
+            required("name", "string", Access::ReadWrite, "Unique in the environment."),
+            attr("description", "string", Access::ReadWrite, "What the role is for."),
+            attr("user_count", "integer", Access::ReadOnly, "Users holding the role (single GET only)."),
+            attr(
+                "permission_count",
+                "integer",
+                Access::ReadOnly,
+                "Permissions in the role (single GET only).",
+            ),
+            attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
+            attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
+        ],
+        relationships: &[("permissions", "permission")],
+        ops: CRUD,
+        actions: &[],
+    };
+
+    fn present(_: &Ctx, role: &Role) -> ResourceObject {
+        roles::present(role)
+    }
+
+    async fn detail(
+        core: &Core,
+        _: &Ctx,
+        mut object: ResourceObject,
+    ) -> Result<ResourceObject, ServiceError> {
+        let (users, permissions) = roles::counts(core, &object.id).await?;
+        object.attributes.insert("user_count".into(), json!(users));
+        object.attributes.insert("permission_count".into(), json!(permissions));
+        Ok(object)
+    }
+
+    async fn link_many(
+        core: &Core,
+        _: &Ctx,
+        objects: &mut [ResourceObject],
+        include: &[String],
+    ) -> Result<(), ServiceError> {
+        if include.iter().any(|i| i == "permissions") {
+            let ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
+            let pairs =
+                services::linked_ids(core, "role_permissions", "role_id", "permission_id", &ids).await?;
+            add_to_many(objects, "permissions", "permission", &pairs);
+        }
+        Ok(())
+    }
+}
+
+async fn create(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, _) = parse_create::<NewRole>(&body, Roles::DEF.kind)?;
+    Ok(created(roles::present(&roles::create(&core, &ctx, input).await?)))
+}
+
+async fn update(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, _) = parse_update::<RoleChanges>(&body, Roles::DEF.kind, &id)?;
+    Ok(ok(roles::present(&roles::update(&core, &ctx, &id, input).await?)))
+}
+
+async fn delete(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    roles::delete(&core, &ctx, &id).await?;
+    Ok(no_content())
+}
+
+pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
+    resource_router::<Roles>(core, post(create), patch(update).delete(delete), vec![])
+}

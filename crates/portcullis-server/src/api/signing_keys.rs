@@ -1,0 +1,106 @@
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{MethodRouter, patch, post};
+use axum::{Extension, Router};
+use portcullis_core::services::signing_keys::{self, NewSigningKey};
+use portcullis_core::{Core, Ctx};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create};
+use portcullis_store::model::SigningKey;
+
+use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created, ok, resource_router};
+use crate::error::ApiResult;
+
+pub struct SigningKeys;
+
+impl Resource for SigningKeys {
+    type Model = SigningKey;
+    const DEF: &'static ResourceDef = &ResourceDef {
+        kind: "signing_key",
+        path: "signing-keys",
+        scope: "signing_keys",
+        summary: "Token signing keys. A new key becomes primary; private keys are encrypted at rest and never returned.",
+        query: QuerySpec {
+            filters: &[
+                ("status", FieldKind::Text),
+                ("algorithm", FieldKind::Text),
+                ("kid", FieldKind::Text),
+                ("primary", FieldKind::Bool),
+            ],
+            sorts: &[("inserted_at", FieldKind::Timestamp)],
+            includes: &[],
+            default_sort: &[("inserted_at", Direction::Desc)],
+        },
+        columns: &[
+            ("status", "status"),
+            ("algorithm", "algorithm"),
+            ("kid", "kid"),
+            ("primary", "is_primary"),
+            ("inserted_at", "inserted_at"),
+        ],
+        attributes: &[
+            attr("algorithm", "string", Access::CreateOnly, "`rs256` (default), `es256` or `eddsa`."),
+            attr(
+                "key_size",
+                "integer",
+                Access::CreateOnly,
+                "RSA modulus bits: 2048, 3072 or 4096 (default).",
+            ),
+            attr("kid", "string", Access::ReadOnly, "Key id in token headers and the JWKS."),
+            attr("status", "string", Access::ReadOnly, "`active` or `inactive`."),
+            attr("primary", "boolean", Access::ReadOnly, "Whether this key signs new tokens."),
+            attr("public_key", "object", Access::ReadOnly, "The public JWK."),
+            attr("deactivated_at", "date-time", Access::ReadOnly, "When the key was deactivated."),
+            attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
+            attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
+        ],
+        relationships: &[],
+        ops: Ops { list: true, get: true, create: true, update: false, delete: false },
+        actions: &[
+            (
+                "deactivate",
+                "Removes the key from the JWKS; a primary key hands over to the newest active key.",
+            ),
+            ("set-primary", "Makes an active key the one that signs new tokens."),
+        ],
+    };
+
+    fn present(_: &Ctx, key: &SigningKey) -> ResourceObject {
+        signing_keys::present(key)
+    }
+}
+
+async fn create(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, _) = parse_create::<NewSigningKey>(&body, SigningKeys::DEF.kind)?;
+    Ok(created(signing_keys::present(&signing_keys::create(&core, &ctx, input).await?)))
+}
+
+async fn deactivate(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(ok(signing_keys::present(&signing_keys::deactivate(&core, &ctx, &id).await?)))
+}
+
+async fn set_primary(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(ok(signing_keys::present(&signing_keys::set_primary(&core, &ctx, &id).await?)))
+}
+
+pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
+    resource_router::<SigningKeys>(
+        core,
+        post(create),
+        MethodRouter::new(),
+        vec![("deactivate", patch(deactivate)), ("set-primary", patch(set_primary))],
+    )
+}

@@ -1,0 +1,107 @@
+//! Management API authorization: a Bearer access token for this environment's
+//! Management API whose scope holds `{family}:{read|write|delete}` for the
+//! route. Checked once, as a layer on each resource's router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use portcullis_core::oauth::{self, VerifyError};
+use portcullis_core::{Core, Ctx};
+use portcullis_jsonapi::ApiError;
+use portcullis_store::model::Actor;
+
+use crate::env::{Env, RequestMeta};
+use crate::error::ApiFailure;
+
+/// The verb a request needs: GET reads, DELETE deletes, the rest write.
+fn verb(method: &Method) -> &'static str {
+    match *method {
+        Method::GET | Method::HEAD => "read",
+        Method::DELETE => "delete",
+        _ => "write",
+    }
+}
+
+fn challenge(realm: &str, error: Option<(&str, &str)>) -> String {
+    match error {
+        None => format!("Bearer realm=\"{realm}\""),
+        Some((code, description)) => {
+            format!("Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{description}\"")
+        }
+    }
+}
+
+/// Checks the token and scope, then puts the request's [`Ctx`] in its extensions.
+pub async fn require_scope(
+    State((core, family)): State<(Arc<Core>, &'static str)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match authorize(&core, family, &mut request).await {
+        Ok(ctx) => {
+            request.extensions_mut().insert(ctx);
+            next.run(request).await
+        }
+        Err(failure) => failure.into_response(),
+    }
+}
+
+async fn authorize(core: &Core, family: &'static str, request: &mut Request) -> Result<Ctx, ApiFailure> {
+    let Some(Env(env)) = request.extensions().get::<Env>().cloned() else {
+        return Err(ApiError::internal().into());
+    };
+    let realm = env.management_api.clone();
+    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let token = match header.map(|h| h.split_once(' ')) {
+        None => {
+            return Err(ApiFailure::from(ApiError::unauthorized("an access token is required"))
+                .with_challenge(challenge(&realm, None)));
+        }
+        Some(Some((scheme, token))) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            token.trim()
+        }
+        Some(_) => {
+            return Err(ApiFailure::from(ApiError::unauthorized("use the Bearer authorization scheme"))
+                .with_challenge(challenge(
+                    &realm,
+                    Some(("invalid_request", "malformed Authorization header")),
+                )));
+        }
+    };
+    let claims = match oauth::verify_access_token(core, &env, token).await {
+        Ok(claims) => claims,
+        Err(VerifyError::Rejected(reason)) => {
+            return Err(ApiFailure::from(ApiError::unauthorized(reason.describe()))
+                .with_challenge(challenge(&realm, Some(("invalid_token", reason.describe())))));
+        }
+        Err(VerifyError::Service(error)) => return Err(error.into()),
+    };
+    if claims.aud != env.management_api {
+        return Err(ApiFailure::from(ApiError::forbidden(
+            "the access token's audience is not this environment's Management API",
+        ))
+        .with_challenge(challenge(&realm, Some(("invalid_token", "wrong audience")))));
+    }
+    let needed = format!("{family}:{}", verb(request.method()));
+    if !claims.scopes().any(|s| s == needed) {
+        return Err(ApiFailure::from(ApiError::forbidden(format!(
+            "the access token lacks the `{needed}` scope"
+        )))
+        .with_challenge(format!(
+            "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{needed}\""
+        )));
+    }
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let meta = RequestMeta::from_parts(request.headers(), peer);
+    let client_name = env.client(&claims.client_id).await?.map(|c| c.name.clone());
+    Ok(Ctx {
+        env,
+        actor: Actor { kind: "client", id: Some(claims.client_id), name: client_name },
+        ip_address: meta.ip_address,
+        user_agent: meta.user_agent,
+    })
+}

@@ -1,0 +1,76 @@
+//! Environment resolution from the `Host` header, and request metadata.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use portcullis_core::{Core, EnvState};
+use portcullis_jsonapi::ApiError;
+
+use crate::error::ApiFailure;
+
+/// The environment this request addresses.
+#[derive(Clone)]
+pub struct Env(pub Arc<EnvState>);
+
+/// Resolves the environment once per request; unknown hosts get a 404.
+pub async fn resolve(State(core): State<Arc<Core>>, mut request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or_default()
+        .to_owned();
+    match core.environment_for_host(&host).await {
+        Ok(Some(env)) => {
+            request.extensions_mut().insert(Env(env));
+            next.run(request).await
+        }
+        Ok(None) => {
+            ApiFailure::from(ApiError::not_found(format!("no environment is served at host `{host}`")))
+                .into_response()
+        }
+        Err(error) => ApiFailure::from(error).into_response(),
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Env {
+    type Rejection = ApiFailure;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Env>().cloned().ok_or_else(|| ApiError::internal().into())
+    }
+}
+
+/// Client IP and user agent, for audit records.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub ip_address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn from_parts(headers: &HeaderMap, peer: Option<SocketAddr>) -> Self {
+        RequestMeta {
+            ip_address: peer.map(|p| p.ip().to_string()),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        Ok(RequestMeta::from_parts(&parts.headers, peer))
+    }
+}

@@ -1,0 +1,69 @@
+//! The Management API's error type: a JSON:API error document and status.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use portcullis_core::{Field, ServiceError};
+use portcullis_jsonapi::{ApiError, ErrorDocument, MEDIA_TYPE};
+
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub document: ErrorDocument,
+    pub www_authenticate: Option<String>,
+}
+
+impl ApiFailure {
+    pub fn with_challenge(mut self, challenge: String) -> Self {
+        self.www_authenticate = Some(challenge);
+        self
+    }
+}
+
+impl From<ApiError> for ApiFailure {
+    fn from(error: ApiError) -> Self {
+        ApiFailure { document: error.into(), www_authenticate: None }
+    }
+}
+
+fn pointer(field: &Field) -> String {
+    match field {
+        Field::Attribute(name) => format!("/data/attributes/{name}"),
+        Field::Relationship(name) => format!("/data/relationships/{name}"),
+    }
+}
+
+impl From<ServiceError> for ApiFailure {
+    fn from(error: ServiceError) -> Self {
+        let api = match &error {
+            ServiceError::NotFound(kind) => ApiError::not_found(format!("{kind} not found")),
+            ServiceError::Invalid { field, message } => {
+                ApiError::invalid_attribute(pointer(field), message.clone())
+            }
+            ServiceError::Conflict { field, message } => {
+                ApiError::conflict(message.clone()).with_pointer(pointer(field))
+            }
+            ServiceError::Forbidden(message) => ApiError::forbidden(message.clone()),
+            ServiceError::Store(_) | ServiceError::Internal(_) => {
+                tracing::error!(%error, "request failed");
+                ApiError::internal()
+            }
+        };
+        api.into()
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.document.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.document).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+        if let Some(challenge) = self.www_authenticate.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiFailure>;

@@ -1,0 +1,226 @@
+//! OAuth 2.1 endpoints: token, introspection, revocation, and discovery.
+//! Errors are RFC 6749 §5.2 JSON with `Cache-Control: no-store`.
+
+pub mod discovery;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use portcullis_core::oauth::{self, OAuthError, PresentedClient, RequestInfo};
+use portcullis_core::{Core, EnvState};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::env::{Env, RequestMeta};
+
+/// A JSON response that must never be cached (tokens, errors, introspection).
+fn no_store(status: StatusCode, body: &impl Serialize) -> Response {
+    let mut response = (status, serde_json::to_vec(body).unwrap_or_default()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// An OAuth error response; a failed Basic authentication gets a challenge.
+pub struct OAuthFailure {
+    error: OAuthError,
+    basic_realm: Option<String>,
+}
+
+impl From<OAuthError> for OAuthFailure {
+    fn from(error: OAuthError) -> Self {
+        OAuthFailure { error, basic_realm: None }
+    }
+}
+
+impl IntoResponse for OAuthFailure {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.error.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let body = serde_json::json!({"error": self.error.code, "error_description": self.error.description});
+        let mut response = no_store(status, &body);
+        if status == StatusCode::UNAUTHORIZED {
+            let realm = self.basic_realm.unwrap_or_default();
+            if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+            }
+        }
+        response
+    }
+}
+
+/// Form parameters. Empty values count as absent; a repeated parameter is an
+/// error, except `resource` (RFC 8707 allows several).
+pub struct Form {
+    single: HashMap<String, String>,
+    resources: Vec<String>,
+}
+
+impl Form {
+    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+            return Err(OAuthError::new(
+                "invalid_request",
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+        let mut single = HashMap::new();
+        let mut resources = Vec::new();
+        for (key, value) in form_urlencoded::parse(body) {
+            if value.is_empty() {
+                continue;
+            }
+            if key == "resource" {
+                resources.push(value.into_owned());
+            } else if single.insert(key.to_string(), value.into_owned()).is_some() {
+                return Err(OAuthError::new("invalid_request", format!("parameter `{key}` is repeated")));
+            }
+        }
+        Ok(Form { single, resources })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.single.get(key).map(String::as_str)
+    }
+
+    pub fn require(&self, key: &str) -> Result<&str, OAuthError> {
+        self.get(key)
+            .ok_or_else(|| OAuthError::new("invalid_request", format!("parameter `{key}` is required")))
+    }
+}
+
+/// Reads client credentials from HTTP Basic (RFC 6749 §2.3.1) or the body;
+/// using both at once is an error.
+fn presented_client(headers: &HeaderMap, form: &Form) -> Result<(PresentedClient, bool), OAuthError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        .map(|(_, encoded)| encoded.trim());
+    match (basic, form.get("client_id")) {
+        (Some(_), _) if form.get("client_secret").is_some() => {
+            Err(OAuthError::new("invalid_request", "use one client authentication method"))
+        }
+        (Some(encoded), _) => {
+            let invalid = || OAuthError::invalid_client("malformed Basic credentials");
+            let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).map_err(|_| invalid())?;
+            let text = String::from_utf8(decoded).map_err(|_| invalid())?;
+            let (id, secret) = text.split_once(':').ok_or_else(invalid)?;
+            let decode = |s: &str| percent_decode(s).ok_or_else(invalid);
+            let client_id = decode(id)?;
+            if form.get("client_id").is_some_and(|body_id| body_id != client_id) {
+                return Err(OAuthError::new(
+                    "invalid_request",
+                    "client_id in the body does not match Basic credentials",
+                ));
+            }
+            Ok((PresentedClient { client_id, client_secret: Some(decode(secret)?) }, true))
+        }
+        (None, Some(client_id)) => Ok((
+            PresentedClient {
+                client_id: client_id.to_owned(),
+                client_secret: form.get("client_secret").map(str::to_owned),
+            },
+            false,
+        )),
+        (None, None) => Err(OAuthError::invalid_client("client authentication is required")),
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding of one Basic credential part.
+fn percent_decode(s: &str) -> Option<String> {
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8().ok().map(|c| c.into_owned())
+}
+
+async fn authenticated(
+    env: &EnvState,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Arc<portcullis_store::model::Client>, OAuthFailure> {
+    let (presented, used_basic) = presented_client(headers, form)?;
+    oauth::authenticate(env, &presented)
+        .await
+        .map_err(|error| OAuthFailure { error, basic_realm: used_basic.then(|| env.issuer.clone()) })
+}
+
+async fn token(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthFailure> {
+    let form = Form::parse(&headers, &body)?;
+    let grant_type = form.require("grant_type")?;
+    let client = authenticated(&env, &headers, &form).await?;
+    let info = RequestInfo { ip_address: meta.ip_address, user_agent: meta.user_agent };
+    let response = match grant_type {
+        "client_credentials" => {
+            oauth::client_credentials(&core, &env, &client, form.get("scope"), &form.resources, info).await?
+        }
+        other => {
+            return Err(OAuthError::new(
+                "unsupported_grant_type",
+                format!("grant type `{other}` is not supported"),
+            )
+            .into());
+        }
+    };
+    Ok(no_store(StatusCode::OK, &response))
+}
+
+async fn introspect(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthFailure> {
+    let form = Form::parse(&headers, &body)?;
+    let client = authenticated(&env, &headers, &form).await?;
+    if client.client_type != "confidential" {
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            "only confidential clients may introspect tokens",
+        )
+        .into());
+    }
+    let token = form.require("token")?;
+    let result: Value = oauth::introspect(&core, &env, token).await?;
+    Ok(no_store(StatusCode::OK, &result))
+}
+
+async fn revoke(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    meta: RequestMeta,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthFailure> {
+    let form = Form::parse(&headers, &body)?;
+    let client = authenticated(&env, &headers, &form).await?;
+    let token = form.require("token")?;
+    let info = RequestInfo { ip_address: meta.ip_address, user_agent: meta.user_agent };
+    oauth::revoke(&core, &env, &client, token, info).await?;
+    let mut response = StatusCode::OK.into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+pub fn router() -> Router<Arc<Core>> {
+    Router::new()
+        .route("/oauth/token", post(token))
+        .route("/oauth/introspect", post(introspect))
+        .route("/oauth/revoke", post(revoke))
+        .merge(discovery::router())
+}

@@ -1,0 +1,105 @@
+//! Configuration: built-in defaults, then `portcullis.toml`, then
+//! `PORTCULLIS_*` environment variables (e.g. `PORTCULLIS_DATABASE_URL`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use portcullis_core::CoreConfig;
+use portcullis_crypto::aead::MasterKey;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Environments are served at `{handle}.{base_domain}`.
+    pub base_domain: String,
+    /// Scheme of issuer URLs (`http` for local use, `https` behind TLS).
+    pub public_scheme: String,
+    /// Port in issuer URLs; defaults to the listen port for http, none for https.
+    pub public_port: Option<u16>,
+    /// `sqlite:PATH` (default, created on first start) or `postgres://...`.
+    pub database_url: String,
+    /// Base64 of 32 bytes. Without it, one is generated into the data directory.
+    pub master_key: Option<String>,
+    /// Where the SQLite file and a generated master key live.
+    pub data_dir: PathBuf,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Serves hosts that name no environment (single-tenant installs).
+    pub default_environment: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            base_domain: "localhost".into(),
+            public_scheme: "http".into(),
+            public_port: None,
+            database_url: "sqlite:portcullis-data/portcullis.db".into(),
+            master_key: None,
+            data_dir: "portcullis-data".into(),
+            log_format: "text".into(),
+            default_environment: None,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        let file = file.map_or_else(|| PathBuf::from("portcullis.toml"), PathBuf::from);
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(&file))
+            .merge(Env::prefixed("PORTCULLIS_"))
+            .extract()
+            .context("invalid configuration")
+    }
+
+    pub fn core(&self) -> CoreConfig {
+        let public_port =
+            self.public_port.or_else(|| (self.public_scheme == "http").then(|| self.listen.port()));
+        CoreConfig {
+            base_domain: self.base_domain.to_ascii_lowercase(),
+            public_scheme: self.public_scheme.clone(),
+            public_port: public_port
+                .filter(|p| !matches!((self.public_scheme.as_str(), p), ("http", 80) | ("https", 443))),
+            default_environment: self.default_environment.clone(),
+        }
+    }
+
+    /// The configured master key, or the one in the data directory (created
+    /// with owner-only permissions on first use).
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        if let Some(key) = &self.master_key {
+            return MasterKey::from_base64(key).context("master_key must be base64 of 32 bytes");
+        }
+        let path = self.data_dir.join("master.key");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            return MasterKey::from_base64(&text)
+                .with_context(|| format!("{} is not a valid key", path.display()));
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+        let key = MasterKey::generate_base64();
+        write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+        tracing::warn!(path = %path.display(), "generated a master key; back it up, it encrypts signing keys at rest");
+        MasterKey::from_base64(&key).context("generated key")
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
