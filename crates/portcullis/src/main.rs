@@ -89,6 +89,18 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
     let core = Core::start(db, config.master_key()?, config.core());
+    match environments::all(&core).await {
+        Ok(envs) if envs.is_empty() => tracing::warn!(
+            "no environments yet: create one with `portcullis env create acme-test` \
+             (it prints the admin client's credentials once)"
+        ),
+        Ok(envs) => {
+            for env in envs {
+                tracing::info!(handle = %env.handle, issuer = %core.issuer_for(&env.handle), "serving environment");
+            }
+        }
+        Err(error) => return Err(anyhow::anyhow!("cannot read environments: {error}")),
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
