@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_path_to_error::Segment;
 
 use crate::ApiError;
 
@@ -63,14 +64,14 @@ fn parse_attributes<A: DeserializeOwned>(data: &serde_json::Map<String, Value>) 
         }
     };
     serde_path_to_error::deserialize(attributes).map_err(|error| {
-        let path = error.path().to_string();
+        let tokens: Vec<String> = error.path().iter().filter_map(pointer_token).collect();
         let inner = error.into_inner().to_string();
-        let pointer = if path == "." || path.is_empty() {
+        let pointer = if tokens.is_empty() {
             // serde reports unknown and missing fields at the parent.
             field_from_message(&inner)
-                .map_or("/data/attributes".to_owned(), |f| format!("/data/attributes/{f}"))
+                .map_or("/data/attributes".to_owned(), |f| format!("/data/attributes/{}", escape(f)))
         } else {
-            format!("/data/attributes/{}", path.replace('.', "/"))
+            format!("/data/attributes/{}", tokens.join("/"))
         };
         if inner.starts_with("missing field") {
             ApiError::required(pointer, inner)
@@ -78,6 +79,20 @@ fn parse_attributes<A: DeserializeOwned>(data: &serde_json::Map<String, Value>) 
             ApiError::invalid_attribute(pointer, inner)
         }
     })
+}
+
+/// One JSON Pointer reference token (RFC 6901) for a step of a serde path.
+fn pointer_token(segment: &Segment) -> Option<String> {
+    match segment {
+        Segment::Seq { index } => Some(index.to_string()),
+        Segment::Map { key } | Segment::Enum { variant: key } => Some(escape(key)),
+        Segment::Unknown => None,
+    }
+}
+
+/// Escapes `~` and `/` in a JSON Pointer reference token.
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
 }
 
 /// Pulls the field name out of serde's "missing field `x`" / "unknown field `x`".
@@ -121,7 +136,12 @@ pub fn parse_create<A: DeserializeOwned>(
     expected_type: &str,
 ) -> Result<(A, Relationships), ApiError> {
     let data = parse_envelope(body, expected_type)?;
-    Ok((parse_attributes(&data)?, parse_relationships(&data)?))
+    if data.get("id").is_some_and(|id| !id.is_null()) {
+        return Err(ApiError::forbidden("client-generated ids are not supported; omit `data.id`")
+            .with_pointer("/data/id"));
+    }
+    let relationships = parse_relationships(&data)?;
+    Ok((parse_attributes(&data)?, relationships))
 }
 
 /// Parses an update request; a `data.id`, when present, must match the URL.
@@ -139,7 +159,8 @@ pub fn parse_update<A: DeserializeOwned>(
                 .with_pointer("/data/id"));
         }
     }
-    Ok((parse_attributes(&data)?, parse_relationships(&data)?))
+    let relationships = parse_relationships(&data)?;
+    Ok((parse_attributes(&data)?, relationships))
 }
 
 #[cfg(test)]
@@ -159,7 +180,7 @@ mod tests {
     fn parses_attributes_and_relationships() {
         let body = br#"{"data":{"type":"role","attributes":{"name":"a"},"relationships":{"user":{"data":{"type":"user","id":"u1"}}}}}"#;
         let (attrs, rels): (Attrs, _) = parse_create(body, "role").unwrap();
-        assert_eq!(attrs.name, "a");
+        assert_eq!((attrs.name.as_str(), attrs.size), ("a", None));
         assert_eq!(rels.required("user", "user").unwrap(), "u1");
         assert!(rels.required("role", "role").is_err());
         assert_eq!(rels.optional("user", "role").unwrap_err().status, 422);
@@ -170,18 +191,32 @@ mod tests {
         let wrong_type = br#"{"data":{"type":"role","attributes":{"name":"a","size":"big"}}}"#;
         let err = parse_create::<Attrs>(wrong_type, "role").unwrap_err();
         assert_eq!(err.status, 422);
-        assert_eq!(err.source.unwrap().pointer.unwrap(), "/data/attributes/size");
+        assert_eq!(err.pointer().unwrap(), "/data/attributes/size");
 
         let missing = br#"{"data":{"type":"role","attributes":{}}}"#;
         let err = parse_create::<Attrs>(missing, "role").unwrap_err();
-        assert_eq!(
-            (err.code, err.source.unwrap().pointer.unwrap().as_str()),
-            ("required", "/data/attributes/name")
-        );
+        assert_eq!((err.code, err.pointer().unwrap()), ("required", "/data/attributes/name"));
 
         let unknown = br#"{"data":{"type":"role","attributes":{"name":"a","colour":1}}}"#;
         let err = parse_create::<Attrs>(unknown, "role").unwrap_err();
-        assert_eq!(err.source.unwrap().pointer.unwrap(), "/data/attributes/colour");
+        assert_eq!(err.pointer().unwrap(), "/data/attributes/colour");
+
+        #[derive(Debug, Deserialize)]
+        struct Nested {
+            #[allow(dead_code)]
+            tags: Vec<String>,
+        }
+        let nested = br#"{"data":{"type":"role","attributes":{"tags":["a",5]}}}"#;
+        let err = parse_create::<Nested>(nested, "role").unwrap_err();
+        assert_eq!(err.pointer().unwrap(), "/data/attributes/tags/1");
+
+        let malformed_links = br#"{"data":{"type":"role","attributes":{},"relationships":[]}}"#;
+        let err = parse_create::<Attrs>(malformed_links, "role").unwrap_err();
+        assert_eq!((err.status, err.pointer().unwrap()), (400, "/data/relationships"));
+
+        let client_id = br#"{"data":{"type":"role","id":"mine","attributes":{"name":"a"}}}"#;
+        let err = parse_create::<Attrs>(client_id, "role").unwrap_err();
+        assert_eq!((err.status, err.pointer().unwrap()), (403, "/data/id"));
 
         assert_eq!(parse_create::<Attrs>(b"{", "role").unwrap_err().status, 400);
         assert_eq!(parse_create::<Attrs>(br#"{"data":{"type":"user"}}"#, "role").unwrap_err().status, 409);

@@ -2,14 +2,14 @@
 
 use serde::Serialize;
 
+/// What an error is about: one member of the request. Serializes as the
+/// JSON:API `source` object, e.g. `{"pointer": "/data/attributes/email"}`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ErrorSource {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pointer: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameter: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub header: Option<String>,
+#[serde(rename_all = "lowercase")]
+pub enum ErrorSource {
+    Pointer(String),
+    Parameter(String),
+    Header(String),
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -33,18 +33,34 @@ impl ApiError {
         ApiError { status, code, title, detail: detail.into(), source: None }
     }
 
+    /// The JSON Pointer this error is about, if any.
+    pub fn pointer(&self) -> Option<&str> {
+        match &self.source {
+            Some(ErrorSource::Pointer(pointer)) => Some(pointer),
+            _ => None,
+        }
+    }
+
+    /// The query parameter this error is about, if any.
+    pub fn parameter(&self) -> Option<&str> {
+        match &self.source {
+            Some(ErrorSource::Parameter(parameter)) => Some(parameter),
+            _ => None,
+        }
+    }
+
     pub fn with_pointer(mut self, pointer: impl Into<String>) -> Self {
-        self.source = Some(ErrorSource { pointer: Some(pointer.into()), parameter: None, header: None });
+        self.source = Some(ErrorSource::Pointer(pointer.into()));
         self
     }
 
     pub fn with_parameter(mut self, parameter: impl Into<String>) -> Self {
-        self.source = Some(ErrorSource { pointer: None, parameter: Some(parameter.into()), header: None });
+        self.source = Some(ErrorSource::Parameter(parameter.into()));
         self
     }
 
     pub fn with_header(mut self, header: impl Into<String>) -> Self {
-        self.source = Some(ErrorSource { pointer: None, parameter: None, header: Some(header.into()) });
+        self.source = Some(ErrorSource::Header(header.into()));
         self
     }
 

@@ -107,18 +107,18 @@ pub struct ListParams {
     pub count: bool,
 }
 
+/// Sparse fieldsets: JSON:API type → the fields to keep.
+pub type Fields = HashMap<String, Vec<String>>;
+
 /// Parses the `include` and `fields[...]` parameters alone (for single-resource GETs).
-pub fn parse_fetch(
-    query: &str,
-    spec: &QuerySpec,
-) -> Result<(Vec<String>, HashMap<String, Vec<String>>), ApiError> {
+pub fn parse_fetch(query: &str, spec: &QuerySpec) -> Result<(Vec<String>, Fields), ApiError> {
     let params = parse_list(query, spec)?;
-    if query_pairs(query)?
-        .iter()
-        .any(|(k, _)| k.starts_with("page[") || k.starts_with("filter[") || k == "sort")
+    if let Some((key, _)) = query_pairs(query)?
+        .into_iter()
+        .find(|(k, _)| k.starts_with("page[") || k.starts_with("filter[") || k == "sort")
     {
-        return Err(ApiError::bad_request(
-            "invalid_parameter",
+        return Err(ApiError::invalid_parameter(
+            &key,
             "paging, filtering and sorting apply to collections only",
         ));
     }
@@ -398,6 +398,17 @@ mod tests {
             assert_eq!(err.status, 400, "{bad} was accepted");
             assert!(err.source.is_some(), "{bad} has no source.parameter");
         }
+    }
+
+    #[test]
+    fn fetch_names_the_collection_parameter_it_refuses() {
+        for (bad, parameter) in
+            [("page[limit]=5", "page[limit]"), ("sort=email", "sort"), ("filter[email]=a", "filter[email]")]
+        {
+            let err = parse_fetch(bad, &SPEC).unwrap_err();
+            assert_eq!(err.parameter(), Some(parameter), "{bad}");
+        }
+        assert_eq!(parse_fetch("include=roles&fields[user]=email", &SPEC).unwrap().0, vec!["roles"]);
     }
 
     #[test]

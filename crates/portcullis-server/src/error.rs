@@ -67,3 +67,13 @@ impl IntoResponse for ApiFailure {
 }
 
 pub type ApiResult<T> = Result<T, ApiFailure>;
+
+/// A request body over `limit` bytes (413).
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        413,
+        "payload_too_large",
+        "Payload Too Large",
+        format!("request bodies are limited to {limit} bytes"),
+    )
+}

@@ -11,7 +11,8 @@ pub mod openapi;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Router, middleware};
 use portcullis_core::Core;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -19,7 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 /// Request bodies larger than this are refused (413).
-const BODY_LIMIT: usize = 1024 * 1024;
+pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The whole HTTP application.
 pub fn app(core: Arc<Core>) -> Router {
@@ -28,8 +29,10 @@ pub fn app(core: Arc<Core>) -> Router {
         .merge(oauth::router())
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(core.clone(), env::resolve))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(middleware::map_response(payload_too_large))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
         .layer(TraceLayer::new_for_http())
         .with_state(core)
@@ -37,4 +40,24 @@ pub fn app(core: Arc<Core>) -> Router {
 
 async fn not_found() -> error::ApiFailure {
     portcullis_jsonapi::ApiError::not_found("no such route").into()
+}
+
+async fn method_not_allowed() -> error::ApiFailure {
+    portcullis_jsonapi::ApiError::new(
+        405,
+        "method_not_allowed",
+        "Method Not Allowed",
+        "this route does not support the request method",
+    )
+    .into()
+}
+
+/// The body limit layer answers in plain text; answer with an error document.
+async fn payload_too_large(response: Response) -> Response {
+    let plain =
+        !response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().ends_with(b"json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
+        return error::ApiFailure::from(error::too_large(BODY_LIMIT)).into_response();
+    }
+    response
 }

@@ -29,6 +29,27 @@ pub struct Condition {
 pub struct OrderBy {
     pub expr: &'static str,
     pub desc: bool,
+    /// Compare `lower(expr)`: case-insensitive order, served by the same
+    /// `lower(...)` index that case-insensitive uniqueness needs.
+    pub fold_case: bool,
+}
+
+impl OrderBy {
+    fn push_expr(&self, qb: &mut Sql) {
+        if self.fold_case {
+            qb.push("lower(").push(self.expr).push(")");
+        } else {
+            qb.push(self.expr);
+        }
+    }
+
+    fn push_value(&self, qb: &mut Sql, value: &SqlValue) {
+        if self.fold_case {
+            qb.push("lower(").bind_value(value).push(")");
+        } else {
+            qb.bind_value(value);
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,13 +102,15 @@ fn push_conditions(qb: &mut Sql, environment_id: &str, conditions: &[Condition])
             }
             CondOp::Contains => {
                 let needle = match &condition.value {
-                    SqlValue::Text(Some(text)) => text.to_lowercase(),
-                    _ => String::new(),
+                    SqlValue::Text(Some(text)) => text.as_str(),
+                    _ => "",
                 };
                 let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                qb.push(&format!("lower({}) LIKE ", condition.expr))
+                // Both sides are folded by the database, so they fold alike
+                // (SQLite's lower() only folds ASCII).
+                qb.push(&format!("lower({}) LIKE lower(", condition.expr))
                     .bind(format!("%{escaped}%"))
-                    .push(" ESCAPE '\\'");
+                    .push(") ESCAPE '\\'");
             }
         }
     }
@@ -102,14 +125,22 @@ fn push_keyset(qb: &mut Sql, order: &[OrderBy], values: &[SqlValue], id: &str, f
         }
         qb.push("(");
         for (j, key) in order.iter().take(i).enumerate() {
-            qb.push(key.expr).push(" = ").bind_value(&values[j]).push(" AND ");
+            key.push_expr(qb);
+            qb.push(" = ");
+            key.push_value(qb, &values[j]);
+            qb.push(" AND ");
         }
-        let (expr, desc, value) = match order.get(i) {
-            Some(key) => (key.expr, key.desc, values[i].clone()),
-            None => ("id", false, SqlValue::Text(Some(id.to_owned()))),
-        };
-        let greater = desc != forward; // ascending + forward reads greater values
-        qb.push(expr).push(if greater { " < " } else { " > " }).bind_value(&value);
+        match order.get(i) {
+            Some(key) => {
+                let greater = key.desc != forward; // ascending + forward reads greater values
+                key.push_expr(qb);
+                qb.push(if greater { " > " } else { " < " });
+                key.push_value(qb, &values[i]);
+            }
+            None => {
+                qb.push(if forward { "id > " } else { "id < " }).bind(id.to_owned());
+            }
+        }
         qb.push(")");
     }
     qb.push(")");
@@ -119,7 +150,8 @@ fn push_order(qb: &mut Sql, order: &[OrderBy], reverse: bool) {
     qb.push(" ORDER BY ");
     for key in order {
         let desc = key.desc != reverse;
-        qb.push(key.expr).push(if desc { " DESC, " } else { " ASC, " });
+        key.push_expr(qb);
+        qb.push(if desc { " DESC, " } else { " ASC, " });
     }
     qb.push(if reverse { "id DESC" } else { "id ASC" });
 }

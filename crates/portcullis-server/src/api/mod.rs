@@ -166,9 +166,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonApiBody {
             .with_header("Content-Type")
             .into());
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiFailure::from(ApiError::invalid_body(e.body_text())))?;
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiFailure::from(crate::error::too_large(crate::BODY_LIMIT)),
+            _ => ApiFailure::from(ApiError::invalid_body(e.body_text())),
+        })?;
         Ok(JsonApiBody(bytes))
     }
 }
@@ -232,7 +233,11 @@ fn listing(def: &ResourceDef, params: &ListParams) -> Listing {
     let order = params
         .sort
         .iter()
-        .map(|k| OrderBy { expr: column(def, k.name), desc: k.direction == Direction::Desc })
+        .map(|k| OrderBy {
+            expr: column(def, k.name),
+            desc: k.direction == Direction::Desc,
+            fold_case: k.kind == FieldKind::TextCi,
+        })
         .collect();
     let values = |values: &[Scalar]| -> Vec<SqlValue> {
         values.iter().zip(&params.sort).map(|(v, k)| sql_value(k.kind, v)).collect()
