@@ -5,6 +5,7 @@
 //! request loads a fresh one.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use portcullis_crypto::aead::MasterKey;
@@ -172,6 +173,8 @@ impl EnvState {
 #[derive(Default)]
 pub struct EnvRegistry {
     by_handle: RwLock<HashMap<String, Arc<EnvState>>>,
+    /// Counts invalidations, so a state read before one is not cached after it.
+    generation: AtomicU64,
 }
 
 impl EnvRegistry {
@@ -179,13 +182,25 @@ impl EnvRegistry {
         self.by_handle.read().expect("cache lock").get(handle).cloned()
     }
 
-    pub fn insert(&self, state: Arc<EnvState>) {
-        self.by_handle.write().expect("cache lock").insert(state.environment.handle.clone(), state);
+    /// Read before loading a state from the database; see [`EnvRegistry::insert`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Caches a state loaded after [`EnvRegistry::generation`] returned
+    /// `generation`, unless an invalidation happened meanwhile (the state may
+    /// predate that change; the next request loads a fresh one).
+    pub fn insert(&self, state: Arc<EnvState>, generation: u64) {
+        let mut map = self.by_handle.write().expect("cache lock");
+        if self.generation.load(Ordering::Acquire) == generation {
+            map.insert(state.environment.handle.clone(), state);
+        }
     }
 
     /// Drops an environment's state (`*` drops all).
     pub fn invalidate(&self, environment_id: &str) {
         let mut map = self.by_handle.write().expect("cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if environment_id == "*" {
             map.clear();
         } else {

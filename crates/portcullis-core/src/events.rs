@@ -1,21 +1,29 @@
 //! Events recorded off the request path. `token.issued` happens at thousands
 //! per second; issuance hands the event to this sink and returns, and one
-//! task writes them in batched transactions (audit + outbox rows together).
+//! task writes them in batched transactions (audit + outbox rows together,
+//! as multi-row inserts).
+//!
+//! The queue is bounded: if the database falls behind for long, issuance
+//! waits for room rather than dropping audit records or growing without
+//! limit.
 
 use portcullis_store::Db;
 use portcullis_store::model::{Event, Origin};
 use tokio::sync::mpsc;
 
-const BATCH: usize = 500;
+/// Events written per transaction at most.
+const BATCH: usize = 2000;
+/// Events that may wait for the writer before issuance feels backpressure.
+const QUEUE: usize = 50_000;
 
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::UnboundedSender<(Origin, Event)>,
+    tx: mpsc::Sender<(Origin, Event)>,
 }
 
 impl EventSink {
     pub fn start(db: Db) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Origin, Event)>();
+        let (tx, mut rx) = mpsc::channel::<(Origin, Event)>(QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -37,8 +45,9 @@ impl EventSink {
         EventSink { tx }
     }
 
-    pub fn record(&self, origin: Origin, event: Event) {
-        if self.tx.send((origin, event)).is_err() {
+    /// Queues an event; waits only when the queue is full.
+    pub async fn record(&self, origin: Origin, event: Event) {
+        if self.tx.send((origin, event)).await.is_err() {
             tracing::error!("event sink closed; event dropped");
         }
     }

@@ -48,6 +48,14 @@ impl Core {
             config,
             envs: cache::EnvRegistry::default(),
         });
+        // This process's own commits drop cached state before they return...
+        let weak = Arc::downgrade(&core);
+        core.db.on_commit(move |environment_id| {
+            if let Some(core) = weak.upgrade() {
+                core.envs.invalidate(environment_id);
+            }
+        });
+        // ...and other processes' commits arrive through the change feed.
         let weak = Arc::downgrade(&core);
         let mut changes = core.db.changes();
         tokio::spawn(async move {
@@ -109,13 +117,14 @@ impl Core {
         if let Some(state) = self.envs.get(handle) {
             return Ok(Some(state));
         }
+        let generation = self.envs.generation();
         let mut conn = self.db.read().await?;
         let Some(environment) = repo::environments::by_handle(&mut conn, handle).await? else {
             return Ok(None);
         };
         let issuer = self.issuer_for(&environment.handle);
         let state = Arc::new(EnvState::new(environment, issuer, self.db.clone(), self.master_key.clone()));
-        self.envs.insert(state.clone());
+        self.envs.insert(state.clone(), generation);
         Ok(Some(state))
     }
 }

@@ -199,7 +199,8 @@ pub async fn client_credentials(
             data: json!({"grant_type": "client_credentials", "client_id": claims.client_id, "aud": claims.aud,
                          "scope": claims.scope, "jti": claims.jti, "exp": claims.exp}),
         },
-    );
+    )
+    .await;
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",

@@ -23,6 +23,9 @@ pub enum Backend {
 /// The PostgreSQL channel that carries cache invalidations between processes.
 const CHANGE_CHANNEL: &str = "portcullis_changes";
 
+/// A function told, synchronously, which environment a local commit changed.
+type CommitHook = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
@@ -32,6 +35,7 @@ pub struct Db {
     /// retries. PostgreSQL needs no gate.
     write_gate: Option<Arc<Mutex<()>>>,
     changes: broadcast::Sender<String>,
+    commit_hooks: Arc<std::sync::RwLock<Vec<CommitHook>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -60,14 +64,12 @@ impl Db {
         } else {
             url.to_owned()
         };
-        if backend == Backend::Sqlite {
-            if let Some(parent) = sqlite_path(&url).and_then(|p| std::path::Path::new(p).parent()) {
-                if !parent.as_os_str().is_empty() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        StoreError::Corrupt(format!("cannot create {}: {e}", parent.display()))
-                    })?;
-                }
-            }
+        if backend == Backend::Sqlite
+            && let Some(parent) = sqlite_path(&url).and_then(|p| std::path::Path::new(p).parent())
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", parent.display())))?;
         }
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -93,6 +95,7 @@ impl Db {
             url: url.into(),
             write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             changes,
+            commit_hooks: Arc::default(),
         })
     }
 
@@ -139,6 +142,14 @@ impl Db {
         self.changes.subscribe()
     }
 
+    /// Registers `hook` to run for each environment a commit of this process
+    /// changed, after the commit and before [`WriteTx::commit`] returns, so
+    /// in-process caches never serve the old state to the writer's next
+    /// request. ([`Db::changes`] tells the same asynchronously.)
+    pub fn on_commit(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        self.commit_hooks.write().expect("hook lock").push(Arc::new(hook));
+    }
+
     /// Relays other processes' change notifications into [`Db::changes`].
     /// Returns when the listener cannot be (re)established; callers restart it.
     pub async fn listen(&self) -> Result<()> {
@@ -161,12 +172,47 @@ impl Db {
         if events.is_empty() {
             return Ok(());
         }
+        let now = now_micros();
+        let (audits, outbox): (Vec<_>, Vec<_>) = events.iter().map(|(o, e)| event_rows(o, e, now)).unzip();
         let mut tx = self.write().await?;
-        for (origin, event) in events {
-            tx.record(origin, event).await?;
-        }
+        record::insert_many(tx.conn(), &audits).await?;
+        record::insert_many(tx.conn(), &outbox).await?;
+        tx.recorded = true;
         tx.commit().await
     }
+}
+
+/// The audit row and the outbox row that record one event.
+fn event_rows(origin: &Origin, event: &Event, now: i64) -> (AuditEvent, OutboxEvent) {
+    let first = event.targets.first();
+    let audit = AuditEvent {
+        id: new_id(),
+        environment_id: origin.environment_id.clone(),
+        action: event.action.to_owned(),
+        actor_type: origin.actor.kind.to_owned(),
+        actor_id: origin.actor.id.clone(),
+        actor_name: origin.actor.name.clone(),
+        target_type: first.map(|t| t.kind.clone()),
+        target_id: first.map(|t| t.id.clone()),
+        targets: JsonText(event.targets.clone()),
+        changes: JsonText(event.changes.clone()),
+        ip_address: origin.ip_address.clone(),
+        user_agent: origin.user_agent.clone(),
+        occurred_at: now,
+    };
+    let outbox = OutboxEvent {
+        id: new_id(),
+        environment_id: origin.environment_id.clone(),
+        event_type: event.action.to_owned(),
+        payload: JsonText(json!({
+            "type": event.action,
+            "timestamp": crate::listing_time(now),
+            "data": event.data,
+        })),
+        created_at: now,
+        published_at: None,
+    };
+    (audit, outbox)
 }
 
 fn sqlite_path(url: &str) -> Option<&str> {
@@ -192,36 +238,8 @@ impl WriteTx {
 
     /// Appends the audit event and the outbox event for this change.
     pub async fn record(&mut self, origin: &Origin, event: &Event) -> Result<()> {
-        let now = now_micros();
-        let first = event.targets.first();
-        let audit = AuditEvent {
-            id: new_id(),
-            environment_id: origin.environment_id.clone(),
-            action: event.action.to_owned(),
-            actor_type: origin.actor.kind.to_owned(),
-            actor_id: origin.actor.id.clone(),
-            actor_name: origin.actor.name.clone(),
-            target_type: first.map(|t| t.kind.clone()),
-            target_id: first.map(|t| t.id.clone()),
-            targets: JsonText(event.targets.clone()),
-            changes: JsonText(event.changes.clone()),
-            ip_address: origin.ip_address.clone(),
-            user_agent: origin.user_agent.clone(),
-            occurred_at: now,
-        };
+        let (audit, outbox) = event_rows(origin, event, now_micros());
         record::insert(self.conn(), &audit).await?;
-        let outbox = OutboxEvent {
-            id: new_id(),
-            environment_id: origin.environment_id.clone(),
-            event_type: event.action.to_owned(),
-            payload: JsonText(json!({
-                "type": event.action,
-                "timestamp": crate::listing_time(now),
-                "data": event.data,
-            })),
-            created_at: now,
-            published_at: None,
-        };
         record::insert(self.conn(), &outbox).await?;
         self.recorded = true;
         Ok(())
@@ -250,7 +268,11 @@ impl WriteTx {
             }
         }
         self.tx.commit().await.map_err(classify)?;
+        let hooks = self.db.commit_hooks.read().expect("hook lock").clone();
         for environment_id in self.changed.drain(..) {
+            for hook in &hooks {
+                hook(&environment_id);
+            }
             let _ = self.db.changes.send(environment_id);
         }
         Ok(())

@@ -79,6 +79,22 @@ pub async fn insert<R: Record>(conn: &mut AnyConnection, record: &R) -> Result<(
     Ok(())
 }
 
+/// Inserts many rows with multi-row `INSERT`s: one statement per chunk, so a
+/// batch of audit events costs a handful of statements, not two per event.
+pub async fn insert_many<R: Record>(conn: &mut AnyConnection, records: &[R]) -> Result<()> {
+    // SQLite allows 32766 bound variables per statement, PostgreSQL 65535.
+    let per_statement = (30_000 / R::COLUMNS.len()).max(1);
+    for chunk in records.chunks(per_statement) {
+        let mut sql = Sql::new(format!("INSERT INTO {} ({}) VALUES ", R::TABLE, column_list::<R>()));
+        for (i, record) in chunk.iter().enumerate() {
+            sql.push(if i == 0 { "(" } else { ", (" });
+            sql.bind_list(&record.values()).push(")");
+        }
+        sql.execute(conn).await?;
+    }
+    Ok(())
+}
+
 /// Writes every mutable column of `record` back to its row.
 pub async fn update<R: Record>(conn: &mut AnyConnection, environment_id: &str, record: &R) -> Result<()> {
     let mut sql = Sql::new(format!("UPDATE {} SET ", R::TABLE));
