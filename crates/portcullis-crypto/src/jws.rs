@@ -54,7 +54,7 @@ pub fn verify<'k>(
         return Err(CryptoError::BadSignature);
     }
     let signing_input_len = header_b64.len() + 1 + payload_b64.len();
-    key.verify(token[..signing_input_len].as_bytes(), &b64url_decode(sig_b64)?)?;
+    key.verify(&token.as_bytes()[..signing_input_len], &b64url_decode(sig_b64)?)?;
     let claims = serde_json::from_slice(&b64url_decode(payload_b64)?).map_err(|_| CryptoError::Malformed)?;
     Ok(Verified { header, claims })
 }

@@ -35,6 +35,19 @@ pub mod environments {
     const COLUMNS: &str =
         "id, handle, name, session_ttl, registration_enabled, default_audience, inserted_at, updated_at";
 
+    /// Holds the lock of an environment's row until the transaction ends:
+    /// serialises changes that read, then rewrite, environment-wide state
+    /// (settings, the primary signing key) on PostgreSQL. SQLite serialises
+    /// every write already. Call it first in the transaction.
+    pub async fn lock(conn: &mut AnyConnection, id: &str) -> Result<()> {
+        sqlx::query("UPDATE environments SET updated_at = updated_at WHERE id = $1")
+            .bind(id.to_owned())
+            .execute(conn)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
     pub async fn by_handle(conn: &mut AnyConnection, handle: &str) -> Result<Option<Environment>> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM environments WHERE handle = $1")))
             .bind(handle.to_owned())

@@ -181,15 +181,12 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
     if let Some(name) = input.name.required("name")? {
         client.name = require_text("name", &name, 200)?;
     }
-    if let Some(t) = input.client_type.required("client_type")? {
-        if t != client.client_type {
-            return Err(ServiceError::invalid("client_type", "client_type cannot be changed after creation"));
-        }
+    // Immutable after creation; sending the current value back is fine.
+    if input.client_type.required("client_type")?.is_some_and(|t| t != client.client_type) {
+        return Err(ServiceError::invalid("client_type", "client_type cannot be changed after creation"));
     }
-    if let Some(first_party) = input.first_party.required("first_party")? {
-        if first_party != client.first_party {
-            return Err(ServiceError::invalid("first_party", "first_party cannot be changed after creation"));
-        }
+    if input.first_party.required("first_party")?.is_some_and(|f| f != client.first_party) {
+        return Err(ServiceError::invalid("first_party", "first_party cannot be changed after creation"));
     }
     if let Some(uris) = input.redirect_uris.required("redirect_uris")? {
         client.redirect_uris = JsonText(validate_redirect_uris(uris)?);

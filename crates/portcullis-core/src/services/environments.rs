@@ -185,7 +185,14 @@ pub const SESSION_TTL_MIN: i64 = 300;
 pub const SESSION_TTL_MAX: i64 = 365 * 24 * 3600;
 
 pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result<Environment> {
-    let before = ctx.env.environment.clone();
+    let apis = ctx.env.apis().await?;
+    let mut tx = core.db.write().await?;
+    // Start from the stored row, under its lock, so concurrent updates of
+    // different settings do not undo each other.
+    repo::environments::lock(tx.conn(), ctx.environment_id()).await?;
+    let before = repo::environments::by_handle(tx.conn(), &ctx.env.environment.handle)
+        .await?
+        .ok_or(ServiceError::NotFound(KIND))?;
     let mut env = before.clone();
     if let Some(name) = input.name.required("name")? {
         env.name = require_text("name", &name, 200)?;
@@ -203,17 +210,15 @@ pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result
         env.registration_enabled = enabled;
     }
     input.default_audience.apply_to(&mut env.default_audience);
-    if let Some(audience) = &env.default_audience {
-        let apis = ctx.env.apis().await?;
-        if !apis.by_identifier.contains_key(audience) {
-            return Err(ServiceError::invalid(
-                "default_audience",
-                "default_audience must be the identifier of an API in this environment",
-            ));
-        }
+    if let Some(audience) = &env.default_audience
+        && !apis.by_identifier.contains_key(audience)
+    {
+        return Err(ServiceError::invalid(
+            "default_audience",
+            "default_audience must be the identifier of an API in this environment",
+        ));
     }
     env.updated_at = now_micros();
-    let mut tx = core.db.write().await?;
     repo::environments::update(tx.conn(), &env).await?;
     tx.invalidate(&env.id);
     let mut changes = Changes::default();

@@ -40,7 +40,7 @@ async fn validate_scopes(
     server: &ResourceServer,
     scopes: Option<Vec<String>>,
 ) -> Result<Option<Vec<String>>> {
-    let Some(mut scopes) = scopes else { return Ok(None) };
+    let Some(scopes) = scopes else { return Ok(None) };
     let known: Vec<String> = if server.system {
         management_scopes()
     } else {
@@ -57,8 +57,13 @@ async fn validate_scopes(
             format!("`{unknown}` is not a scope of this API"),
         ));
     }
-    scopes.dedup();
-    Ok(Some(scopes))
+    let mut unique: Vec<String> = Vec::with_capacity(scopes.len());
+    for scope in scopes {
+        if !unique.contains(&scope) {
+            unique.push(scope);
+        }
+    }
+    Ok(Some(unique))
 }
 
 const TAKEN: &[&str] = &["grants_pair_key", "client_resource_server_grants.client_id"];

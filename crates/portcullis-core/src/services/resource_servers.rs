@@ -167,10 +167,8 @@ pub async fn update(
     let before: ResourceServer = fetch_in(&mut tx, ctx, KIND, id).await?;
     refuse_system(&before)?;
     let mut server = before.clone();
-    if let Some(identifier) = input.identifier.required("identifier")? {
-        if identifier != server.identifier {
-            return Err(ServiceError::invalid("identifier", "identifier cannot be changed after creation"));
-        }
+    if input.identifier.required("identifier")?.is_some_and(|i| i != server.identifier) {
+        return Err(ServiceError::invalid("identifier", "identifier cannot be changed after creation"));
     }
     if let Some(name) = input.name.required("name")? {
         server.name = require_text("name", &name, 200)?;
@@ -201,5 +199,11 @@ pub async fn update(
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     let server: ResourceServer = super::fetch(core, ctx, KIND, id).await?;
     refuse_system(&server)?;
+    if ctx.env.environment.default_audience.as_deref() == Some(server.identifier.as_str()) {
+        return Err(ServiceError::conflict(
+            Field::Attribute("identifier"),
+            "this API is the environment's default_audience; change that setting first",
+        ));
+    }
     super::delete::<ResourceServer>(core, ctx, KIND, id, present, name, true).await
 }

@@ -1,6 +1,6 @@
 use portcullis_jsonapi::ResourceObject;
-use portcullis_store::model::{Event, ResourceServer, Scope};
-use portcullis_store::{new_id, now_micros, record};
+use portcullis_store::model::{Event, Grant, ResourceServer, Scope};
+use portcullis_store::{WriteTx, new_id, now_micros, record, repo};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -114,6 +114,9 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ScopeChanges) -> Re
         Field::Attribute("name"),
         NAME_TAKEN,
     ))?;
+    if scope.name != before.name {
+        follow_in_grants(&mut tx, &before, Some(&scope.name)).await?;
+    }
     tx.invalidate(ctx.environment_id());
     let mut changes = Changes::default();
     changes.track("name", &before.name, &scope.name);
@@ -128,6 +131,41 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ScopeChanges) -> Re
     Ok(scope)
 }
 
+/// Deletes a scope; grants that allowed it no longer do.
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
-    super::delete::<Scope>(core, ctx, KIND, id, present, name, true).await
+    let mut tx = core.db.write().await?;
+    let scope: Scope = fetch_in(&mut tx, ctx, KIND, id).await?;
+    record::delete::<Scope>(tx.conn(), ctx.environment_id(), id).await?;
+    follow_in_grants(&mut tx, &scope, None).await?;
+    tx.invalidate(ctx.environment_id());
+    let event = Event {
+        action: "scope.deleted",
+        targets: vec![target(KIND, id, Some(&scope.name))],
+        changes: json!({}),
+        data: serde_json::to_value(present(&scope)).unwrap_or_default(),
+    };
+    finish(tx, ctx, event).await
+}
+
+/// Keeps grants' `allowed_scopes` (scope names) true to a scope that is
+/// renamed to `renamed`, or deleted when `None`.
+async fn follow_in_grants(tx: &mut WriteTx, scope: &Scope, renamed: Option<&str>) -> Result<()> {
+    let grants: Vec<Grant> = repo::all(tx.conn(), &scope.environment_id).await?;
+    for mut grant in grants.into_iter().filter(|g| g.resource_server_id == scope.resource_server_id) {
+        let Some(allowed) = grant.allowed_scopes.0.as_mut() else { continue };
+        if !allowed.contains(&scope.name) {
+            continue;
+        }
+        let mut updated: Vec<String> = Vec::with_capacity(allowed.len());
+        for name in allowed.drain(..) {
+            let name = if name == scope.name { renamed.map(str::to_owned) } else { Some(name) };
+            if let Some(name) = name.filter(|n| !updated.contains(n)) {
+                updated.push(name);
+            }
+        }
+        *allowed = updated;
+        grant.updated_at = now_micros();
+        record::update(tx.conn(), &scope.environment_id, &grant).await?;
+    }
+    Ok(())
 }

@@ -87,6 +87,7 @@ pub(crate) async fn insert_primary(
         inserted_at: now,
         updated_at: now,
     };
+    repo::environments::lock(tx.conn(), environment_id).await?;
     repo::signing_keys::clear_primary(tx.conn(), environment_id, now).await?;
     record::insert(tx.conn(), &key).await?;
     tx.invalidate(environment_id);
@@ -112,6 +113,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewSigningKey) -> Result<Sign
 pub async fn deactivate(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey> {
     let env = ctx.environment_id();
     let mut tx = core.db.write().await?;
+    repo::environments::lock(tx.conn(), env).await?;
     let mut key: SigningKey = fetch_in(&mut tx, ctx, KIND, id).await?;
     if key.status != "active" {
         return Err(ServiceError::invalid("status", "the key is already inactive"));
@@ -149,6 +151,7 @@ pub async fn deactivate(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey> 
 pub async fn set_primary(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey> {
     let env = ctx.environment_id();
     let mut tx = core.db.write().await?;
+    repo::environments::lock(tx.conn(), env).await?;
     let mut key: SigningKey = fetch_in(&mut tx, ctx, KIND, id).await?;
     if key.status != "active" {
         return Err(ServiceError::invalid("status", "only an active key can be primary"));

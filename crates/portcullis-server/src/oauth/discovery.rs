@@ -25,7 +25,6 @@ fn metadata(issuer: &str) -> Value {
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
         "subject_types_supported": ["public"],
         "resource_indicators_supported": true,
         "scopes_supported": [],

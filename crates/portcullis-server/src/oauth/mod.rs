@@ -47,11 +47,12 @@ impl IntoResponse for OAuthFailure {
         let status = StatusCode::from_u16(self.error.status).unwrap_or(StatusCode::BAD_REQUEST);
         let body = serde_json::json!({"error": self.error.code, "error_description": self.error.description});
         let mut response = no_store(status, &body);
-        if status == StatusCode::UNAUTHORIZED {
-            let realm = self.basic_realm.unwrap_or_default();
-            if let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
-            }
+        // RFC 6749 §5.2: a client that tried HTTP Basic gets a 401 with a
+        // Basic challenge; one that authenticated in the body gets none.
+        if let Some(realm) = self.basic_realm.filter(|_| status == StatusCode::UNAUTHORIZED)
+            && let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
+        {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }
@@ -80,7 +81,10 @@ impl Form {
                 continue;
             }
             if key == "resource" {
-                resources.push(value.into_owned());
+                // The same resource named twice is still one resource.
+                if !resources.iter().any(|r| *r == value) {
+                    resources.push(value.into_owned());
+                }
             } else if single.insert(key.to_string(), value.into_owned()).is_some() {
                 return Err(OAuthError::new("invalid_request", format!("parameter `{key}` is repeated")));
             }
