@@ -221,6 +221,24 @@ impl TestServer {
         body
     }
 
+    /// Starts a second server process on the same database (another `Core`
+    /// with its own caches, as a second instance behind a load balancer
+    /// would have). Only meaningful on PostgreSQL, where caches are kept
+    /// coherent across processes by LISTEN/NOTIFY.
+    pub async fn start_peer(&self) -> Peer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let db = Db::connect(&self.database_url).await.expect("connect");
+        // Issuers name the port, so the peer must claim to be the same host.
+        let core =
+            Core::start(db, MasterKey::from_base64(&self.master_key).expect("key"), core_config(self.port));
+        let app = portcullis_server::app(core).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        Peer { port, server }
+    }
+
     /// Runs a SQL statement that returns one integer (for white-box checks).
     pub async fn count(&self, sql: &str) -> i64 {
         use sqlx::Row;
@@ -229,6 +247,35 @@ impl TestServer {
             .await
             .expect("count query");
         row.try_get::<i64, _>(0).expect("integer")
+    }
+}
+
+/// A second server process sharing a [`TestServer`]'s database.
+pub struct Peer {
+    pub port: u16,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Peer {
+    /// The peer's address for `handle`; send the `Host` of the main server
+    /// (see [`Peer::request`]) so issuers match.
+    pub fn request(
+        &self,
+        server: &TestServer,
+        method: Method,
+        handle: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        server
+            .http
+            .request(method, format!("http://127.0.0.1:{}{path}", self.port))
+            .header("host", format!("{handle}.localhost:{}", server.port))
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.server.abort();
     }
 }
 

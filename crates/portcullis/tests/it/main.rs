@@ -1,6 +1,51 @@
 //! Integration tests: real HTTP over loopback against a real server, on
-//! SQLite and (with PORTCULLIS_TEST_DATABASE_URL) PostgreSQL.
+//! SQLite and (with PORTCULLIS_TEST_DATABASE_URL) PostgreSQL. One binary, so
+//! the workspace links one test executable.
 
 mod harness;
 
 mod quick_start;
+
+/// Every Management API resource: CRUD, validation, and body errors.
+mod resources {
+    pub mod support;
+
+    mod body_errors;
+    mod clients;
+    mod environment;
+    mod grants;
+    mod links;
+    mod permissions;
+    mod resource_servers;
+    mod roles;
+    mod scopes;
+    mod signing_keys;
+    mod users;
+}
+
+/// The one JSON:API layer (paging, filters, sorts, includes, fieldsets) and
+/// the audit/outbox guarantees.
+mod jsonapi {
+    pub mod support;
+
+    mod audit_trail;
+    mod isolation;
+    mod pagination;
+    mod query_params;
+    mod rollback;
+}
+
+/// OAuth endpoints, Management API authorization, signing keys, discovery,
+/// isolation between environments, and an independent relying party.
+mod oauth {
+    pub mod support;
+
+    mod auth;
+    mod discovery;
+    mod introspection;
+    mod isolation;
+    mod keys;
+    mod opaque;
+    mod rp;
+    mod token;
+}
