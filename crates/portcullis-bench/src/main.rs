@@ -1,0 +1,189 @@
+//! `portcullis-bench`: the parts of `bench/run.sh` that need the library
+//! rather than HTTP.
+//!
+//! - `sign-ceiling` signs RFC 9068 access tokens in a tight loop with an
+//!   environment's own primary key, on as many threads as the server gets:
+//!   the rate no token endpoint using that key can beat.
+//! - `verify-ceiling` verifies one such token in a loop: the same bound for
+//!   JWT introspection.
+//! - `seed-users` bulk-inserts users into an environment (one Argon2id hash
+//!   shared by all of them: hashing 100k passwords would take an hour and is
+//!   not what the listing benchmark measures).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use portcullis_core::oauth::AccessClaims;
+use portcullis_core::{Core, CoreConfig};
+use portcullis_crypto::SigningKey;
+use portcullis_crypto::aead::MasterKey;
+use portcullis_store::model::User;
+use portcullis_store::types::JsonText;
+use portcullis_store::{Db, new_id, now_micros, record};
+
+#[derive(Parser)]
+#[command(name = "portcullis-bench")]
+struct Cli {
+    /// The server's database (`sqlite:PATH` or `postgres://...`).
+    #[arg(long, env = "PORTCULLIS_DATABASE_URL")]
+    database_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prints `<signatures per second>` for the environment's primary key.
+    SignCeiling {
+        #[arg(long)]
+        handle: String,
+        /// Base64 master key that encrypts the private key at rest.
+        #[arg(long, env = "PORTCULLIS_MASTER_KEY")]
+        master_key: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Prints `<verifications per second>` of a token signed by the
+    /// environment's primary key (the ceiling of JWT introspection).
+    VerifyCeiling {
+        #[arg(long)]
+        handle: String,
+        #[arg(long, env = "PORTCULLIS_MASTER_KEY")]
+        master_key: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Inserts `count` users named bench-N@example.com.
+    SeedUsers {
+        #[arg(long)]
+        handle: String,
+        #[arg(long)]
+        count: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let db = Db::connect(&cli.database_url).await.context("cannot open the database")?;
+    match cli.command {
+        Command::SignCeiling { handle, master_key, threads, seconds } => {
+            let key = primary_key(db, &handle, &master_key).await?;
+            let rate = repeat(threads, Duration::from_secs(seconds), move || {
+                portcullis_crypto::jws::sign(&key, "at+jwt", &claims()).expect("signing");
+            });
+            println!("{rate:.0}");
+        }
+        Command::VerifyCeiling { handle, master_key, threads, seconds } => {
+            let key = primary_key(db, &handle, &master_key).await?;
+            let verifier = key.verifying_key()?;
+            let token = portcullis_crypto::jws::sign(&key, "at+jwt", &claims())?;
+            let rate = repeat(threads, Duration::from_secs(seconds), move || {
+                portcullis_crypto::jws::verify(&token, |_| Some(&verifier)).expect("verifying");
+            });
+            println!("{rate:.0}");
+        }
+        Command::SeedUsers { handle, count } => {
+            let seeded = seed_users(&db, &handle, count).await?;
+            println!("{seeded}");
+        }
+    }
+    Ok(())
+}
+
+/// The environment's primary signing key, decrypted as the server does it.
+async fn primary_key(db: Db, handle: &str, master_key: &str) -> anyhow::Result<Arc<SigningKey>> {
+    let master_key = MasterKey::from_base64(master_key).context("invalid master key")?;
+    let config = CoreConfig {
+        base_domain: "localhost".into(),
+        public_scheme: "http".into(),
+        public_port: None,
+        default_environment: None,
+    };
+    let core = Core::start(db, master_key, config);
+    let Some(env) = core.environment(handle).await? else { bail!("no environment `{handle}`") };
+    env.keys().await?.primary.clone().context("the environment has no primary key")
+}
+
+/// Claims shaped like the token endpoint's for the benchmark client.
+fn claims() -> AccessClaims {
+    let now = now_micros() / 1_000_000;
+    AccessClaims {
+        iss: "http://bench-es256.localhost:18080".into(),
+        sub: "bench-client-id-0000000000000000".into(),
+        aud: "https://api.bench.test/invoices".into(),
+        exp: now + 900,
+        iat: now,
+        jti: portcullis_crypto::secret::random_token::<16>(),
+        client_id: "bench-client-id-0000000000000000".into(),
+        scope: "read:invoices".into(),
+    }
+}
+
+/// Runs `work` in a loop on `threads` threads for `span`; returns runs per second.
+fn repeat(threads: usize, span: Duration, work: impl Fn() + Send + Sync + 'static) -> f64 {
+    let work = Arc::new(work);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (work, stop, done) = (work.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut local = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    work();
+                    local += 1;
+                }
+                done.fetch_add(local, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(span);
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.join().expect("benchmark thread");
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn seed_users(db: &Db, handle: &str, count: usize) -> anyhow::Result<usize> {
+    let mut conn = db.read().await?;
+    let environment = portcullis_store::repo::environments::by_handle(&mut conn, handle)
+        .await?
+        .with_context(|| format!("no environment `{handle}`"))?;
+    drop(conn);
+    let hash = portcullis_crypto::password::hash_password("correct horse battery staple")?;
+    let mut inserted = 0;
+    while inserted < count {
+        let batch = (count - inserted).min(2000);
+        let mut tx = db.pool().begin().await?;
+        for i in inserted..inserted + batch {
+            let now = now_micros();
+            let user = User {
+                id: new_id(),
+                environment_id: environment.id.clone(),
+                email: format!("bench-{i}@example.com"),
+                email_verified: true,
+                first_name: Some(format!("Bench{i}")),
+                last_name: Some("User".into()),
+                password_hash: Some(hash.clone()),
+                blocked: false,
+                metadata: JsonText(serde_json::json!({})),
+                inserted_at: now,
+                updated_at: now,
+            };
+            record::insert(&mut tx, &user).await?;
+        }
+        tx.commit().await?;
+        inserted += batch;
+    }
+    Ok(inserted)
+}
