@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 /// Events written per transaction at most.
 const BATCH: usize = 2000;
 /// Events that may wait for the writer before issuance feels backpressure.
-const QUEUE: usize = 50_000;
+const QUEUE: usize = 10_000;
 
 #[derive(Clone)]
 pub struct EventSink {

@@ -79,11 +79,15 @@ pub async fn insert<R: Record>(conn: &mut AnyConnection, record: &R) -> Result<(
     Ok(())
 }
 
+/// Rows per multi-row `INSERT`: few statements per batch, and full chunks
+/// share one SQL text, so the prepared statement is reused. (At most 32766
+/// bound values per statement on SQLite, 65535 on PostgreSQL.)
+const ROWS_PER_INSERT: usize = 500;
+
 /// Inserts many rows with multi-row `INSERT`s: one statement per chunk, so a
 /// batch of audit events costs a handful of statements, not two per event.
 pub async fn insert_many<R: Record>(conn: &mut AnyConnection, records: &[R]) -> Result<()> {
-    // SQLite allows 32766 bound variables per statement, PostgreSQL 65535.
-    let per_statement = (30_000 / R::COLUMNS.len()).max(1);
+    let per_statement = ROWS_PER_INSERT;
     for chunk in records.chunks(per_statement) {
         let mut sql = Sql::new(format!("INSERT INTO {} ({}) VALUES ", R::TABLE, column_list::<R>()));
         for (i, record) in chunk.iter().enumerate() {

@@ -1,6 +1,11 @@
-//! A minimal SQL builder for the `Any` driver that numbers placeholders
-//! `$1, $2, ...`, which both SQLite and PostgreSQL accept. (sqlx's
-//! `QueryBuilder<Any>` emits `?`, which PostgreSQL rejects.)
+//! A minimal SQL builder for the `Any` driver. It records where each bound
+//! value goes and renders the placeholders for the connection's backend when
+//! the statement runs: `$1, $2, ...` on PostgreSQL, plain `?` on SQLite.
+//! (sqlx's `QueryBuilder<Any>` always emits `?`, which PostgreSQL rejects;
+//! numbered parameters on SQLite cost a scan of the statement's parameter
+//! list per bound value, which made large multi-row inserts quadratic.)
+
+use std::fmt::Write;
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{AnyConnection, Arguments, Encode, FromRow, Type};
@@ -12,12 +17,31 @@ use crate::{Result, classify};
 pub struct Sql {
     text: String,
     args: AnyArguments,
-    count: usize,
+    /// Byte offsets in `text` where the placeholders go, in binding order.
+    placeholders: Vec<usize>,
 }
 
 impl Sql {
     pub fn new(text: impl Into<String>) -> Self {
-        Sql { text: text.into(), args: AnyArguments::default(), count: 0 }
+        Sql { text: text.into(), args: AnyArguments::default(), placeholders: Vec::new() }
+    }
+
+    /// The statement text for `conn`'s backend.
+    fn render(&self, conn: &AnyConnection) -> String {
+        let numbered = !conn.backend_name().eq_ignore_ascii_case("sqlite");
+        let mut out = String::with_capacity(self.text.len() + self.placeholders.len() * 4);
+        let mut from = 0;
+        for (i, &at) in self.placeholders.iter().enumerate() {
+            out.push_str(&self.text[from..at]);
+            if numbered {
+                let _ = write!(out, "${}", i + 1);
+            } else {
+                out.push('?');
+            }
+            from = at;
+        }
+        out.push_str(&self.text[from..]);
+        out
     }
 
     pub fn push(&mut self, text: &str) -> &mut Self {
@@ -29,10 +53,8 @@ impl Sql {
     where
         T: for<'q> Encode<'q, sqlx::Any> + Type<sqlx::Any> + Send + 'static,
     {
-        self.count += 1;
         self.args.add(value).expect("encoding a bind value");
-        self.text.push('$');
-        self.text.push_str(&self.count.to_string());
+        self.placeholders.push(self.text.len());
         self
     }
 
@@ -56,7 +78,7 @@ impl Sql {
     }
 
     pub async fn execute(self, conn: &mut AnyConnection) -> Result<u64> {
-        let done = sqlx::query_with(sqlx::AssertSqlSafe(self.text), self.args)
+        let done = sqlx::query_with(sqlx::AssertSqlSafe(self.render(conn)), self.args)
             .execute(conn)
             .await
             .map_err(classify)?;
@@ -67,20 +89,26 @@ impl Sql {
         self,
         conn: &mut AnyConnection,
     ) -> Result<Vec<R>> {
-        sqlx::query_as_with(sqlx::AssertSqlSafe(self.text), self.args).fetch_all(conn).await.map_err(classify)
+        sqlx::query_as_with(sqlx::AssertSqlSafe(self.render(conn)), self.args)
+            .fetch_all(conn)
+            .await
+            .map_err(classify)
     }
 
     pub async fn fetch_optional<R: for<'r> FromRow<'r, AnyRow> + Send + Unpin>(
         self,
         conn: &mut AnyConnection,
     ) -> Result<Option<R>> {
-        sqlx::query_as_with(sqlx::AssertSqlSafe(self.text), self.args)
+        sqlx::query_as_with(sqlx::AssertSqlSafe(self.render(conn)), self.args)
             .fetch_optional(conn)
             .await
             .map_err(classify)
     }
 
     pub async fn fetch_rows(self, conn: &mut AnyConnection) -> Result<Vec<AnyRow>> {
-        sqlx::query_with(sqlx::AssertSqlSafe(self.text), self.args).fetch_all(conn).await.map_err(classify)
+        sqlx::query_with(sqlx::AssertSqlSafe(self.render(conn)), self.args)
+            .fetch_all(conn)
+            .await
+            .map_err(classify)
     }
 }
