@@ -6,6 +6,7 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod oauth;
+pub mod passwords;
 pub mod services;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct Core {
     pub config: CoreConfig,
     pub envs: cache::EnvRegistry,
     pub events: events::EventSink,
+    /// Argon2id runs here, one hash per core at a time.
+    pub passwords: passwords::PasswordPool,
 }
 
 impl Core {
@@ -43,6 +46,9 @@ impl Core {
     pub fn start(db: Db, master_key: MasterKey, config: CoreConfig) -> Arc<Core> {
         let core = Arc::new(Core {
             events: events::EventSink::start(db.clone()),
+            passwords: passwords::PasswordPool::start(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
             db,
             master_key,
             config,

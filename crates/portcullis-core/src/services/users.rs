@@ -1,4 +1,3 @@
-use portcullis_crypto::password;
 use portcullis_jsonapi::ResourceObject;
 use portcullis_store::model::{Event, User};
 use portcullis_store::types::JsonText;
@@ -121,14 +120,6 @@ fn validate_metadata(metadata: Value) -> Result<Value> {
     }
 }
 
-/// Argon2id runs on the blocking pool so hashing cannot stall the runtime.
-async fn hash(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || password::hash_password(&password))
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?
-        .map_err(ServiceError::from)
-}
-
 const EMAIL_TAKEN: &str = "email has already been taken";
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
@@ -137,7 +128,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
     let first_name = optional_text("first_name", input.first_name, 255)?;
     let last_name = optional_text("last_name", input.last_name, 255)?;
     let metadata = validate_metadata(input.metadata.unwrap_or_else(|| json!({})))?;
-    let password_hash = hash(input.password).await?;
+    let password_hash = core.passwords.hash(input.password).await?;
     let now = now_micros();
     let user = User {
         id: new_id(),
@@ -177,7 +168,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Res
                 _ => String::new(),
             };
             validate_password(&password, &confirmation)?;
-            Some(hash(password).await?)
+            Some(core.passwords.hash(password).await?)
         }
         _ => {
             return Err(ServiceError::invalid("password", "password is required with password_confirmation"));
