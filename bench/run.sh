@@ -4,12 +4,15 @@
 # Results: bench/results/latest.md (see bench/README.md).
 #
 # Knobs: BENCH_SECONDS (per load run, default 10), BENCH_CONNECTIONS (64),
-# BENCH_USERS (100000), BENCH_PORT (18080), BENCH_OP_PORT (18090).
+# BENCH_API_CONNECTIONS (16, for the users API), BENCH_USERS (100000),
+# BENCH_PORT (18080), BENCH_OP_PORT (18090).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
+# The Management API is measured for latency at a dashboard-like concurrency.
+API_CONNECTIONS=${BENCH_API_CONNECTIONS:-16}
 USERS=${BENCH_USERS:-100000}
 PORT=${BENCH_PORT:-18080}
 OP_PORT=${BENCH_OP_PORT:-18090}
@@ -114,8 +117,10 @@ load() {
     rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    echo "$name|$rps|$p50|$p99" >> "$work/rows"
-    printf '   %-44s %8s req/s  p50 %-9s p99 %s\n' "$name" "$rps" "$p50" "$p99"
+    local rss=""
+    [ -n "$server" ] && [ -z "${op:-}" ] && rss="$(( $(rss_kb "$server" VmRSS) / 1024 )) MiB"
+    echo "$name|$rps|$p50|$p99|$connections|$rss" >> "$work/rows"
+    printf '   %-44s %8s req/s  p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$rss"
 }
 rate_of() { awk -F'|' -v n="$1" '$1 == n {print $2}' "$work/rows"; }
 
@@ -174,12 +179,12 @@ echo "== users API with $USERS users"
 management=$(curl -sf -H "Host: $h" -u "$admin_id:$admin_secret" -d grant_type=client_credentials \
     -d "resource=http://$h/api" "http://127.0.0.1:$PORT/oauth/token" | jq -r .access_token)
 BENCH_HOST=$h BENCH_AUTH="Bearer $management" \
-    load "GET /api/users (first page)" "http://127.0.0.1:$PORT/api/users" "$CONNECTIONS"
+    load "GET /api/users (first page)" "http://127.0.0.1:$PORT/api/users" "$API_CONNECTIONS"
 BENCH_HOST=$h BENCH_AUTH="Bearer $management" \
     load "GET /api/users?filter[email]=…" \
-    "http://127.0.0.1:$PORT/api/users?filter%5Bemail%5D=BENCH-54321%40example.com" "$CONNECTIONS"
+    "http://127.0.0.1:$PORT/api/users?filter%5Bemail%5D=BENCH-54321%40example.com" "$API_CONNECTIONS"
 BENCH_HOST=$h BENCH_AUTH="Bearer $management" \
-    load "GET /api/users?sort=-email (keyset)" "http://127.0.0.1:$PORT/api/users?sort=-email" "$CONNECTIONS"
+    load "GET /api/users?sort=-email (keyset)" "http://127.0.0.1:$PORT/api/users?sort=-email" "$API_CONNECTIONS"
 BENCH_HOST=$h BENCH_AUTH="Bearer $management" \
     load "POST /api/users (Argon2id)" "http://127.0.0.1:$PORT/api/users" 4 bench/wrk/create-user.lua
 
@@ -192,12 +197,12 @@ out=bench/results/latest.md
     echo "# Benchmark results"
     echo
     echo "$(date -u +%Y-%m-%dT%H:%MZ) · $(nproc) cores · $(uname -m) · release build · SQLite (WAL)"
-    echo "· wrk 2 threads, $CONNECTIONS keep-alive connections, ${SECONDS_PER_RUN}s per run"
+    echo "· wrk 2 threads, keep-alive connections, ${SECONDS_PER_RUN}s per run"
     echo "(the load generator shares the machine with the server)."
     echo
-    echo "| Benchmark | req/s | p50 | p99 |"
-    echo "|---|---:|---:|---:|"
-    awk -F'|' '{printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4}' "$work/rows"
+    echo "| Benchmark | connections | req/s | p50 | p99 | server RSS after |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    awk -F'|' '{printf "| %s | %s | %s | %s | %s | %s |\n", $1, $5, $2, $3, $4, $6}' "$work/rows"
     echo
     echo "## Ratios"
     echo
