@@ -7,8 +7,8 @@
 //! waits for room rather than dropping audit records or growing without
 //! limit.
 
-use portcullis_store::Db;
 use portcullis_store::model::{Event, Origin};
+use portcullis_store::{Db, now_micros};
 use tokio::sync::mpsc;
 
 /// Events written per transaction at most.
@@ -18,12 +18,12 @@ const QUEUE: usize = 10_000;
 
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::Sender<(Origin, Event)>,
+    tx: mpsc::Sender<(Origin, Event, i64)>,
 }
 
 impl EventSink {
     pub fn start(db: Db) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(Origin, Event)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<(Origin, Event, i64)>(QUEUE);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
             while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -45,9 +45,10 @@ impl EventSink {
         EventSink { tx }
     }
 
-    /// Queues an event; waits only when the queue is full.
+    /// Queues an event, stamped now (not when it is written); waits only
+    /// when the queue is full.
     pub async fn record(&self, origin: Origin, event: Event) {
-        if self.tx.send((origin, event)).await.is_err() {
+        if self.tx.send((origin, event, now_micros())).await.is_err() {
             tracing::error!("event sink closed; event dropped");
         }
     }

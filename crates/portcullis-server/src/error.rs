@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_core::{Field, ServiceError};
 use portcullis_jsonapi::{ApiError, ErrorDocument, MEDIA_TYPE};
+use portcullis_store::StoreError;
 
 #[derive(Debug)]
 pub struct ApiFailure {
@@ -42,6 +43,13 @@ impl From<ServiceError> for ApiFailure {
                 ApiError::conflict(message.clone()).with_pointer(pointer(field))
             }
             ServiceError::Forbidden(message) => ApiError::forbidden(message.clone()),
+            // A related row vanished between the service's check and the
+            // insert (a concurrent delete): the request named a resource that
+            // no longer exists, which is the client's to retry, not a 500.
+            ServiceError::Store(StoreError::ForeignKey) => ApiError::invalid_attribute(
+                "/data/relationships",
+                "a related resource does not exist (it may just have been deleted)",
+            ),
             ServiceError::Store(_) | ServiceError::Internal(_) => {
                 tracing::error!(%error, "request failed");
                 ApiError::internal()
@@ -76,4 +84,17 @@ pub fn too_large(limit: usize) -> ApiError {
         "Payload Too Large",
         format!("request bodies are limited to {limit} bytes"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vanished_related_row_is_the_clients_error_not_a_500() {
+        let failure = ApiFailure::from(ServiceError::Store(StoreError::ForeignKey));
+        assert_eq!(failure.document.status(), 422);
+        let failure = ApiFailure::from(ServiceError::Internal("boom".into()));
+        assert_eq!(failure.document.status(), 500);
+    }
 }

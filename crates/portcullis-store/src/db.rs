@@ -168,12 +168,13 @@ impl Db {
 
     /// Appends events that are not tied to a row change (e.g. `token.issued`)
     /// in one transaction, with their audit and outbox rows.
-    pub async fn append_events(&self, events: &[(Origin, Event)]) -> Result<()> {
+    /// Each event comes with the time it happened (microseconds).
+    pub async fn append_events(&self, events: &[(Origin, Event, i64)]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let now = now_micros();
-        let (audits, outbox): (Vec<_>, Vec<_>) = events.iter().map(|(o, e)| event_rows(o, e, now)).unzip();
+        let (audits, outbox): (Vec<_>, Vec<_>) =
+            events.iter().map(|(origin, event, at)| event_rows(origin, event, *at)).unzip();
         let mut tx = self.write().await?;
         record::insert_many(tx.conn(), &audits).await?;
         record::insert_many(tx.conn(), &outbox).await?;

@@ -75,7 +75,7 @@ pub enum Window {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Listing {
     pub conditions: Vec<Condition>,
-    /// Ties are always broken by `id` ascending.
+    /// Ties are broken by `id`, in the direction of the first key.
     pub order: Vec<OrderBy>,
     pub window: Window,
 }
@@ -116,6 +116,13 @@ fn push_conditions(qb: &mut Sql, environment_id: &str, conditions: &[Condition])
     }
 }
 
+/// Ids break ties in the direction of the first sort key: ids are UUIDv7,
+/// so on `-inserted_at` rows from the same microsecond still list newest
+/// first.
+fn id_desc(order: &[OrderBy]) -> bool {
+    order.first().is_some_and(|key| key.desc)
+}
+
 /// `(e1, e2, id) > (v1, v2, id0)` for mixed directions, as an OR of prefixes.
 fn push_keyset(qb: &mut Sql, order: &[OrderBy], values: &[SqlValue], id: &str, forward: bool) {
     qb.push(" AND (");
@@ -138,7 +145,9 @@ fn push_keyset(qb: &mut Sql, order: &[OrderBy], values: &[SqlValue], id: &str, f
                 key.push_value(qb, &values[i]);
             }
             None => {
-                qb.push(if forward { "id > " } else { "id < " }).bind(id.to_owned());
+                // The id tie-break runs in the first key's direction.
+                let greater = id_desc(order) != forward;
+                qb.push(if greater { "id > " } else { "id < " }).bind(id.to_owned());
             }
         }
         qb.push(")");
@@ -153,7 +162,7 @@ fn push_order(qb: &mut Sql, order: &[OrderBy], reverse: bool) {
         key.push_expr(qb);
         qb.push(if desc { " DESC, " } else { " ASC, " });
     }
-    qb.push(if reverse { "id DESC" } else { "id ASC" });
+    qb.push(if id_desc(order) != reverse { "id DESC" } else { "id ASC" });
 }
 
 pub async fn list<R: Record>(

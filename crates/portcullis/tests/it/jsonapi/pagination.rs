@@ -340,3 +340,44 @@ db_test!(keyset_pages_stay_consistent_under_inserts_and_deletes, |server| {
         back["data"].as_array().unwrap().iter().map(|r| r["attributes"]["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["role-0a", "role-1", "role-2"]);
 });
+
+// Rows with equal sort values are ordered by id in the direction of the
+// first sort key (ids are UUIDv7), so "newest first" stays newest first even
+// within one microsecond, and keyset pages walk the ties without skipping.
+db_test!(ties_break_by_id_in_the_first_keys_direction, |server| {
+    let token = server.admin_token().await;
+    let mut created = Vec::new();
+    for i in 0..3 {
+        created.push(create_user(&server, &token, json!({"email": format!("tie{i}@example.com")})).await);
+    }
+    sqlx::query("UPDATE users SET inserted_at = 1700000000000000")
+        .execute(server.core.db.pool())
+        .await
+        .expect("equal timestamps");
+    let mut newest_first = created.clone();
+    newest_first.reverse();
+
+    let page = get_ok(&server, &token, "/api/users?sort=-inserted_at").await;
+    assert_eq!(ids(&page), newest_first);
+    let page = get_ok(&server, &token, "/api/users?sort=inserted_at").await;
+    assert_eq!(ids(&page), created);
+
+    // One row per page, forwards through the ties and back again.
+    let mut walked = Vec::new();
+    let mut next = Some("/api/users?sort=-inserted_at&page[limit]=1".to_owned());
+    let mut last = Value::Null;
+    while let Some(path) = next {
+        last = get_ok(&server, &token, &path).await;
+        walked.extend(ids(&last));
+        next = last["links"]["next"].as_str().map(str::to_owned);
+    }
+    assert_eq!(walked, newest_first);
+    let mut back = ids(&last);
+    let mut prev = last["links"]["prev"].as_str().map(str::to_owned);
+    while let Some(path) = prev {
+        let page = get_ok(&server, &token, &path).await;
+        back.splice(0..0, ids(&page));
+        prev = page["links"]["prev"].as_str().map(str::to_owned);
+    }
+    assert_eq!(back, newest_first);
+});
