@@ -371,7 +371,11 @@ pub async fn revoke(
         let keys = env.keys().await?;
         let Ok(verified) = jws::verify(token, |kid| keys.verifiers.get(kid)) else { return Ok(()) };
         let Ok(claims) = serde_json::from_value::<AccessClaims>(verified.claims) else { return Ok(()) };
-        if claims.client_id != client.client_id || claims.iss != env.issuer {
+        // Revoking twice is a no-op, not a second `token.revoked` record.
+        if claims.client_id != client.client_id
+            || claims.iss != env.issuer
+            || env.revoked().await?.contains(&claims.jti)
+        {
             return Ok(());
         }
         (claims.jti, claims.exp * 1_000_000, None)
@@ -381,7 +385,9 @@ pub async fn revoke(
         let row: Option<AccessToken> =
             record::find_by(&mut conn, env.id(), "token_hash", &hash).await.map_err(ServiceError::from)?;
         match row {
-            Some(row) if row.client_id == client.client_id => (row.jti, row.expires_at, Some(hash)),
+            Some(row) if row.client_id == client.client_id && row.revoked_at.is_none() => {
+                (row.jti, row.expires_at, Some(hash))
+            }
             _ => return Ok(()),
         }
     };

@@ -179,7 +179,11 @@ db_test!(revocation_follows_rfc_7009, |server| {
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, serde_json::Value::Null, "empty body");
 
-    // Revocation is audited.
+    // Revoking again is a no-op: still 200, and no second record.
+    let reply = revoke(&server, "acme-test", &reader, &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    // Revocation is audited, once.
     let (status, events) =
         server.api(Method::GET, "/api/audit-events?filter[action]=token.revoked", &admin, None).await;
     assert_eq!(status, StatusCode::OK, "{events}");

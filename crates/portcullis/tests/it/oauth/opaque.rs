@@ -3,22 +3,28 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::support::{
-    ClientAuth, api_get, assert_inactive, grant, introspect, new_client, revoke, system_api_id, token,
-};
+use super::support::{ClientAuth, api_get, assert_inactive, grant, introspect, new_client, revoke, token};
+use crate::common::system_api;
 use crate::db_test;
-use crate::harness::Backend;
+use crate::harness::{Backend, Creds, TestServer};
+
+/// Registers a client that issues opaque tokens and grants it `scopes` on
+/// the Management API; returns its row id and credentials.
+async fn opaque_client(server: &TestServer, admin: &str, name: &str, scopes: &[&str]) -> (String, Creds) {
+    let (row, creds) = new_client(
+        server,
+        admin,
+        json!({"name": name, "grant_types": ["client_credentials"], "token_format": "opaque"}),
+    )
+    .await;
+    let api = system_api(server, admin).await;
+    grant(server, admin, &row, &api, json!(scopes)).await;
+    (row, creds)
+}
 
 db_test!(opaque_tokens_work_introspect_and_revoke, |server| {
     let admin = server.admin_token().await;
-    let (row, creds) = new_client(
-        &server,
-        &admin,
-        json!({"name": "Opaque worker", "grant_types": ["client_credentials"], "token_format": "opaque"}),
-    )
-    .await;
-    let api = system_api_id(&server, &admin).await;
-    grant(&server, &admin, &row, &api, json!(["users:read", "roles:read"])).await;
+    let (row, creds) = opaque_client(&server, &admin, "Opaque worker", &["users:read", "roles:read"]).await;
 
     let reply = token(
         &server,
@@ -77,6 +83,8 @@ db_test!(opaque_tokens_work_introspect_and_revoke, |server| {
     assert!(reply.body["errors"][0]["detail"].as_str().unwrap().contains("revoked"));
     assert_inactive(&introspect(&server, "acme-test", &server.admin, &opaque).await);
     assert_eq!(revoke(&server, "acme-test", &creds, &opaque).await.status, StatusCode::OK);
+    // The second revocation changed nothing and recorded nothing.
+    assert_eq!(server.count("SELECT COUNT(*) FROM audit_events WHERE action = 'token.revoked'").await, 1);
 
     // Switching the client to JWT applies to new tokens.
     let (status, body) = server
@@ -94,14 +102,7 @@ db_test!(opaque_tokens_work_introspect_and_revoke, |server| {
 
 db_test!(opaque_tokens_expire_and_die_with_their_client, |server| {
     let admin = server.admin_token().await;
-    let (row, creds) = new_client(
-        &server,
-        &admin,
-        json!({"name": "Opaque", "grant_types": ["client_credentials"], "token_format": "opaque"}),
-    )
-    .await;
-    let api = system_api_id(&server, &admin).await;
-    grant(&server, &admin, &row, &api, json!(["users:read"])).await;
+    let (row, creds) = opaque_client(&server, &admin, "Opaque", &["users:read"]).await;
     let opaque = server.management_token("acme-test", &creds, None).await;
     let second = server.management_token("acme-test", &creds, None).await;
     assert_ne!(opaque, second);
@@ -134,14 +135,7 @@ db_test!(opaque_tokens_expire_and_die_with_their_client, |server| {
 
 db_test!(opaque_tokens_stay_in_their_environment, |server| {
     let admin = server.admin_token().await;
-    let (row, creds) = new_client(
-        &server,
-        &admin,
-        json!({"name": "Opaque", "grant_types": ["client_credentials"], "token_format": "opaque"}),
-    )
-    .await;
-    let api = system_api_id(&server, &admin).await;
-    grant(&server, &admin, &row, &api, json!(["users:read"])).await;
+    let (_, creds) = opaque_client(&server, &admin, "Opaque", &["users:read"]).await;
     let opaque = server.management_token("acme-test", &creds, None).await;
 
     let beta = server.create_environment("beta").await;
