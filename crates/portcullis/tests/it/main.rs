@@ -2,6 +2,7 @@
 //! SQLite and (with PORTCULLIS_TEST_DATABASE_URL) PostgreSQL. One binary, so
 //! the workspace links one test executable.
 
+mod common;
 mod harness;
 
 mod quick_start;

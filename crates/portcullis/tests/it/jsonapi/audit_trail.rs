@@ -4,6 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::*;
 use crate::db_test;
 use crate::harness::TestServer;
 use crate::jsonapi::support::*;
@@ -52,7 +53,7 @@ db_test!(each_write_records_one_audit_row_and_one_outbox_row, |server| {
     .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     assert_eq!(reply.content_type.as_deref(), Some(MEDIA_TYPE));
-    let role = reply.body["data"]["id"].as_str().unwrap().to_owned();
+    let role = id_of(&reply.body);
     assert_eq!(recorded(&server, "role.created").await, (1, 1));
     let events = events_for(&server, &token, &role).await;
     assert_eq!(events.len(), 1, "{events:?}");
@@ -267,7 +268,7 @@ db_test!(audit_events_list_filters_and_is_read_only, |server| {
         ("include=actor", "include"),
     ] {
         let reply = call(&server, Method::GET, &format!("/api/audit-events?{query}"), &token, None).await;
-        assert_bad_parameter(&reply, parameter);
+        reply.assert_bad_parameter(parameter);
     }
 
     // Read-only: no write method succeeds, and each answers with a JSON:API error.
@@ -282,7 +283,7 @@ db_test!(audit_events_list_filters_and_is_read_only, |server| {
     ] {
         let reply = call(&server, method.clone(), &path, &token, Some(body.clone())).await;
         assert!(!reply.status.is_success(), "{method} {path} succeeded");
-        assert_error(&reply, 405, "method_not_allowed");
+        reply.assert_error(405, "method_not_allowed");
         let allow = reply.headers.get("allow").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
         assert!(allow.contains("GET"), "405 names the allowed methods: {allow:?}");
         assert!(!allow.contains("POST") && !allow.contains("DELETE"), "{allow:?}");
@@ -294,15 +295,15 @@ db_test!(audit_events_list_filters_and_is_read_only, |server| {
     let users_only =
         server.management_token("acme-test", &server.admin, Some("users:read roles:write")).await;
     let reply = call(&server, Method::GET, "/api/audit-events", &users_only, None).await;
-    assert_error(&reply, 403, "forbidden");
+    reply.assert_error(403, "forbidden");
     let reply = call(&server, Method::GET, &format!("/api/audit-events/{id}"), &users_only, None).await;
-    assert_error(&reply, 403, "forbidden");
+    reply.assert_error(403, "forbidden");
     let auditor = server.management_token("acme-test", &server.admin, Some("audit_events:read")).await;
     get_ok(&server, &auditor, "/api/audit-events").await;
     let reply = call(&server, Method::GET, "/api/roles", &auditor, None).await;
-    assert_error(&reply, 403, "forbidden");
+    reply.assert_error(403, "forbidden");
     let reply = call(&server, Method::GET, "/api/audit-events", "not-a-token", None).await;
-    assert_error(&reply, 401, "unauthorized");
+    reply.assert_error(401, "unauthorized");
 });
 
 db_test!(token_issuance_is_audited_asynchronously, |server| {
@@ -426,113 +427,175 @@ impl Tally {
     }
 }
 
+/// One audited write: takes a [`Tally`] of `action`, then runs `write` (a
+/// future does nothing until awaited, so the tally comes first) and asserts
+/// it recorded exactly one event about `target` or, when `None`, about the
+/// resource the write returned. Returns the reply and the event.
+async fn audited(
+    server: &TestServer,
+    token: &str,
+    action: &'static str,
+    write: impl Future<Output = Reply>,
+    target: Option<&str>,
+) -> (Reply, Value) {
+    let tally = Tally::take(server, action).await;
+    let reply = write.await;
+    let target = target.map_or_else(|| id_of(&reply.body), str::to_owned);
+    let event = tally.one(server, token, &reply, &target).await;
+    (reply, event)
+}
+
 db_test!(every_kind_of_write_records_exactly_one_event, |server| {
     let token = server.admin_token().await;
     let post = |path: &'static str, data: Value| {
         call(&server, Method::POST, path, &token, Some(json!({"data": data})))
     };
-    let id = |reply: &Reply| reply.body["data"]["id"].as_str().unwrap().to_owned();
 
     // Permissions.
-    let tally = Tally::take(&server, "permission.created").await;
-    let reply =
-        post("/api/permissions", json!({"type": "permission", "attributes": {"name": "docs:read"}})).await;
-    let permission = id(&reply);
-    tally.one(&server, &token, &reply, &permission).await;
-    let tally = Tally::take(&server, "permission.updated").await;
-    let reply = call(
+    let (reply, _) = audited(
         &server,
-        Method::PATCH,
-        &format!("/api/permissions/{permission}"),
         &token,
-        Some(json!({"data": {"type": "permission", "attributes": {"description": "Read docs"}}})),
+        "permission.created",
+        post("/api/permissions", json!({"type": "permission", "attributes": {"name": "docs:read"}})),
+        None,
     )
     .await;
-    let event = tally.one(&server, &token, &reply, &permission).await;
+    let permission = id_of(&reply.body);
+    let (_, event) = audited(
+        &server,
+        &token,
+        "permission.updated",
+        call(
+            &server,
+            Method::PATCH,
+            &format!("/api/permissions/{permission}"),
+            &token,
+            Some(json!({"data": {"type": "permission", "attributes": {"description": "Read docs"}}})),
+        ),
+        Some(&permission),
+    )
+    .await;
     assert_eq!(event["attributes"]["changes"], json!({"description": {"from": null, "to": "Read docs"}}));
 
     // A role's permissions.
     let role = create_role(&server, &token, "Reader").await;
-    let tally = Tally::take(&server, "role_permission.created").await;
-    let reply = post(
-        "/api/role-permissions",
-        json!({"type": "role_permission", "attributes": {},
-               "relationships": {"role": {"data": {"type": "role", "id": role}},
-                                 "permission": {"data": {"type": "permission", "id": permission}}}}),
+    let (reply, _) = audited(
+        &server,
+        &token,
+        "role_permission.created",
+        post(
+            "/api/role-permissions",
+            json!({"type": "role_permission", "attributes": {},
+                   "relationships": {"role": {"data": {"type": "role", "id": role}},
+                                     "permission": {"data": {"type": "permission", "id": permission}}}}),
+        ),
+        Some(&permission),
     )
     .await;
-    let link = id(&reply);
-    tally.one(&server, &token, &reply, &permission).await;
-    let tally = Tally::take(&server, "role_permission.deleted").await;
-    let reply = call(&server, Method::DELETE, &format!("/api/role-permissions/{link}"), &token, None).await;
-    tally.one(&server, &token, &reply, &link).await;
+    let link = id_of(&reply.body);
+    audited(
+        &server,
+        &token,
+        "role_permission.deleted",
+        call(&server, Method::DELETE, &format!("/api/role-permissions/{link}"), &token, None),
+        Some(&link),
+    )
+    .await;
 
     // Resource servers and their scopes.
-    let tally = Tally::take(&server, "resource_server.created").await;
-    let reply = post(
-        "/api/resource-servers",
-        json!({"type": "resource_server", "attributes": {"name": "Docs API", "identifier": "https://docs.example.com"}}),
-    )
-    .await;
-    let api = id(&reply);
-    tally.one(&server, &token, &reply, &api).await;
-    let tally = Tally::take(&server, "scope.created").await;
-    let reply = post(
-        "/api/scopes",
-        json!({"type": "scope", "attributes": {"name": "read:docs"},
-               "relationships": {"resource_server": {"data": {"type": "resource_server", "id": api}}}}),
-    )
-    .await;
-    let scope = id(&reply);
-    tally.one(&server, &token, &reply, &scope).await;
-    let tally = Tally::take(&server, "scope.updated").await;
-    let reply = call(
+    let (reply, _) = audited(
         &server,
-        Method::PATCH,
-        &format!("/api/scopes/{scope}"),
         &token,
-        Some(json!({"data": {"type": "scope", "attributes": {"description": "Read documents"}}})),
+        "resource_server.created",
+        post(
+            "/api/resource-servers",
+            json!({"type": "resource_server", "attributes": {"name": "Docs API", "identifier": "https://docs.example.com"}}),
+        ),
+        None,
     )
     .await;
-    tally.one(&server, &token, &reply, &scope).await;
-    let tally = Tally::take(&server, "resource_server.updated").await;
-    let reply = call(
+    let api = id_of(&reply.body);
+    let (reply, _) = audited(
         &server,
-        Method::PATCH,
-        &format!("/api/resource-servers/{api}"),
         &token,
-        Some(json!({"data": {"type": "resource_server", "attributes": {"name": "Documents API"}}})),
+        "scope.created",
+        post(
+            "/api/scopes",
+            json!({"type": "scope", "attributes": {"name": "read:docs"},
+                   "relationships": {"resource_server": {"data": {"type": "resource_server", "id": api}}}}),
+        ),
+        None,
     )
     .await;
-    tally.one(&server, &token, &reply, &api).await;
+    let scope = id_of(&reply.body);
+    audited(
+        &server,
+        &token,
+        "scope.updated",
+        call(
+            &server,
+            Method::PATCH,
+            &format!("/api/scopes/{scope}"),
+            &token,
+            Some(json!({"data": {"type": "scope", "attributes": {"description": "Read documents"}}})),
+        ),
+        Some(&scope),
+    )
+    .await;
+    audited(
+        &server,
+        &token,
+        "resource_server.updated",
+        call(
+            &server,
+            Method::PATCH,
+            &format!("/api/resource-servers/{api}"),
+            &token,
+            Some(json!({"data": {"type": "resource_server", "attributes": {"name": "Documents API"}}})),
+        ),
+        Some(&api),
+    )
+    .await;
 
     // Clients, their secrets and grants.
-    let tally = Tally::take(&server, "client.registered").await;
-    let reply = post(
-        "/api/clients",
-        json!({"type": "client", "attributes": {"name": "Worker", "grant_types": ["client_credentials"]}}),
-    )
-    .await;
-    let client = id(&reply);
-    let first_secret = reply.body["meta"]["client_secret"].as_str().unwrap().to_owned();
-    let event = tally.one(&server, &token, &reply, &client).await;
-    assert!(!event.to_string().contains(&first_secret), "the client secret leaked into the audit trail");
-    let tally = Tally::take(&server, "client.updated").await;
-    let reply = call(
+    let (reply, event) = audited(
         &server,
-        Method::PATCH,
-        &format!("/api/clients/{client}"),
         &token,
-        Some(json!({"data": {"type": "client", "attributes": {"name": "Batch worker"}}})),
+        "client.registered",
+        post(
+            "/api/clients",
+            json!({"type": "client", "attributes": {"name": "Worker", "grant_types": ["client_credentials"]}}),
+        ),
+        None,
     )
     .await;
-    let event = tally.one(&server, &token, &reply, &client).await;
+    let client = id_of(&reply.body);
+    let first_secret = reply.body["meta"]["client_secret"].as_str().unwrap().to_owned();
+    assert!(!event.to_string().contains(&first_secret), "the client secret leaked into the audit trail");
+    let (_, event) = audited(
+        &server,
+        &token,
+        "client.updated",
+        call(
+            &server,
+            Method::PATCH,
+            &format!("/api/clients/{client}"),
+            &token,
+            Some(json!({"data": {"type": "client", "attributes": {"name": "Batch worker"}}})),
+        ),
+        Some(&client),
+    )
+    .await;
     assert_eq!(event["attributes"]["changes"], json!({"name": {"from": "Worker", "to": "Batch worker"}}));
-    let tally = Tally::take(&server, "client.updated").await;
-    let reply =
-        call(&server, Method::PATCH, &format!("/api/clients/{client}/rotate-secret"), &token, None).await;
+    let (reply, event) = audited(
+        &server,
+        &token,
+        "client.updated",
+        call(&server, Method::PATCH, &format!("/api/clients/{client}/rotate-secret"), &token, None),
+        Some(&client),
+    )
+    .await;
     let second_secret = reply.body["meta"]["client_secret"].as_str().expect("new secret").to_owned();
-    let event = tally.one(&server, &token, &reply, &client).await;
     assert!(!event.to_string().contains(&second_secret), "the rotated secret leaked into the audit trail");
     let stored =
         texts(&server, "SELECT payload FROM outbox_events UNION ALL SELECT changes FROM audit_events").await;
@@ -542,28 +605,36 @@ db_test!(every_kind_of_write_records_exactly_one_event, |server| {
             "a client secret was stored in an event"
         );
     }
-    let tally = Tally::take(&server, "client_resource_server_grant.created").await;
-    let reply = post(
-        "/api/client-resource-server-grants",
-        json!({"type": "client_resource_server_grant", "attributes": {"allowed_scopes": ["read:docs"]},
-               "relationships": {"client": {"data": {"type": "client", "id": client}},
-                                 "resource_server": {"data": {"type": "resource_server", "id": api}}}}),
-    )
-    .await;
-    let grant = id(&reply);
-    tally.one(&server, &token, &reply, &client).await;
-    let tally = Tally::take(&server, "client_resource_server_grant.updated").await;
-    let reply = call(
+    let (reply, _) = audited(
         &server,
-        Method::PATCH,
-        &format!("/api/client-resource-server-grants/{grant}"),
         &token,
-        Some(
-            json!({"data": {"type": "client_resource_server_grant", "attributes": {"allowed_scopes": null}}}),
+        "client_resource_server_grant.created",
+        post(
+            "/api/client-resource-server-grants",
+            json!({"type": "client_resource_server_grant", "attributes": {"allowed_scopes": ["read:docs"]},
+                   "relationships": {"client": {"data": {"type": "client", "id": client}},
+                                     "resource_server": {"data": {"type": "resource_server", "id": api}}}}),
         ),
+        Some(&client),
     )
     .await;
-    tally.one(&server, &token, &reply, &grant).await;
+    let grant = id_of(&reply.body);
+    audited(
+        &server,
+        &token,
+        "client_resource_server_grant.updated",
+        call(
+            &server,
+            Method::PATCH,
+            &format!("/api/client-resource-server-grants/{grant}"),
+            &token,
+            Some(
+                json!({"data": {"type": "client_resource_server_grant", "attributes": {"allowed_scopes": null}}}),
+            ),
+        ),
+        Some(&grant),
+    )
+    .await;
     for (action, path, target) in [
         (
             "client_resource_server_grant.deleted",
@@ -584,40 +655,54 @@ db_test!(every_kind_of_write_records_exactly_one_event, |server| {
     // Signing keys: generate, hand primary back, deactivate.
     let original =
         get_ok(&server, &token, "/api/signing-keys").await["data"][0]["id"].as_str().unwrap().to_owned();
-    let tally = Tally::take(&server, "signing_key.generated").await;
-    let reply =
-        post("/api/signing-keys", json!({"type": "signing_key", "attributes": {"algorithm": "es256"}})).await;
-    let key = id(&reply);
-    tally.one(&server, &token, &reply, &key).await;
-    let tally = Tally::take(&server, "signing_key.primary_changed").await;
-    let reply =
-        call(&server, Method::PATCH, &format!("/api/signing-keys/{original}/set-primary"), &token, None)
-            .await;
-    tally.one(&server, &token, &reply, &original).await;
-    let tally = Tally::take(&server, "signing_key.deactivated").await;
-    let reply =
-        call(&server, Method::PATCH, &format!("/api/signing-keys/{key}/deactivate"), &token, None).await;
-    let event = tally.one(&server, &token, &reply, &key).await;
+    let (reply, _) = audited(
+        &server,
+        &token,
+        "signing_key.generated",
+        post("/api/signing-keys", json!({"type": "signing_key", "attributes": {"algorithm": "es256"}})),
+        None,
+    )
+    .await;
+    let key = id_of(&reply.body);
+    audited(
+        &server,
+        &token,
+        "signing_key.primary_changed",
+        call(&server, Method::PATCH, &format!("/api/signing-keys/{original}/set-primary"), &token, None),
+        Some(&original),
+    )
+    .await;
+    let (_, event) = audited(
+        &server,
+        &token,
+        "signing_key.deactivated",
+        call(&server, Method::PATCH, &format!("/api/signing-keys/{key}/deactivate"), &token, None),
+        Some(&key),
+    )
+    .await;
     assert_eq!(event["attributes"]["changes"]["status"], json!({"from": "active", "to": "inactive"}));
     // Deactivating it again fails and records nothing.
     let before = snapshot(&server).await;
     let reply =
         call(&server, Method::PATCH, &format!("/api/signing-keys/{key}/deactivate"), &token, None).await;
-    assert_error(&reply, 422, "invalid_attribute");
+    reply.assert_error(422, "invalid_attribute");
     assert_eq!(snapshot(&server).await, before);
 
     // The environment's own settings.
-    let environment =
-        get_ok(&server, &token, "/api/environment").await["data"]["id"].as_str().unwrap().to_owned();
-    let tally = Tally::take(&server, "environment.updated").await;
-    let reply = call(
+    let environment = id_of(&get_ok(&server, &token, "/api/environment").await);
+    let (_, event) = audited(
         &server,
-        Method::PATCH,
-        "/api/environment",
         &token,
-        Some(json!({"data": {"type": "environment", "attributes": {"name": "Acme (test)"}}})),
+        "environment.updated",
+        call(
+            &server,
+            Method::PATCH,
+            "/api/environment",
+            &token,
+            Some(json!({"data": {"type": "environment", "attributes": {"name": "Acme (test)"}}})),
+        ),
+        Some(&environment),
     )
     .await;
-    let event = tally.one(&server, &token, &reply, &environment).await;
     assert_eq!(event["attributes"]["changes"], json!({"name": {"from": "Acme Test", "to": "Acme (test)"}}));
 });

@@ -5,6 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::*;
 use crate::db_test;
 use crate::jsonapi::support::*;
 
@@ -30,14 +31,14 @@ db_test!(other_environments_rows_never_leak, |server| {
     )
     .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    let beta_role = reply.body["data"]["id"].as_str().unwrap().to_owned();
+    let beta_role = id_of(&reply.body);
     let reply = at_beta(
         Method::POST,
         "/api/roles".into(),
         Some(json!({"data": {"type": "role", "attributes": {"name": "Beta only"}}})),
     )
     .await;
-    let beta_only = reply.body["data"]["id"].as_str().unwrap().to_owned();
+    let beta_only = id_of(&reply.body);
     let reply = at_beta(
         Method::POST,
         "/api/users".into(),
@@ -48,7 +49,7 @@ db_test!(other_environments_rows_never_leak, |server| {
     )
     .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    let beta_user = reply.body["data"]["id"].as_str().unwrap().to_owned();
+    let beta_user = id_of(&reply.body);
     let reply = at_beta(
         Method::POST,
         "/api/user-roles".into(),
@@ -58,7 +59,7 @@ db_test!(other_environments_rows_never_leak, |server| {
     )
     .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    let beta_link = reply.body["data"]["id"].as_str().unwrap().to_owned();
+    let beta_link = id_of(&reply.body);
 
     // Lists, filters and counts in acme-test see only acme-test's rows.
     let roles = get_ok(&server, &token, "/api/roles?page[count]=true").await;
@@ -121,7 +122,7 @@ db_test!(other_environments_rows_never_leak, |server| {
     ] {
         let before = snapshot(&server).await;
         let reply = call(&server, method.clone(), &path, &token, body).await;
-        assert_error(&reply, 404, "not_found");
+        reply.assert_error(404, "not_found");
         assert_eq!(snapshot(&server).await, before, "{method} {path}");
     }
     // Nor can a relationship point across environments.
@@ -135,7 +136,7 @@ db_test!(other_environments_rows_never_leak, |server| {
                                  "role": {"data": {"type": "role", "id": beta_only}}}}})),
     )
     .await;
-    assert_pointer(&reply, 422, "invalid_attribute", "/data/relationships/role");
+    reply.assert_error_at(422, "invalid_attribute", Some("/data/relationships/role"));
 
     // Beta's rows are untouched.
     let reply = at_beta(Method::GET, format!("/api/roles/{beta_role}"), None).await;
@@ -167,7 +168,7 @@ db_test!(other_environments_rows_never_leak, |server| {
     assert_eq!(ids(&reply.body).len(), 1);
     let beta_event = ids(&reply.body)[0].clone();
     let reply = call(&server, Method::GET, &format!("/api/audit-events/{beta_event}"), &token, None).await;
-    assert_error(&reply, 404, "not_found");
+    reply.assert_error(404, "not_found");
     // The outbox rows belong to the environment that wrote them.
     let beta_env = text(&server, "SELECT id FROM environments WHERE handle = 'beta'").await.unwrap();
     assert_eq!(

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::common::*;
 use crate::db_test;
 use crate::harness::TestServer;
 use crate::jsonapi::support::*;
@@ -273,7 +274,7 @@ db_test!(offset_pages_limits_links_and_counts, |server| {
         ("page[cursor]=x", "page[cursor]"),
     ] {
         let reply = call(&server, Method::GET, &format!("/api/users?{query}"), &token, None).await;
-        assert_bad_parameter(&reply, parameter);
+        reply.assert_bad_parameter(parameter);
     }
 
     // Tampered cursors: well-formed base64url JSON of the wrong shape or types.
@@ -292,7 +293,7 @@ db_test!(offset_pages_limits_links_and_counts, |server| {
         for direction in ["after", "before"] {
             let path = format!("/api/users?sort={sort}&page[{direction}]={}", forge(cursor.clone()));
             let reply = call(&server, Method::GET, &path, &token, None).await;
-            assert_bad_parameter(&reply, &format!("page[{direction}]"));
+            reply.assert_bad_parameter(&format!("page[{direction}]"));
         }
     }
 
@@ -308,7 +309,7 @@ db_test!(offset_pages_limits_links_and_counts, |server| {
         None,
     )
     .await;
-    assert_bad_parameter(&reply, "page[after]");
+    reply.assert_bad_parameter("page[after]");
     // ...but the same cursor works with its own sort order.
     let page =
         get_ok(&server, &token, &format!("/api/users?sort=email&page[limit]=5&page[after]={cursor}")).await;

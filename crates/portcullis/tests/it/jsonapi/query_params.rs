@@ -4,6 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::common::*;
 use crate::db_test;
 use crate::harness::TestServer;
 use crate::jsonapi::support::*;
@@ -98,7 +99,7 @@ db_test!(filters_exact_case_insensitive_contains_and_boolean, |server| {
         ("filter[email][contains]=a&filter[email][contains]=b", "filter[email][contains]"),
     ] {
         let reply = call(&server, Method::GET, &q(query), &token, None).await;
-        assert_bad_parameter(&reply, parameter);
+        reply.assert_bad_parameter(parameter);
     }
 });
 
@@ -198,10 +199,10 @@ db_test!(sorting_and_its_errors, |server| {
         ("sort=email&sort=-email", "sort"),
     ] {
         let reply = call(&server, Method::GET, &format!("/api/users?{query}"), &token, None).await;
-        assert_bad_parameter(&reply, parameter);
+        reply.assert_bad_parameter(parameter);
     }
     let reply = call(&server, Method::GET, "/api/roles?sort=description", &token, None).await;
-    assert_bad_parameter(&reply, "sort");
+    reply.assert_bad_parameter("sort");
 });
 
 db_test!(include_roles_and_sparse_fieldsets, |server| {
@@ -261,22 +262,8 @@ db_test!(include_roles_and_sparse_fieldsets, |server| {
     assert!(page.get("included").is_none() || page["included"] == json!([]));
 
     // include=permissions on roles.
-    let permission = server
-        .create(&token, "/api/permissions", "permission", json!({"name": "posts:read"}), Value::Null)
-        .await["data"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    server
-        .create(
-            &token,
-            "/api/role-permissions",
-            "role_permission",
-            json!({}),
-            json!({"role": {"data": {"type": "role", "id": admin}},
-                   "permission": {"data": {"type": "permission", "id": permission}}}),
-        )
-        .await;
+    let permission = create_permission(&server, &token, "posts:read").await;
+    assign_permission(&server, &token, &admin, &permission).await;
     let page = get_ok(&server, &token, "/api/roles?include=permissions&filter[name]=Admin").await;
     assert_eq!(
         page["data"][0]["relationships"]["permissions"]["data"],
@@ -290,10 +277,10 @@ db_test!(include_roles_and_sparse_fieldsets, |server| {
         ["include=sessions", "include=roles,secrets", "include=roles.permissions", "include=password_hash"]
     {
         let reply = call(&server, Method::GET, &format!("/api/users?{query}"), &token, None).await;
-        assert_bad_parameter(&reply, "include");
+        reply.assert_bad_parameter("include");
     }
     let reply = call(&server, Method::GET, "/api/roles?include=users", &token, None).await;
-    assert_bad_parameter(&reply, "include");
+    reply.assert_bad_parameter("include");
 
     // Sparse fieldsets: only the named attributes; type and id stay.
     let page = get_ok(&server, &token, "/api/users?fields[user]=email").await;
@@ -368,7 +355,7 @@ db_test!(include_roles_and_sparse_fieldsets, |server| {
         ("filter=x", "filter"),
     ] {
         let reply = call(&server, Method::GET, &format!("/api/users?{query}"), &token, None).await;
-        assert_bad_parameter(&reply, parameter);
+        reply.assert_bad_parameter(parameter);
     }
 });
 
@@ -416,24 +403,24 @@ db_test!(single_get_takes_include_and_fields_but_not_paging, |server| {
         ("filter[email]=x", "filter[email]"),
     ] {
         let reply = call(&server, Method::GET, &format!("/api/users/{user}?{query}"), &token, None).await;
-        assert_bad_parameter(&reply, parameter);
+        reply.assert_bad_parameter(parameter);
     }
     for (query, parameter) in
         [("include=sessions", "include"), ("include=roles&include=roles", "include"), ("bogus=1", "bogus")]
     {
         let reply = call(&server, Method::GET, &format!("/api/users/{user}?{query}"), &token, None).await;
-        assert_bad_parameter(&reply, parameter);
+        reply.assert_bad_parameter(parameter);
     }
 
     // Missing resources are JSON:API 404s, whatever the id looks like.
     for id in ["0190a5b2-0000-7000-8000-000000000000", "not-a-uuid", "%27%20OR%201%3D1"] {
         let reply = call(&server, Method::GET, &format!("/api/users/{id}"), &token, None).await;
-        assert_error(&reply, 404, "not_found");
+        reply.assert_error(404, "not_found");
         let reply =
             call(&server, Method::GET, &format!("/api/roles/{id}?include=permissions"), &token, None).await;
-        assert_error(&reply, 404, "not_found");
+        reply.assert_error(404, "not_found");
     }
     // An unknown route, too.
     let reply = call(&server, Method::GET, "/api/no-such-things", &token, None).await;
-    assert_error(&reply, 404, "not_found");
+    reply.assert_error(404, "not_found");
 });

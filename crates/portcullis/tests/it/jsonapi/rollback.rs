@@ -7,6 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::*;
 use crate::db_test;
 use crate::jsonapi::support::*;
 
@@ -21,22 +22,8 @@ db_test!(failed_writes_change_nothing_and_record_nothing, |server| {
         create_user(&server, &token, json!({"email": "alice@example.com", "first_name": "Alice"})).await;
     create_user(&server, &token, json!({"email": "bob@example.com"})).await;
     assign_role(&server, &token, &alice, &admin).await;
-    let permission = server
-        .create(&token, "/api/permissions", "permission", json!({"name": "posts:read"}), Value::Null)
-        .await["data"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    server
-        .create(
-            &token,
-            "/api/role-permissions",
-            "role_permission",
-            json!({}),
-            json!({"role": {"data": {"type": "role", "id": admin}},
-                   "permission": {"data": {"type": "permission", "id": permission}}}),
-        )
-        .await;
+    let permission = create_permission(&server, &token, "posts:read").await;
+    assign_permission(&server, &token, &admin, &permission).await;
     settle_token_events(&server, 1).await;
     let before = snapshot(&server).await;
     let alice_before = get_ok(&server, &token, &format!("/api/users/{alice}")).await;
@@ -209,7 +196,7 @@ db_test!(failed_writes_change_nothing_and_record_nothing, |server| {
     for (method, path, body, status, code, pointer) in cases {
         let body = (!body.is_null()).then_some(body);
         let reply = call(&server, method.clone(), &path, &token, body.clone()).await;
-        let error = assert_error(&reply, status, code);
+        let error = reply.assert_error(status, code);
         if let Some(pointer) = pointer {
             assert_eq!(error["source"]["pointer"], pointer, "{method} {path} {body:?}: {error}");
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{self, id_of};
 use crate::harness::TestServer;
 
 pub const MEDIA_TYPE: &str = "application/vnd.api+json";
@@ -70,43 +71,30 @@ pub async fn get_ok(server: &TestServer, token: &str, path: &str) -> Value {
     reply.body
 }
 
-/// Asserts a JSON:API error document with this status and code; returns `errors[0]`.
-pub fn assert_error(reply: &Reply, status: u16, code: &str) -> Value {
-    assert_eq!(reply.status.as_u16(), status, "unexpected status; body: {}", reply.body);
-    assert_eq!(reply.content_type.as_deref(), Some(MEDIA_TYPE), "error Content-Type; body: {}", reply.body);
-    let errors = reply.body["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {}", reply.body));
-    assert!(!errors.is_empty(), "empty errors array");
-    let error = errors[0].clone();
-    assert_eq!(error["status"], json!(status.to_string()), "status must be a string: {error}");
-    assert_eq!(error["code"], code, "{error}");
-    assert!(error["title"].as_str().is_some_and(|t| !t.is_empty()), "title: {error}");
-    assert!(error["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail: {error}");
-    assert!(reply.body.get("data").is_none(), "an error document has no data: {}", reply.body);
-    error
-}
+impl Reply {
+    /// Asserts a JSON:API error document (see [`common::assert_error`])
+    /// served with the JSON:API media type; returns `errors[0]`.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) -> Value {
+        self.assert_error_at(status, code, None)
+    }
 
-/// A 400 `invalid_parameter` error naming `parameter` in `source.parameter`.
-pub fn assert_bad_parameter(reply: &Reply, parameter: &str) -> Value {
-    let error = assert_error(reply, 400, "invalid_parameter");
-    assert_eq!(error["source"]["parameter"], parameter, "{error}");
-    error
-}
+    /// [`Reply::assert_error`], and the error's `source.pointer` is `pointer`
+    /// when given.
+    #[track_caller]
+    pub fn assert_error_at(&self, status: u16, code: &str, pointer: Option<&str>) -> Value {
+        let error = common::assert_error(self.status, &self.body, status, code, pointer);
+        assert_eq!(self.content_type.as_deref(), Some(MEDIA_TYPE), "error Content-Type; body: {}", self.body);
+        error
+    }
 
-/// An error whose `source.pointer` is `pointer`.
-pub fn assert_pointer(reply: &Reply, status: u16, code: &str, pointer: &str) -> Value {
-    let error = assert_error(reply, status, code);
-    assert_eq!(error["source"]["pointer"], pointer, "{error}");
-    error
-}
-
-/// The ids of a collection document's primary data, in order.
-pub fn ids(document: &Value) -> Vec<String> {
-    document["data"]
-        .as_array()
-        .unwrap_or_else(|| panic!("data is not an array: {document}"))
-        .iter()
-        .map(|r| r["id"].as_str().expect("id").to_owned())
-        .collect()
+    /// A 400 `invalid_parameter` error naming `parameter` in `source.parameter`.
+    #[track_caller]
+    pub fn assert_bad_parameter(&self, parameter: &str) -> Value {
+        let error = self.assert_error(400, "invalid_parameter");
+        assert_eq!(error["source"]["parameter"], parameter, "{error}");
+        error
+    }
 }
 
 /// Percent-encodes a query-string value (everything but unreserved characters).
@@ -122,22 +110,6 @@ pub fn enc(value: &str) -> String {
     out
 }
 
-/// Creates a user through the API and returns its id.
-pub async fn create_user(server: &TestServer, token: &str, attributes: Value) -> String {
-    let mut attributes = attributes;
-    attributes["password"] = json!("correct horse battery");
-    attributes["password_confirmation"] = json!("correct horse battery");
-    let created = server.create(token, "/api/users", "user", attributes, Value::Null).await;
-    created["data"]["id"].as_str().expect("user id").to_owned()
-}
-
-pub async fn create_role(server: &TestServer, token: &str, name: &str) -> String {
-    let created = server
-        .create(token, "/api/roles", "role", json!({"name": name, "description": null}), Value::Null)
-        .await;
-    created["data"]["id"].as_str().expect("role id").to_owned()
-}
-
 pub async fn assign_role(server: &TestServer, token: &str, user: &str, role: &str) -> String {
     let created = server
         .create(
@@ -149,7 +121,21 @@ pub async fn assign_role(server: &TestServer, token: &str, user: &str, role: &st
                    "role": {"data": {"type": "role", "id": role}}}),
         )
         .await;
-    created["data"]["id"].as_str().expect("user_role id").to_owned()
+    id_of(&created)
+}
+
+pub async fn assign_permission(server: &TestServer, token: &str, role: &str, permission: &str) -> String {
+    let created = server
+        .create(
+            token,
+            "/api/role-permissions",
+            "role_permission",
+            json!({}),
+            json!({"role": {"data": {"type": "role", "id": role}},
+                   "permission": {"data": {"type": "permission", "id": permission}}}),
+        )
+        .await;
+    id_of(&created)
 }
 
 /// Runs a query returning one text column (or NULL) of at most one row.

@@ -8,6 +8,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{create_scope, id_of, system_api};
 use crate::harness::{Creds, TestServer};
 
 /// How a request authenticates its client.
@@ -160,7 +161,7 @@ pub fn kid_of(token: &str) -> String {
 /// Registers a confidential client; returns its row id and credentials.
 pub async fn new_client(server: &TestServer, admin: &str, attributes: Value) -> (String, Creds) {
     let created = server.create(admin, "/api/clients", "client", attributes, json!(null)).await;
-    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    let id = id_of(&created);
     let creds = Creds {
         client_id: created["data"]["attributes"]["client_id"].as_str().expect("client_id").to_owned(),
         client_secret: created["meta"]["client_secret"].as_str().unwrap_or_default().to_owned(),
@@ -171,14 +172,6 @@ pub async fn new_client(server: &TestServer, admin: &str, attributes: Value) -> 
 /// A confidential client_credentials client.
 pub async fn m2m_client(server: &TestServer, admin: &str, name: &str) -> (String, Creds) {
     new_client(server, admin, json!({"name": name, "grant_types": ["client_credentials"]})).await
-}
-
-/// The row id of the system Management API.
-pub async fn system_api_id(server: &TestServer, admin: &str) -> String {
-    let (status, apis) =
-        server.api(Method::GET, "/api/resource-servers?filter[system]=true", admin, None).await;
-    assert_eq!(status, StatusCode::OK, "{apis}");
-    apis["data"][0]["id"].as_str().expect("system API").to_owned()
 }
 
 /// Grants a client access to a resource server (`allowed_scopes` null = all).
@@ -203,7 +196,7 @@ pub async fn management_client(
     scopes: &[&str],
 ) -> (String, Creds) {
     let (row, creds) = m2m_client(server, admin, name).await;
-    let api = system_api_id(server, admin).await;
+    let api = system_api(server, admin).await;
     grant(server, admin, &row, &api, json!(scopes)).await;
     (row, creds)
 }
@@ -225,17 +218,9 @@ pub async fn custom_api(
             json!(null),
         )
         .await;
-    let id = created["data"]["id"].as_str().expect("id").to_owned();
+    let id = id_of(&created);
     for scope in scopes {
-        server
-            .create(
-                admin,
-                "/api/scopes",
-                "scope",
-                json!({"name": scope}),
-                json!({"resource_server": {"data": {"type": "resource_server", "id": id}}}),
-            )
-            .await;
+        create_scope(server, admin, &id, scope).await;
     }
     id
 }

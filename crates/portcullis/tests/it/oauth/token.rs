@@ -32,38 +32,29 @@ db_test!(client_authentication_failures, |server| {
     let resource = server.management_api();
     let form = [("resource", resource.as_str())];
 
-    // Basic and body credentials at once.
-    let mut both = vec![
+    // Basic and body credentials at once; then a body client_id that
+    // contradicts the Basic one.
+    let both = [
         ("grant_type", "client_credentials"),
         ("resource", resource.as_str()),
         ("client_secret", server.admin.client_secret.as_str()),
     ];
-    let reply = Reply::from(
-        server
-            .http
-            .post(server.url("/oauth/token"))
-            .basic_auth(&server.admin.client_id, Some(&server.admin.client_secret))
-            .form(&both)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    reply.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
-    // A body client_id that contradicts the Basic one.
-    both[2] = ("client_id", "someone-else");
-    let reply = Reply::from(
-        server
-            .http
-            .post(server.url("/oauth/token"))
-            .basic_auth(&server.admin.client_id, Some(&server.admin.client_secret))
-            .form(&both)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    reply.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let mut contradicting = both;
+    contradicting[2] = ("client_id", "someone-else");
+    for form in [both, contradicting] {
+        let reply = Reply::from(
+            server
+                .http
+                .post(server.url("/oauth/token"))
+                .basic_auth(&server.admin.client_id, Some(&server.admin.client_secret))
+                .form(&form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        reply.assert_oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
 
     // Wrong secret over Basic: 401 with a Basic challenge.
     let wrong = Creds { client_id: server.admin.client_id.clone(), client_secret: "not-the-secret".into() };
@@ -484,7 +475,7 @@ db_test!(only_confidential_client_credentials_clients_may_use_the_grant, |server
     )
     .await;
     assert!(public.client_secret.is_empty(), "public clients get no secret");
-    let api = crate::oauth::support::system_api_id(&server, &admin).await;
+    let api = crate::common::system_api(&server, &admin).await;
     grant(&server, &admin, &row, &api, json!(["users:read"])).await;
     let reply = post_form(
         &server,

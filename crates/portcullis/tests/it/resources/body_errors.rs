@@ -4,9 +4,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{assert_conflict, assert_error, assert_invalid, create_role, id_of};
 use crate::db_test;
 use crate::harness::TestServer;
-use crate::resources::support::{assert_conflict, assert_error, assert_invalid, create_role, id_of};
 
 /// Every collection that accepts POST, with its resource type.
 const WRITABLE: [(&str, &str); 10] = [

@@ -4,11 +4,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{assert_error, assert_invalid, assert_not_found, id_of, system_api};
 use crate::db_test;
 use crate::harness::{Creds, TestServer};
-use crate::resources::support::{
-    assert_error, assert_invalid, assert_not_found, doc, id_of, link_doc, patch_doc, quote, system_api,
-};
+use crate::resources::support::{doc, link_doc, patch_doc, quote};
 
 async fn post_client(server: &TestServer, token: &str, attributes: Value) -> (StatusCode, Value) {
     server.api(Method::POST, "/api/clients", token, Some(doc("client", attributes))).await

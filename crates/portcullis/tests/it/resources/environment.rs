@@ -3,8 +3,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{assert_conflict, assert_error, assert_invalid, create_api};
 use crate::db_test;
-use crate::resources::support::{assert_conflict, assert_error, assert_invalid, create_api};
 
 fn patch(attributes: Value) -> Option<Value> {
     Some(json!({"data": {"type": "environment", "attributes": attributes}}))

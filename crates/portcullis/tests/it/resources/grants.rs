@@ -4,12 +4,13 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{
+    assert_conflict, assert_error, assert_invalid, assert_not_found, create_api, create_scope, id_of,
+    system_api,
+};
 use crate::db_test;
 use crate::harness::TestServer;
-use crate::resources::support::{
-    assert_conflict, assert_error, assert_invalid, assert_not_found, create_api, create_scope, doc, id_of,
-    link_doc, patch_doc, system_api,
-};
+use crate::resources::support::{doc, link_doc, patch_doc};
 
 const PATH: &str = "/api/client-resource-server-grants";
 const KIND: &str = "client_resource_server_grant";
@@ -23,6 +24,17 @@ fn grant_doc(attributes: Value, client: &str, api: &str) -> Value {
     link_doc(KIND, attributes, &[("client", "client", client), ("resource_server", "resource_server", api)])
 }
 
+/// POSTs a grant of `api` to `client` with `attributes`.
+async fn post_grant(
+    server: &TestServer,
+    token: &str,
+    attributes: Value,
+    client: &str,
+    api: &str,
+) -> (StatusCode, Value) {
+    server.api(Method::POST, PATH, token, Some(grant_doc(attributes, client, api))).await
+}
+
 db_test!(allowed_scopes_must_belong_to_the_resource_server, |server| {
     let admin = server.admin_token().await;
     let docs = create_api(&server, &admin, "https://docs.example.com").await;
@@ -33,24 +45,12 @@ db_test!(allowed_scopes_must_belong_to_the_resource_server, |server| {
     let client = create_client(&server, &admin, "Worker").await;
 
     for scopes in [json!(["read:docs", "send:mail"]), json!(["nope"]), json!(["users:read"]), json!([""])] {
-        let (status, body) = server
-            .api(
-                Method::POST,
-                PATH,
-                &admin,
-                Some(grant_doc(json!({"allowed_scopes": scopes}), &client, &docs)),
-            )
-            .await;
+        let (status, body) =
+            post_grant(&server, &admin, json!({"allowed_scopes": scopes}), &client, &docs).await;
         assert_invalid(status, &body, "allowed_scopes");
     }
-    let (status, body) = server
-        .api(
-            Method::POST,
-            PATH,
-            &admin,
-            Some(grant_doc(json!({"allowed_scopes": "read:docs"}), &client, &docs)),
-        )
-        .await;
+    let (status, body) =
+        post_grant(&server, &admin, json!({"allowed_scopes": "read:docs"}), &client, &docs).await;
     assert_invalid(status, &body, "allowed_scopes");
     assert_eq!(
         server.count("SELECT COUNT(*) FROM client_resource_server_grants").await,
@@ -59,18 +59,14 @@ db_test!(allowed_scopes_must_belong_to_the_resource_server, |server| {
     );
 
     // Duplicates are dropped, order is kept.
-    let (status, body) = server
-        .api(
-            Method::POST,
-            PATH,
-            &admin,
-            Some(grant_doc(
-                json!({"allowed_scopes": ["write:docs", "read:docs", "write:docs"]}),
-                &client,
-                &docs,
-            )),
-        )
-        .await;
+    let (status, body) = post_grant(
+        &server,
+        &admin,
+        json!({"allowed_scopes": ["write:docs", "read:docs", "write:docs"]}),
+        &client,
+        &docs,
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = id_of(&body);
     assert_eq!(body["data"]["type"], KIND);
@@ -105,8 +101,7 @@ db_test!(allowed_scopes_must_belong_to_the_resource_server, |server| {
 
     // Without allowed_scopes, the grant covers every scope.
     let other = create_client(&server, &admin, "Other").await;
-    let (status, body) =
-        server.api(Method::POST, PATH, &admin, Some(grant_doc(json!({}), &other, &docs))).await;
+    let (status, body) = post_grant(&server, &admin, json!({}), &other, &docs).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["data"]["attributes"]["allowed_scopes"], Value::Null);
 });
@@ -116,28 +111,18 @@ db_test!(management_api_grants_take_management_scopes, |server| {
     let api = system_api(&server, &admin).await;
     let client = create_client(&server, &admin, "Ops").await;
     for scopes in [json!(["users:fly"]), json!(["read:docs"]), json!(["users:read", "users:admin"])] {
-        let (status, body) = server
-            .api(
-                Method::POST,
-                PATH,
-                &admin,
-                Some(grant_doc(json!({"allowed_scopes": scopes}), &client, &api)),
-            )
-            .await;
+        let (status, body) =
+            post_grant(&server, &admin, json!({"allowed_scopes": scopes}), &client, &api).await;
         assert_invalid(status, &body, "allowed_scopes");
     }
-    let (status, body) = server
-        .api(
-            Method::POST,
-            PATH,
-            &admin,
-            Some(grant_doc(
-                json!({"allowed_scopes": ["users:read", "roles:write", "signing_keys:delete"]}),
-                &client,
-                &api,
-            )),
-        )
-        .await;
+    let (status, body) = post_grant(
+        &server,
+        &admin,
+        json!({"allowed_scopes": ["users:read", "roles:write", "signing_keys:delete"]}),
+        &client,
+        &api,
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 });
 
@@ -148,15 +133,13 @@ db_test!(one_grant_per_client_and_resource_server, |server| {
     let client = create_client(&server, &admin, "Worker").await;
     let other = create_client(&server, &admin, "Other").await;
 
-    let (status, body) =
-        server.api(Method::POST, PATH, &admin, Some(grant_doc(json!({}), &client, &docs))).await;
+    let (status, body) = post_grant(&server, &admin, json!({}), &client, &docs).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let first = id_of(&body);
-    let (status, body) =
-        server.api(Method::POST, PATH, &admin, Some(grant_doc(json!({}), &client, &docs))).await;
+    let (status, body) = post_grant(&server, &admin, json!({}), &client, &docs).await;
     assert_conflict(status, &body, "/data/relationships/resource_server");
     for (c, a) in [(&client, &mail), (&other, &docs)] {
-        let (status, body) = server.api(Method::POST, PATH, &admin, Some(grant_doc(json!({}), c, a))).await;
+        let (status, body) = post_grant(&server, &admin, json!({}), c, a).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
@@ -167,11 +150,9 @@ db_test!(one_grant_per_client_and_resource_server, |server| {
     let only_api = link_doc(KIND, json!({}), &[("resource_server", "resource_server", &docs)]);
     let (status, body) = server.api(Method::POST, PATH, &admin, Some(only_api)).await;
     assert_error(status, &body, 422, "required", Some("/data/relationships/client"));
-    let (status, body) =
-        server.api(Method::POST, PATH, &admin, Some(grant_doc(json!({}), "nope", &docs))).await;
+    let (status, body) = post_grant(&server, &admin, json!({}), "nope", &docs).await;
     assert_error(status, &body, 422, "invalid_attribute", Some("/data/relationships/client"));
-    let (status, body) =
-        server.api(Method::POST, PATH, &admin, Some(grant_doc(json!({}), &client, "nope"))).await;
+    let (status, body) = post_grant(&server, &admin, json!({}), &client, "nope").await;
     assert_error(status, &body, 422, "invalid_attribute", Some("/data/relationships/resource_server"));
     let (status, body) = server.api(Method::POST, PATH, &admin, Some(doc(KIND, json!({})))).await;
     assert_error(status, &body, 422, "required", Some("/data/relationships/client"));
@@ -182,7 +163,6 @@ db_test!(one_grant_per_client_and_resource_server, |server| {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = server.api(Method::GET, &format!("{PATH}/{first}"), &admin, None).await;
     assert_not_found(status, &body);
-    let (status, body) =
-        server.api(Method::POST, PATH, &admin, Some(grant_doc(json!({}), &client, &docs))).await;
+    let (status, body) = post_grant(&server, &admin, json!({}), &client, &docs).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 });

@@ -5,12 +5,13 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{
+    assert_conflict, assert_error, assert_invalid, assert_not_found, create_permission, create_role,
+    create_user, id_of,
+};
 use crate::db_test;
 use crate::harness::TestServer;
-use crate::resources::support::{
-    assert_conflict, assert_error, assert_invalid, assert_not_found, create_permission, create_role,
-    create_user, doc, id_of, link_doc, patch_doc,
-};
+use crate::resources::support::{doc, link_doc, patch_doc};
 
 /// Creating `kind` at `path` between `(name, type)` pairs `a` and `b`.
 struct Join {
@@ -143,8 +144,8 @@ db_test!(role_permissions, |server| {
 db_test!(user_roles, |server| {
     let admin = server.admin_token().await;
     let users = [
-        create_user(&server, &admin, "u1@example.com").await,
-        create_user(&server, &admin, "u2@example.com").await,
+        create_user(&server, &admin, json!({"email": "u1@example.com"})).await,
+        create_user(&server, &admin, json!({"email": "u2@example.com"})).await,
     ];
     let roles = [create_role(&server, &admin, "A").await, create_role(&server, &admin, "B").await];
     USER_ROLE.check(&server, &admin, [&users[0], &users[1]], [&roles[0], &roles[1]]).await;
@@ -155,7 +156,7 @@ db_test!(links_cannot_reach_into_another_environment, |server| {
     let other = server.create_environment("other").await;
     let other_token = server.management_token("other", &other, None).await;
     let role = create_role(&server, &admin, "Local").await;
-    let user = create_user(&server, &admin, "local@example.com").await;
+    let user = create_user(&server, &admin, json!({"email": "local@example.com"})).await;
     let permission = create_permission(&server, &admin, "local:read").await;
     let (status, body) = server
         .api_at(

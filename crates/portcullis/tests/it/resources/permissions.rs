@@ -4,10 +4,11 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::db_test;
-use crate::resources::support::{
-    assert_conflict, assert_error, assert_invalid, assert_not_found, create_permission, doc, id_of, patch_doc,
+use crate::common::{
+    assert_conflict, assert_error, assert_invalid, assert_not_found, create_permission, id_of,
 };
+use crate::db_test;
+use crate::resources::support::{doc, patch_doc};
 
 db_test!(names_have_the_resource_action_form, |server| {
     let admin = server.admin_token().await;

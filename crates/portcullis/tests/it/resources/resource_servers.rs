@@ -4,12 +4,13 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{
+    assert_conflict, assert_error, assert_invalid, assert_not_found, create_api, create_scope, id_of,
+    system_api,
+};
 use crate::db_test;
 use crate::harness::TestServer;
-use crate::resources::support::{
-    assert_conflict, assert_error, assert_invalid, assert_not_found, create_api, create_scope, doc, id_of,
-    link_doc, patch_doc, system_api,
-};
+use crate::resources::support::{doc, link_doc, patch_doc};
 
 async fn post_api(server: &TestServer, token: &str, attributes: Value) -> (StatusCode, Value) {
     server.api(Method::POST, "/api/resource-servers", token, Some(doc("resource_server", attributes))).await

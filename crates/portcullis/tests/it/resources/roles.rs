@@ -4,11 +4,12 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::db_test;
-use crate::resources::support::{
+use crate::common::{
     assert_conflict, assert_error, assert_invalid, assert_not_found, create_permission, create_role,
-    create_user, doc, id_of, link_doc, patch_doc, quote,
+    create_user, id_of,
 };
+use crate::db_test;
+use crate::resources::support::{doc, link_doc, patch_doc, quote};
 
 db_test!(role_crud_and_validation, |server| {
     let admin = server.admin_token().await;
@@ -117,7 +118,7 @@ db_test!(single_get_shows_user_and_permission_counts, |server| {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
     for i in 0..2 {
-        let user = create_user(&server, &admin, &format!("dev{i}@example.com")).await;
+        let user = create_user(&server, &admin, json!({"email": format!("dev{i}@example.com")})).await;
         for r in [&role, &other_role] {
             let links = [("user", "user", user.as_str()), ("role", "role", r.as_str())];
             let (status, body) = server
@@ -152,7 +153,7 @@ db_test!(deleting_a_role_cascades_its_links, |server| {
     let role = create_role(&server, &admin, "Doomed").await;
     let survivor = create_role(&server, &admin, "Survivor").await;
     let permission = create_permission(&server, &admin, "posts:read").await;
-    let user = create_user(&server, &admin, "member@example.com").await;
+    let user = create_user(&server, &admin, json!({"email": "member@example.com"})).await;
     let mut links = Vec::new();
     for r in [&role, &survivor] {
         let rp = [("role", "role", r.as_str()), ("permission", "permission", permission.as_str())];

@@ -3,12 +3,12 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{
+    assert_conflict, assert_error, assert_invalid, assert_not_found, create_api, create_scope, id_of,
+};
 use crate::db_test;
 use crate::harness::Creds;
-use crate::resources::support::{
-    assert_conflict, assert_error, assert_invalid, assert_not_found, create_api, create_scope, doc, id_of,
-    link_doc, patch_doc,
-};
+use crate::resources::support::{doc, link_doc, patch_doc};
 
 fn scope_doc(attributes: Value, api: &str) -> Value {
     link_doc("scope", attributes, &[("resource_server", "resource_server", api)])

@@ -4,9 +4,10 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{assert_error, assert_invalid, assert_not_found, id_of};
 use crate::db_test;
 use crate::harness::TestServer;
-use crate::resources::support::{assert_error, assert_invalid, assert_not_found, doc, id_of, patch_doc};
+use crate::resources::support::{doc, patch_doc};
 
 const PATH: &str = "/api/signing-keys";
 

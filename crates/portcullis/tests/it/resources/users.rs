@@ -4,12 +4,12 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::common::{
+    assert_conflict, assert_error, assert_invalid, assert_not_found, create_role, create_user, id_of,
+};
 use crate::db_test;
 use crate::harness::TestServer;
-use crate::resources::support::{
-    assert_conflict, assert_error, assert_invalid, assert_not_found, create_role, create_user, doc, id_of,
-    link_doc, patch_doc, quote,
-};
+use crate::resources::support::{doc, link_doc, patch_doc, quote};
 
 const PASSWORD: &str = "s3cret-Passw0rd!";
 
@@ -171,7 +171,7 @@ db_test!(create_validates_every_attribute, |server| {
 
 db_test!(email_is_unique_case_insensitively_per_environment, |server| {
     let admin = server.admin_token().await;
-    create_user(&server, &admin, "Grace@Example.com").await;
+    create_user(&server, &admin, json!({"email": "Grace@Example.com"})).await;
     for email in ["grace@example.com", "GRACE@EXAMPLE.COM", "Grace@Example.com", "  grace@example.com "] {
         let (status, body) =
             server.api(Method::POST, "/api/users", &admin, Some(doc("user", new_user(email)))).await;
@@ -200,8 +200,8 @@ db_test!(email_is_unique_case_insensitively_per_environment, |server| {
 
 db_test!(patch_updates_and_validates, |server| {
     let admin = server.admin_token().await;
-    let id = create_user(&server, &admin, "lin@example.com").await;
-    create_user(&server, &admin, "taken@example.com").await;
+    let id = create_user(&server, &admin, json!({"email": "lin@example.com"})).await;
+    create_user(&server, &admin, json!({"email": "taken@example.com"})).await;
     let path = format!("/api/users/{id}");
     let patch = |attributes: Value| Some(patch_doc("user", &id, attributes));
 
@@ -302,7 +302,7 @@ async fn password_hash(server: &TestServer, id: &str) -> String {
 
 db_test!(patch_changes_the_password_only_with_a_matching_confirmation, |server| {
     let admin = server.admin_token().await;
-    let id = create_user(&server, &admin, "pw@example.com").await;
+    let id = create_user(&server, &admin, json!({"email": "pw@example.com"})).await;
     let path = format!("/api/users/{id}");
     let original = password_hash(&server, &id).await;
     let patch = |attributes: Value| Some(patch_doc("user", &id, attributes));
@@ -352,8 +352,8 @@ db_test!(patch_changes_the_password_only_with_a_matching_confirmation, |server| 
 
 db_test!(delete_removes_the_user_and_its_roles, |server| {
     let admin = server.admin_token().await;
-    let id = create_user(&server, &admin, "gone@example.com").await;
-    let keep = create_user(&server, &admin, "kept@example.com").await;
+    let id = create_user(&server, &admin, json!({"email": "gone@example.com"})).await;
+    let keep = create_user(&server, &admin, json!({"email": "kept@example.com"})).await;
     let role = create_role(&server, &admin, "Viewer").await;
     for user in [&id, &keep] {
         let (status, body) = server
