@@ -5,6 +5,7 @@
 mod common;
 mod harness;
 
+mod openapi;
 mod quick_start;
 
 /// Every Management API resource: CRUD, validation, and body errors.
