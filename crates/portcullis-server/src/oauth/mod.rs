@@ -192,12 +192,12 @@ async fn introspect(
 ) -> Result<Response, OAuthFailure> {
     let form = Form::parse(&headers, &body)?;
     let client = authenticated(&env, &headers, &form).await?;
+    // RFC 7662 §2.1: the endpoint must be protected from token scanning; a
+    // client id alone (a public client) is not authentication.
     if client.client_type != "confidential" {
-        return Err(OAuthError::new(
-            "unauthorized_client",
-            "only confidential clients may introspect tokens",
-        )
-        .into());
+        return Err(
+            OAuthError::invalid_client("introspection requires a confidential client's credentials").into()
+        );
     }
     let token = form.require("token")?;
     let result: Value = oauth::introspect(&core, &env, token).await?;

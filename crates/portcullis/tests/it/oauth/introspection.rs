@@ -77,7 +77,7 @@ db_test!(introspection_requires_client_authentication, |server| {
         &[("token", &admin), ("client_id", &public.client_id)],
     )
     .await;
-    assert_ne!(reply.status, StatusCode::OK);
+    reply.assert_oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     assert!(reply.body.get("active").is_none(), "{}", reply.body);
 });
 
