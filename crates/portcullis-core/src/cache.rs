@@ -1,8 +1,8 @@
 //! Per-process caches of what the token hot path needs (clients, resource
 //! servers, grants, signing keys, revocations), one [`EnvState`] per
 //! environment. A committed change drops the environment's state (in this
-//! process at once, in others through the database change feed), and the next
-//! request loads a fresh one.
+//! process before the commit returns, in others through PostgreSQL
+//! LISTEN/NOTIFY), and the next request loads a fresh one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

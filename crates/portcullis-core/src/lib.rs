@@ -54,28 +54,12 @@ impl Core {
             config,
             envs: cache::EnvRegistry::default(),
         });
-        // This process's own commits drop cached state before they return...
+        // Commits drop the cached state they changed: this process's before
+        // they return, other processes' through the PostgreSQL listener.
         let weak = Arc::downgrade(&core);
-        core.db.on_commit(move |environment_id| {
+        core.db.on_change(move |environment_id| {
             if let Some(core) = weak.upgrade() {
                 core.envs.invalidate(environment_id);
-            }
-        });
-        // ...and other processes' commits arrive through the change feed.
-        let weak = Arc::downgrade(&core);
-        let mut changes = core.db.changes();
-        tokio::spawn(async move {
-            loop {
-                let changed = match changes.recv().await {
-                    Ok(id) => id,
-                    // Missed notifications: drop everything rather than guess.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "*".to_owned(),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                match weak.upgrade() {
-                    Some(core) => core.envs.invalidate(&changed),
-                    None => return,
-                }
             }
         });
         let db = core.db.clone();

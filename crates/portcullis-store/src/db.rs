@@ -1,5 +1,5 @@
 //! The database handle: pools, migrations, write transactions and the change
-//! feed that keeps per-process caches coherent.
+//! hooks that keep per-process caches coherent.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Executor, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard, broadcast};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::model::{AuditEvent, Event, Origin, OutboxEvent};
 use crate::types::JsonText;
@@ -23,8 +23,8 @@ pub enum Backend {
 /// The PostgreSQL channel that carries cache invalidations between processes.
 const CHANGE_CHANNEL: &str = "portcullis_changes";
 
-/// A function told, synchronously, which environment a local commit changed.
-type CommitHook = Arc<dyn Fn(&str) + Send + Sync>;
+/// A function told which environment's cached state changed (`*`: any).
+type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct Db {
@@ -34,8 +34,10 @@ pub struct Db {
     /// SQLite has one writer; serialising writes in-process avoids busy
     /// retries. PostgreSQL needs no gate.
     write_gate: Option<Arc<Mutex<()>>>,
-    changes: broadcast::Sender<String>,
-    commit_hooks: Arc<std::sync::RwLock<Vec<CommitHook>>>,
+    change_hooks: Arc<std::sync::RwLock<Vec<ChangeHook>>>,
+    /// Tags this process's change notifications, so its own listener can
+    /// skip what its commits already reported.
+    process_tag: Arc<str>,
 }
 
 impl std::fmt::Debug for Db {
@@ -88,14 +90,13 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        let (changes, _) = broadcast::channel(1024);
         Ok(Db {
             pool,
             backend,
             url: url.into(),
             write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
-            changes,
-            commit_hooks: Arc::default(),
+            change_hooks: Arc::default(),
+            process_tag: new_id().into(),
         })
     }
 
@@ -136,21 +137,23 @@ impl Db {
         Ok(WriteTx { tx, _gate: gate, recorded: false, changed: Vec::new(), db: self.clone() })
     }
 
-    /// Environment ids whose cached configuration changed, from this process
-    /// and (on PostgreSQL, once [`Db::listen`] runs) from every other one.
-    pub fn changes(&self) -> broadcast::Receiver<String> {
-        self.changes.subscribe()
+    /// Registers `hook` to hear which environment's cached configuration
+    /// changed: from this process's commits synchronously, after the commit
+    /// and before [`WriteTx::commit`] returns (so the writer's next request
+    /// never sees the old state), and on PostgreSQL, once [`Db::listen`]
+    /// runs, from every other process.
+    pub fn on_change(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        self.change_hooks.write().expect("hook lock").push(Arc::new(hook));
     }
 
-    /// Registers `hook` to run for each environment a commit of this process
-    /// changed, after the commit and before [`WriteTx::commit`] returns, so
-    /// in-process caches never serve the old state to the writer's next
-    /// request. ([`Db::changes`] tells the same asynchronously.)
-    pub fn on_commit(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
-        self.commit_hooks.write().expect("hook lock").push(Arc::new(hook));
+    fn changed(&self, environment_id: &str) {
+        let hooks = self.change_hooks.read().expect("hook lock").clone();
+        for hook in &hooks {
+            hook(environment_id);
+        }
     }
 
-    /// Relays other processes' change notifications into [`Db::changes`].
+    /// Relays other processes' change notifications to the hooks.
     /// Returns when the listener cannot be (re)established; callers restart it.
     pub async fn listen(&self) -> Result<()> {
         if self.backend != Backend::Postgres {
@@ -159,10 +162,14 @@ impl Db {
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
         listener.listen(CHANGE_CHANNEL).await?;
         // Anything may have changed while we were not listening.
-        let _ = self.changes.send("*".to_owned());
+        self.changed("*");
         loop {
             let notification = listener.recv().await?;
-            let _ = self.changes.send(notification.payload().to_owned());
+            match notification.payload().split_once(' ') {
+                Some((tag, _)) if tag == &*self.process_tag => {}
+                Some((_, environment_id)) => self.changed(environment_id),
+                None => self.changed("*"),
+            }
         }
     }
 
@@ -262,19 +269,15 @@ impl WriteTx {
             for environment_id in &self.changed {
                 sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(CHANGE_CHANNEL)
-                    .bind(environment_id.clone())
+                    .bind(format!("{} {environment_id}", self.db.process_tag))
                     .execute(&mut *self.tx)
                     .await
                     .map_err(classify)?;
             }
         }
         self.tx.commit().await.map_err(classify)?;
-        let hooks = self.db.commit_hooks.read().expect("hook lock").clone();
-        for environment_id in self.changed.drain(..) {
-            for hook in &hooks {
-                hook(&environment_id);
-            }
-            let _ = self.db.changes.send(environment_id);
+        for environment_id in &self.changed {
+            self.db.changed(environment_id);
         }
         Ok(())
     }
