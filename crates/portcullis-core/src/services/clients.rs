@@ -94,18 +94,13 @@ fn validate_grant_types(grants: Vec<String>, client_type: &str) -> Result<Vec<St
     if grants.is_empty() {
         return Err(ServiceError::invalid("grant_types", "at least one grant type is required"));
     }
-    let mut out: Vec<String> = Vec::new();
-    for grant in grants {
-        if !GRANT_TYPES.contains(&grant.as_str()) {
-            return Err(ServiceError::invalid(
-                "grant_types",
-                format!("`{grant}` is not one of {}", GRANT_TYPES.join(", ")),
-            ));
-        }
-        if !out.contains(&grant) {
-            out.push(grant);
-        }
+    if let Some(grant) = grants.iter().find(|g| !GRANT_TYPES.contains(&g.as_str())) {
+        return Err(ServiceError::invalid(
+            "grant_types",
+            format!("`{grant}` is not one of {}", GRANT_TYPES.join(", ")),
+        ));
     }
+    let out = super::unique(grants);
     if client_type == "public" && out.iter().any(|g| g == "client_credentials") {
         return Err(ServiceError::invalid("grant_types", "public clients cannot use client_credentials"));
     }

@@ -5,7 +5,7 @@ use portcullis_store::{new_id, now_micros, record, repo};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Changes, Patch, attrs, fetch_in, finish, target, timestamp};
+use super::{Changes, Patch, attrs, fetch_in, finish, target, timestamp, unique};
 use crate::error::{Field, conflict_on};
 use crate::services::resource_servers::management_scopes;
 use crate::{Core, Ctx, Result, ServiceError};
@@ -57,13 +57,7 @@ async fn validate_scopes(
             format!("`{unknown}` is not a scope of this API"),
         ));
     }
-    let mut unique: Vec<String> = Vec::with_capacity(scopes.len());
-    for scope in scopes {
-        if !unique.contains(&scope) {
-            unique.push(scope);
-        }
-    }
-    Ok(Some(unique))
+    Ok(Some(unique(scopes)))
 }
 
 const TAKEN: &[&str] = &["grants_pair_key", "client_resource_server_grants.client_id"];

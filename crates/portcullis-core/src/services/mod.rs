@@ -105,18 +105,45 @@ pub(crate) async fn delete<R: Record>(
     invalidates_cache: bool,
 ) -> Result<()> {
     let mut tx = core.db.write().await?;
-    let row: R = fetch_in(&mut tx, ctx, kind, id).await?;
-    record::delete::<R>(tx.conn(), ctx.environment_id(), id).await?;
+    delete_in(&mut tx, ctx, kind, id, present, name).await?;
     if invalidates_cache {
         tx.invalidate(ctx.environment_id());
     }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Deletes a row inside `tx` and records `{kind}.deleted`; returns the row,
+/// for deletes that have more to do before they commit.
+pub(crate) async fn delete_in<R: Record>(
+    tx: &mut WriteTx,
+    ctx: &Ctx,
+    kind: &'static str,
+    id: &str,
+    present: fn(&R) -> ResourceObject,
+    name: fn(&R) -> Option<&str>,
+) -> Result<R> {
+    let row: R = fetch_in(tx, ctx, kind, id).await?;
+    record::delete::<R>(tx.conn(), ctx.environment_id(), id).await?;
     let event = Event {
         action: deleted_action(kind),
         targets: vec![target(kind, id, name(&row))],
         changes: Value::Object(Map::new()),
         data: serde_json::to_value(present(&row)).unwrap_or(Value::Null),
     };
-    finish(tx, ctx, event).await
+    tx.record(&ctx.origin(), &event).await?;
+    Ok(row)
+}
+
+/// `items` without repeats, in first-seen order.
+pub(crate) fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
 }
 
 fn deleted_action(kind: &'static str) -> &'static str {

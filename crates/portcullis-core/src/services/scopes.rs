@@ -4,7 +4,7 @@ use portcullis_store::{WriteTx, new_id, now_micros, record, repo};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Changes, Patch, attrs, fetch_in, finish, optional_text, target, timestamp};
+use super::{Changes, Patch, attrs, fetch_in, finish, optional_text, target, timestamp, unique};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
@@ -134,17 +134,11 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ScopeChanges) -> Re
 /// Deletes a scope; grants that allowed it no longer do.
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     let mut tx = core.db.write().await?;
-    let scope: Scope = fetch_in(&mut tx, ctx, KIND, id).await?;
-    record::delete::<Scope>(tx.conn(), ctx.environment_id(), id).await?;
+    let scope: Scope = super::delete_in(&mut tx, ctx, KIND, id, present, name).await?;
     follow_in_grants(&mut tx, &scope, None).await?;
     tx.invalidate(ctx.environment_id());
-    let event = Event {
-        action: "scope.deleted",
-        targets: vec![target(KIND, id, Some(&scope.name))],
-        changes: json!({}),
-        data: serde_json::to_value(present(&scope)).unwrap_or_default(),
-    };
-    finish(tx, ctx, event).await
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Keeps grants' `allowed_scopes` (scope names) true to a scope that is
@@ -156,14 +150,9 @@ async fn follow_in_grants(tx: &mut WriteTx, scope: &Scope, renamed: Option<&str>
         if !allowed.contains(&scope.name) {
             continue;
         }
-        let mut updated: Vec<String> = Vec::with_capacity(allowed.len());
-        for name in allowed.drain(..) {
-            let name = if name == scope.name { renamed.map(str::to_owned) } else { Some(name) };
-            if let Some(name) = name.filter(|n| !updated.contains(n)) {
-                updated.push(name);
-            }
-        }
-        *allowed = updated;
+        *allowed = unique(allowed.drain(..).filter_map(|allowed_name| {
+            if allowed_name == scope.name { renamed.map(str::to_owned) } else { Some(allowed_name) }
+        }));
         grant.updated_at = now_micros();
         record::update(tx.conn(), &scope.environment_id, &grant).await?;
     }
