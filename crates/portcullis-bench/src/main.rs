@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use portcullis_core::oauth::AccessClaims;
 use portcullis_core::{Core, CoreConfig};
 use portcullis_crypto::SigningKey;
@@ -34,32 +34,27 @@ struct Cli {
     command: Command,
 }
 
+/// Which key to exercise, and for how long.
+#[derive(Args)]
+struct KeyRun {
+    #[arg(long)]
+    handle: String,
+    /// Base64 master key that encrypts the private key at rest.
+    #[arg(long, env = "PORTCULLIS_MASTER_KEY")]
+    master_key: String,
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Prints `<signatures per second>` for the environment's primary key.
-    SignCeiling {
-        #[arg(long)]
-        handle: String,
-        /// Base64 master key that encrypts the private key at rest.
-        #[arg(long, env = "PORTCULLIS_MASTER_KEY")]
-        master_key: String,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-    },
+    SignCeiling(KeyRun),
     /// Prints `<verifications per second>` of a token signed by the
     /// environment's primary key (the ceiling of JWT introspection).
-    VerifyCeiling {
-        #[arg(long)]
-        handle: String,
-        #[arg(long, env = "PORTCULLIS_MASTER_KEY")]
-        master_key: String,
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-    },
+    VerifyCeiling(KeyRun),
     /// Inserts `count` users named bench-N@example.com.
     SeedUsers {
         #[arg(long)]
@@ -74,14 +69,14 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let db = Db::connect(&cli.database_url).await.context("cannot open the database")?;
     match cli.command {
-        Command::SignCeiling { handle, master_key, threads, seconds } => {
+        Command::SignCeiling(KeyRun { handle, master_key, threads, seconds }) => {
             let key = primary_key(db, &handle, &master_key).await?;
             let rate = repeat(threads, Duration::from_secs(seconds), move || {
                 portcullis_crypto::jws::sign(&key, "at+jwt", &claims()).expect("signing");
             });
             println!("{rate:.0}");
         }
-        Command::VerifyCeiling { handle, master_key, threads, seconds } => {
+        Command::VerifyCeiling(KeyRun { handle, master_key, threads, seconds }) => {
             let key = primary_key(db, &handle, &master_key).await?;
             let verifier = key.verifying_key()?;
             let token = portcullis_crypto::jws::sign(&key, "at+jwt", &claims())?;
