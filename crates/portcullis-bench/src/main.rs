@@ -119,6 +119,9 @@ fn claims() -> AccessClaims {
         jti: portcullis_crypto::secret::random_token::<16>(),
         client_id: "bench-client-id-0000000000000000".into(),
         scope: "read:invoices".into(),
+        auth_time: None,
+        roles: None,
+        permissions: None,
     }
 }
 
@@ -174,6 +177,8 @@ async fn seed_users(db: &Db, handle: &str, count: usize) -> anyhow::Result<usize
                 metadata: JsonText(serde_json::json!({})),
                 inserted_at: now,
                 updated_at: now,
+                failed_logins: 0,
+                locked_until: None,
             };
             record::insert(&mut tx, &user).await?;
         }

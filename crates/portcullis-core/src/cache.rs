@@ -50,6 +50,7 @@ pub struct EnvState {
     apis: OnceCell<Arc<ApiIndex>>,
     keys: OnceCell<Arc<KeyRing>>,
     revoked: OnceCell<Arc<HashSet<String>>>,
+    blocked_users: OnceCell<Arc<HashSet<String>>>,
     db: Db,
     master_key: MasterKey,
 }
@@ -70,6 +71,7 @@ impl EnvState {
             apis: OnceCell::new(),
             keys: OnceCell::new(),
             revoked: OnceCell::new(),
+            blocked_users: OnceCell::new(),
             db,
             master_key,
         }
@@ -163,6 +165,20 @@ impl EnvState {
                 let mut conn = self.db.read().await?;
                 let jtis = repo::tokens::revoked_jtis(&mut conn, self.id()).await?;
                 Ok::<_, ServiceError>(Arc::new(jtis.into_iter().collect()))
+            })
+            .await
+            .cloned()
+    }
+}
+
+impl EnvState {
+    /// Ids of blocked users, whose tokens stop working at once.
+    pub async fn blocked_users(&self) -> Result<Arc<HashSet<String>>> {
+        self.blocked_users
+            .get_or_try_init(|| async {
+                let mut conn = self.db.read().await?;
+                let ids = repo::signin::blocked_users(&mut conn, self.id()).await?;
+                Ok::<_, ServiceError>(Arc::new(ids.into_iter().collect()))
             })
             .await
             .cloned()

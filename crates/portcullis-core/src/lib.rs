@@ -8,6 +8,7 @@ pub mod events;
 pub mod oauth;
 pub mod passwords;
 pub mod services;
+pub mod signin;
 
 use std::sync::Arc;
 

@@ -7,6 +7,7 @@ pub mod env;
 pub mod error;
 pub mod oauth;
 pub mod openapi;
+pub mod pages;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub fn app(core: Arc<Core>) -> Router {
     Router::new()
         .merge(api::router(&core))
         .merge(oauth::router())
+        .merge(pages::router())
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -137,6 +137,17 @@ impl Db {
         Ok(WriteTx { tx, _gate: gate, recorded: false, changed: Vec::new(), db: self.clone() })
     }
 
+    /// Starts a transaction for operational state that is not a
+    /// configuration change: authorization codes, refresh-token rotation,
+    /// session activity. It commits without an audit event of its own; the
+    /// callers record what matters (`token.issued`, `session.revoked`)
+    /// through the event sink or a [`WriteTx`].
+    pub async fn write_state(&self) -> Result<WriteTx> {
+        let mut tx = self.write().await?;
+        tx.recorded = true;
+        Ok(tx)
+    }
+
     /// Registers `hook` to hear which environment's cached configuration
     /// changed: from this process's commits synchronously, after the commit
     /// and before [`WriteTx::commit`] returns (so the writer's next request

@@ -101,6 +101,10 @@ record! {
         pub metadata: JsonText<Value>,
         pub inserted_at: i64,
         pub updated_at: i64,
+        /// Consecutive failed password logins (reset by a successful one).
+        pub failed_logins: i64,
+        /// Password logins are refused until then (exponential lockout).
+        pub locked_until: Option<i64>,
     }
 }
 
@@ -165,6 +169,8 @@ record! {
         pub first_party: bool,
         pub inserted_at: i64,
         pub updated_at: i64,
+        #[sqlx(try_from = "String")]
+        pub post_logout_redirect_uris: JsonText<Vec<String>>,
     }
 }
 
@@ -275,6 +281,105 @@ record! {
         pub audience: String,
         pub expires_at: i64,
         pub revoked_at: Option<i64>,
+        pub inserted_at: i64,
+    }
+}
+
+record! {
+    /// A browser login session; the cookie holds the token, the row its hash.
+    pub struct Session in "sessions" {
+        pub id: String,
+        pub environment_id: String,
+        pub user_id: String,
+        pub token_hash: String,
+        pub ip_address: Option<String>,
+        pub user_agent: Option<String>,
+        /// When the user last proved who they are (OIDC `auth_time`).
+        pub authenticated_at: i64,
+        pub last_active_at: i64,
+        pub expires_at: i64,
+        pub revoked_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    /// A single-use authorization code, bound to its client, redirect URI
+    /// and PKCE challenge; only its hash is kept.
+    pub struct AuthorizationCode in "authorization_codes" {
+        pub id: String,
+        pub environment_id: String,
+        pub code_hash: String,
+        /// The client's row id.
+        pub client_id: String,
+        pub user_id: String,
+        pub session_id: Option<String>,
+        pub redirect_uri: String,
+        pub scope: String,
+        pub audience: Option<String>,
+        pub nonce: Option<String>,
+        pub code_challenge: Option<String>,
+        pub auth_time: i64,
+        /// The access token issued when the code was redeemed, so a replay
+        /// can revoke it.
+        pub access_jti: Option<String>,
+        pub access_expires_at: Option<i64>,
+        pub expires_at: i64,
+        pub used_at: Option<i64>,
+        pub inserted_at: i64,
+    }
+}
+
+record! {
+    /// A refresh token. Each use rotates it: the row is marked used and a new
+    /// one joins the same family; presenting a used one revokes the family.
+    pub struct RefreshToken in "refresh_tokens" {
+        pub id: String,
+        pub environment_id: String,
+        pub token_hash: String,
+        pub family_id: String,
+        /// The client's row id.
+        pub client_id: String,
+        pub user_id: String,
+        pub session_id: Option<String>,
+        pub scope: String,
+        pub audience: Option<String>,
+        pub auth_time: i64,
+        pub access_jti: Option<String>,
+        pub access_expires_at: Option<i64>,
+        pub expires_at: i64,
+        pub used_at: Option<i64>,
+        pub revoked_at: Option<i64>,
+        pub inserted_at: i64,
+    }
+}
+
+record! {
+    /// Scopes a user has allowed a client, remembered for later sign-ins.
+    pub struct Consent in "consents" {
+        pub id: String,
+        pub environment_id: String,
+        pub user_id: String,
+        /// The client's row id.
+        pub client_id: String,
+        #[sqlx(try_from = "String")]
+        pub scopes: JsonText<Vec<String>>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    /// A single-use emailed link (password reset, email confirmation).
+    pub struct UserToken in "user_tokens" {
+        pub id: String,
+        pub environment_id: String,
+        pub user_id: String,
+        pub purpose: String,
+        pub token_hash: String,
+        pub expires_at: i64,
+        pub used_at: Option<i64>,
         pub inserted_at: i64,
     }
 }

@@ -215,3 +215,104 @@ pub mod rbac {
             .collect()
     }
 }
+
+/// Sign-in state: sessions, authorization codes, refresh-token families.
+pub mod signin {
+    use super::*;
+
+    /// Marks a single-use row (`authorization_codes`, `refresh_tokens`,
+    /// `user_tokens`) used; `false` if it was used already, so of two
+    /// concurrent redemptions exactly one wins.
+    pub async fn claim(
+        conn: &mut AnyConnection,
+        table: &'static str,
+        environment_id: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut sql = Sql::new(format!("UPDATE {table} SET used_at = "));
+        sql.bind(now).push(" WHERE id = ").bind(id.to_owned());
+        sql.push(" AND environment_id = ").bind(environment_id.to_owned()).push(" AND used_at IS NULL");
+        Ok(sql.execute(conn).await? == 1)
+    }
+
+    /// Revokes the live refresh tokens matching `column = value` (a family,
+    /// a session, a user) and returns the access-token `jti`s (with expiry)
+    /// they issued, for the revocation list.
+    pub async fn revoke_refresh_tokens(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        column: &'static str,
+        value: &str,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        let mut sql =
+            Sql::new("SELECT access_jti, access_expires_at FROM refresh_tokens WHERE environment_id = ");
+        sql.bind(environment_id.to_owned());
+        sql.push(&format!(" AND {column} = ")).bind(value.to_owned());
+        sql.push(" AND access_jti IS NOT NULL AND access_expires_at > ").bind(now);
+        let rows = sql.fetch_rows(conn).await?;
+        let jtis = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("access_jti").map_err(classify)?,
+                    r.try_get::<i64, _>("access_expires_at").map_err(classify)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
+        sql.bind(now).push(" WHERE environment_id = ").bind(environment_id.to_owned());
+        sql.push(&format!(" AND {column} = ")).bind(value.to_owned()).push(" AND revoked_at IS NULL");
+        sql.execute(conn).await?;
+        Ok(jtis)
+    }
+
+    /// Revokes every live session of a user; returns their ids.
+    pub async fn revoke_user_sessions(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("UPDATE sessions SET revoked_at = ");
+        sql.bind(now).push(", updated_at = ").bind(now);
+        sql.push(" WHERE environment_id = ").bind(environment_id.to_owned());
+        sql.push(" AND user_id = ").bind(user_id.to_owned()).push(" AND revoked_at IS NULL");
+        sql.execute(conn).await
+    }
+
+    /// Names of the user's roles, and of the permissions those roles grant.
+    pub async fn roles_and_permissions(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        user_id: &str,
+    ) -> Result<(Vec<String>, Vec<String>)> {
+        let mut sql = Sql::new(
+            "SELECT r.name AS name FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.environment_id = ",
+        );
+        sql.bind(environment_id.to_owned()).push(" AND ur.user_id = ").bind(user_id.to_owned());
+        sql.push(" ORDER BY r.name");
+        let roles = names(sql.fetch_rows(conn).await?)?;
+        let mut sql = Sql::new(
+            "SELECT DISTINCT p.name AS name FROM user_roles ur \
+             JOIN role_permissions rp ON rp.role_id = ur.role_id \
+             JOIN permissions p ON p.id = rp.permission_id WHERE ur.environment_id = ",
+        );
+        sql.bind(environment_id.to_owned()).push(" AND ur.user_id = ").bind(user_id.to_owned());
+        sql.push(" ORDER BY p.name");
+        let permissions = names(sql.fetch_rows(conn).await?)?;
+        Ok((roles, permissions))
+    }
+
+    fn names(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<String>> {
+        rows.iter().map(|r| r.try_get::<String, _>("name").map_err(classify)).collect()
+    }
+
+    /// Ids of this environment's blocked users (a small set, cached).
+    pub async fn blocked_users(conn: &mut AnyConnection, environment_id: &str) -> Result<Vec<String>> {
+        let mut sql = Sql::new("SELECT id AS name FROM users WHERE blocked = ");
+        sql.bind(true).push(" AND environment_id = ").bind(environment_id.to_owned());
+        names(sql.fetch_rows(conn).await?)
+    }
+}

@@ -23,6 +23,7 @@ pub fn present(client: &Client) -> ResourceObject {
             "client_id": client.client_id,
             "client_type": client.client_type,
             "redirect_uris": client.redirect_uris.0,
+            "post_logout_redirect_uris": client.post_logout_redirect_uris.0,
             "grant_types": client.grant_types.0,
             "token_format": client.token_format,
             "first_party": client.first_party,
@@ -45,6 +46,8 @@ pub struct NewClient {
     #[serde(default)]
     pub redirect_uris: Vec<String>,
     #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
     pub grant_types: Option<Vec<String>>,
     #[serde(default)]
     pub token_format: Option<String>,
@@ -60,6 +63,8 @@ pub struct ClientChanges {
     #[serde(default)]
     pub redirect_uris: Patch<Vec<String>>,
     #[serde(default)]
+    pub post_logout_redirect_uris: Patch<Vec<String>>,
+    #[serde(default)]
     pub grant_types: Patch<Vec<String>>,
     #[serde(default)]
     pub token_format: Patch<String>,
@@ -69,10 +74,10 @@ pub struct ClientChanges {
     pub client_type: Patch<String>,
 }
 
-fn validate_redirect_uris(uris: Vec<String>) -> Result<Vec<String>> {
+fn validate_redirect_uris(field: &'static str, uris: Vec<String>) -> Result<Vec<String>> {
     if uris.len() > MAX_REDIRECT_URIS {
         return Err(ServiceError::invalid(
-            "redirect_uris",
+            field,
             format!("at most {MAX_REDIRECT_URIS} redirect URIs are allowed"),
         ));
     }
@@ -82,7 +87,7 @@ fn validate_redirect_uris(uris: Vec<String>) -> Result<Vec<String>> {
         });
         if !ok {
             return Err(ServiceError::invalid(
-                "redirect_uris",
+                field,
                 format!("`{uri}` is not an absolute http(s) URL without a fragment"),
             ));
         }
@@ -138,7 +143,11 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
         client_id: secret::random_base62(32),
         name: require_text("name", &input.name, 200)?,
         secret_hash: plain_secret.as_deref().map(secret::hash_secret),
-        redirect_uris: JsonText(validate_redirect_uris(input.redirect_uris)?),
+        redirect_uris: JsonText(validate_redirect_uris("redirect_uris", input.redirect_uris)?),
+        post_logout_redirect_uris: JsonText(validate_redirect_uris(
+            "post_logout_redirect_uris",
+            input.post_logout_redirect_uris,
+        )?),
         grant_types: JsonText(grant_types),
         token_format: validate_token_format(input.token_format.unwrap_or_else(|| "jwt".into()))?,
         first_party: input.first_party,
@@ -159,6 +168,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
         changes: json!({
             "name": {"from": null, "to": client.name},
             "redirect_uris": {"from": null, "to": client.redirect_uris.0},
+            "post_logout_redirect_uris": {"from": null, "to": client.post_logout_redirect_uris.0},
             "grant_types": {"from": null, "to": client.grant_types.0},
             "first_party": {"from": null, "to": client.first_party},
             "token_format": {"from": null, "to": client.token_format},
@@ -184,7 +194,11 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
         return Err(ServiceError::invalid("first_party", "first_party cannot be changed after creation"));
     }
     if let Some(uris) = input.redirect_uris.required("redirect_uris")? {
-        client.redirect_uris = JsonText(validate_redirect_uris(uris)?);
+        client.redirect_uris = JsonText(validate_redirect_uris("redirect_uris", uris)?);
+    }
+    if let Some(uris) = input.post_logout_redirect_uris.required("post_logout_redirect_uris")? {
+        client.post_logout_redirect_uris =
+            JsonText(validate_redirect_uris("post_logout_redirect_uris", uris)?);
     }
     if let Some(grants) = input.grant_types.required("grant_types")? {
         client.grant_types = JsonText(validate_grant_types(grants, &client.client_type)?);
@@ -198,6 +212,11 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
     let mut changes = Changes::default();
     changes.track("name", &before.name, &client.name);
     changes.track("redirect_uris", &before.redirect_uris.0, &client.redirect_uris.0);
+    changes.track(
+        "post_logout_redirect_uris",
+        &before.post_logout_redirect_uris.0,
+        &client.post_logout_redirect_uris.0,
+    );
     changes.track("grant_types", &before.grant_types.0, &client.grant_types.0);
     changes.track("token_format", &before.token_format, &client.token_format);
     let event = Event {

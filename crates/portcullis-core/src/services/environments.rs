@@ -116,6 +116,7 @@ pub async fn create(
         first_party: true,
         inserted_at: now,
         updated_at: now,
+        post_logout_redirect_uris: JsonText(vec![]),
     };
     record::insert(tx.conn(), &client).await?;
     let grant = Grant {

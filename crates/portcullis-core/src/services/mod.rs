@@ -11,6 +11,7 @@ pub mod resource_servers;
 pub mod role_permissions;
 pub mod roles;
 pub mod scopes;
+pub mod sessions;
 pub mod signing_keys;
 pub mod user_roles;
 pub mod users;
@@ -157,6 +158,7 @@ fn deleted_action(kind: &'static str) -> &'static str {
         "resource_server" => "resource_server.deleted",
         "scope" => "scope.deleted",
         "client_resource_server_grant" => "client_resource_server_grant.deleted",
+        "session" => "session.deleted",
         _ => "resource.deleted",
     }
 }

@@ -142,6 +142,8 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
         metadata: JsonText(metadata),
         inserted_at: now,
         updated_at: now,
+        failed_logins: 0,
+        locked_until: None,
     };
     let mut tx = core.db.write().await?;
     record::insert(tx.conn(), &user).await.map_err(conflict_on(
@@ -213,6 +215,9 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Res
     if before.blocked != user.blocked {
         // Blocking must take effect for cached token checks at once.
         tx.invalidate(ctx.environment_id());
+    }
+    if user.blocked && !before.blocked {
+        super::sessions::end_all_for_user(&mut tx, ctx.environment_id(), &user.id).await?;
     }
     let data = serde_json::to_value(present(&user)).unwrap_or_default();
     let targets = vec![target(KIND, &user.id, Some(&user.email))];

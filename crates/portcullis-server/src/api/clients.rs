@@ -63,6 +63,12 @@ impl Resource for Clients {
                 "Up to 10 absolute http(s) URLs, matched exactly.",
             ),
             attr(
+                "post_logout_redirect_uris",
+                "array",
+                Access::ReadWrite,
+                "Where RP-initiated logout may return to: up to 10 absolute http(s) URLs, matched exactly.",
+            ),
+            attr(
                 "grant_types",
                 "array",
                 Access::ReadWrite,

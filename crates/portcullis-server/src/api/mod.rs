@@ -12,6 +12,7 @@ pub mod resource_servers;
 pub mod role_permissions;
 pub mod roles;
 pub mod scopes;
+pub mod sessions;
 pub mod signing_keys;
 pub mod user_roles;
 pub mod users;
@@ -438,6 +439,7 @@ pub fn definitions() -> Vec<&'static ResourceDef> {
         clients::Clients::DEF,
         resource_servers::ResourceServers::DEF,
         scopes::Scopes::DEF,
+        sessions::Sessions::DEF,
         grants::Grants::DEF,
         signing_keys::SigningKeys::DEF,
         audit_events::AuditEvents::DEF,
@@ -454,6 +456,7 @@ pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
         .merge(clients::router(core))
         .merge(resource_servers::router(core))
         .merge(scopes::router(core))
+        .merge(sessions::router(core))
         .merge(grants::router(core))
         .merge(signing_keys::router(core))
         .merge(audit_events::router(core))

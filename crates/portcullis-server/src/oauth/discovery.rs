@@ -7,27 +7,41 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use portcullis_core::Core;
+use portcullis_core::oauth::authorize::OIDC_SCOPES;
 use serde_json::{Value, json};
 
 use crate::env::Env;
 use crate::error::ApiResult;
 
-/// What this server implements today; every endpoint listed here exists.
+/// What this server implements; every endpoint listed here exists.
 fn metadata(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth/authorize"),
         "token_endpoint": format!("{issuer}/oauth/token"),
+        "userinfo_endpoint": format!("{issuer}/oauth/userinfo"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "introspection_endpoint": format!("{issuer}/oauth/introspect"),
         "revocation_endpoint": format!("{issuer}/oauth/revoke"),
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "end_session_endpoint": format!("{issuer}/oauth/logout"),
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        "scopes_supported": OIDC_SCOPES,
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "sid", "name",
+                             "given_name", "family_name", "updated_at", "email", "email_verified"],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
         "resource_indicators_supported": true,
-        "scopes_supported": [],
+        "authorization_response_iss_parameter_supported": true,
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
     })
 }
 

@@ -2,6 +2,7 @@
 //! Errors are RFC 6749 §5.2 JSON with `Cache-Control: no-store`.
 
 pub mod discovery;
+mod userinfo;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
-use portcullis_core::oauth::{self, OAuthError, PresentedClient, RequestInfo};
+use portcullis_core::oauth::{self, OAuthError, PresentedClient, RequestInfo, grants};
 use portcullis_core::{Core, EnvState};
 use serde::Serialize;
 use serde_json::Value;
@@ -173,6 +174,14 @@ async fn token(
         "client_credentials" => {
             oauth::client_credentials(&core, &env, &client, form.get("scope"), &form.resources, info).await?
         }
+        "authorization_code" => {
+            let get = |key: &str| form.get(key).map(str::to_owned);
+            grants::authorization_code(&core, &env, &client, &get, &form.resources, info).await?
+        }
+        "refresh_token" => {
+            let get = |key: &str| form.get(key).map(str::to_owned);
+            grants::refresh_token(&core, &env, &client, &get, &form.resources, info).await?
+        }
         other => {
             return Err(OAuthError::new(
                 "unsupported_grant_type",
@@ -227,4 +236,5 @@ pub fn router() -> Router<Arc<Core>> {
         .route("/oauth/introspect", post(introspect))
         .route("/oauth/revoke", post(revoke))
         .merge(discovery::router())
+        .merge(userinfo::router())
 }

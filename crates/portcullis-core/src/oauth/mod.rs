@@ -2,12 +2,17 @@
 //! grant, access-token verification, introspection (RFC 7662) and revocation
 //! (RFC 7009). The hot path (authenticate, pick key, sign) reads only the
 //! environment's in-memory caches; the one write, `token.issued`, goes to the
-//! asynchronous event sink.
+//! asynchronous event sink. User sign-in lives in [`authorize`] (the
+//! authorization endpoint) and [`grants`] (code and refresh grants, ID
+//! tokens, UserInfo).
+
+pub mod authorize;
+pub mod grants;
 
 use std::sync::Arc;
 
 use portcullis_crypto::{jws, secret};
-use portcullis_store::model::{AccessToken, Actor, Client, Event, Origin};
+use portcullis_store::model::{AccessToken, Actor, Client, Event, Origin, RefreshToken};
 use portcullis_store::{new_id, now_micros, record, repo};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -76,6 +81,10 @@ pub struct TokenResponse {
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// RFC 9068 access-token claims.
@@ -90,11 +99,25 @@ pub struct AccessClaims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// When the user authenticated (user tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// The user's role names (user tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+    /// `resource:action` names granted by those roles (user tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
 }
 
 impl AccessClaims {
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split_ascii_whitespace()
+    }
+
+    /// Whether a user (not a client acting for itself) is the subject.
+    pub fn is_user_token(&self) -> bool {
+        self.sub != self.client_id
     }
 }
 
@@ -170,46 +193,77 @@ pub async fn client_credentials(
         jti: secret::random_token::<16>(),
         client_id: client.client_id.clone(),
         scope,
+        auth_time: None,
+        roles: None,
+        permissions: None,
     };
     let access_token = if client.token_format == "opaque" {
         store_opaque(core, env, &claims).await?
     } else {
-        let keys = env.keys().await?;
-        let key = keys.primary.as_ref().ok_or_else(|| {
-            tracing::error!(environment = %env.environment.handle, "no primary signing key");
-            OAuthError::server_error()
-        })?;
-        jws::sign(key, "at+jwt", &claims).map_err(|_| OAuthError::server_error())?
+        sign(env, "at+jwt", &claims).await?
     };
-    core.events.record(
-        Origin {
-            environment_id: env.id().to_owned(),
-            actor: Actor {
-                kind: "client",
-                id: Some(client.client_id.clone()),
-                name: Some(client.name.clone()),
-            },
-            ip_address: info.ip_address,
-            user_agent: info.user_agent,
-        },
-        Event {
-            action: "token.issued",
-            targets: vec![target("client", &client.id, Some(&client.name))],
-            changes: json!({}),
-            data: json!({"grant_type": "client_credentials", "client_id": claims.client_id, "aud": claims.aud,
-                         "scope": claims.scope, "jti": claims.jti, "exp": claims.exp}),
-        },
-    )
-    .await;
+    let summary = json!({"aud": claims.aud, "scope": claims.scope, "jti": claims.jti, "exp": claims.exp});
+    record_issued(core, env, client, "client_credentials", &summary, info).await;
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
         expires_in: api.server.token_ttl,
         scope: (!claims.scope.is_empty()).then_some(claims.scope),
+        id_token: None,
+        refresh_token: None,
     })
 }
 
-async fn store_opaque(core: &Core, env: &EnvState, claims: &AccessClaims) -> Result<String, OAuthError> {
+/// Signs claims with the environment's primary key.
+pub(crate) async fn sign(env: &EnvState, typ: &str, claims: &impl Serialize) -> Result<String, OAuthError> {
+    let keys = env.keys().await?;
+    let key = keys.primary.as_ref().ok_or_else(|| {
+        tracing::error!(environment = %env.environment.handle, "no primary signing key");
+        OAuthError::server_error()
+    })?;
+    jws::sign(key, typ, claims).map_err(|_| OAuthError::server_error())
+}
+
+/// Queues `token.issued` (written off the request path, stamped now).
+pub(crate) async fn record_issued(
+    core: &Core,
+    env: &EnvState,
+    client: &Client,
+    grant_type: &str,
+    summary: &Value,
+    info: RequestInfo,
+) {
+    let mut data = json!({"grant_type": grant_type, "client_id": client.client_id});
+    if let (Some(data), Some(summary)) = (data.as_object_mut(), summary.as_object()) {
+        data.extend(summary.clone());
+    }
+    core.events
+        .record(
+            Origin {
+                environment_id: env.id().to_owned(),
+                actor: Actor {
+                    kind: "client",
+                    id: Some(client.client_id.clone()),
+                    name: Some(client.name.clone()),
+                },
+                ip_address: info.ip_address,
+                user_agent: info.user_agent,
+            },
+            Event {
+                action: "token.issued",
+                targets: vec![target("client", &client.id, Some(&client.name))],
+                changes: json!({}),
+                data,
+            },
+        )
+        .await;
+}
+
+pub(crate) async fn store_opaque(
+    core: &Core,
+    env: &EnvState,
+    claims: &AccessClaims,
+) -> Result<String, OAuthError> {
     let token = secret::random_token::<32>();
     let row = AccessToken {
         id: new_id(),
@@ -239,6 +293,8 @@ pub enum TokenRejection {
     WrongIssuer,
     /// The client it was issued to no longer exists.
     UnknownClient,
+    /// Its user has been blocked.
+    UserBlocked,
 }
 
 impl TokenRejection {
@@ -250,6 +306,7 @@ impl TokenRejection {
             TokenRejection::Revoked => "the access token has been revoked",
             TokenRejection::WrongIssuer => "the access token was not issued by this environment",
             TokenRejection::UnknownClient => "the client the access token was issued to no longer exists",
+            TokenRejection::UserBlocked => "the user of the access token is blocked",
         }
     }
 }
@@ -307,10 +364,16 @@ pub async fn verify_access_token(
             jti: row.jti,
             client_id: row.client_id,
             scope: row.scope,
+            auth_time: None,
+            roles: None,
+            permissions: None,
         }
     };
     if env.client(&claims.client_id).await?.is_none() {
         return Err(TokenRejection::UnknownClient.into());
+    }
+    if claims.is_user_token() && env.blocked_users().await?.contains(&claims.sub) {
+        return Err(TokenRejection::UserBlocked.into());
     }
     Ok(claims)
 }
@@ -367,6 +430,9 @@ pub async fn revoke(
     token: &str,
     info: RequestInfo,
 ) -> Result<(), OAuthError> {
+    if !looks_like_jwt(token) && revoke_refresh_token(core, env, client, token, &info).await? {
+        return Ok(());
+    }
     let (jti, expires_at, opaque_hash) = if looks_like_jwt(token) {
         let keys = env.keys().await?;
         let Ok(verified) = jws::verify(token, |kid| keys.verifiers.get(kid)) else { return Ok(()) };
@@ -422,4 +488,43 @@ pub async fn revoke(
     .map_err(ServiceError::from)?;
     tx.commit().await.map_err(ServiceError::from)?;
     Ok(())
+}
+
+/// Revokes a refresh token and its whole family (with the access tokens it
+/// issued); `false` if `token` is not a refresh token of this environment.
+async fn revoke_refresh_token(
+    core: &Core,
+    env: &EnvState,
+    client: &Client,
+    token: &str,
+    info: &RequestInfo,
+) -> Result<bool, OAuthError> {
+    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
+    let row: Option<RefreshToken> =
+        record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(token))
+            .await
+            .map_err(ServiceError::from)?;
+    drop(conn);
+    let Some(row) = row else { return Ok(false) };
+    if row.client_id != client.id || row.revoked_at.is_some() {
+        return Ok(true);
+    }
+    let mut tx = core.db.write().await.map_err(ServiceError::from)?;
+    crate::services::sessions::end_tokens(&mut tx, env.id(), "family_id", &row.family_id, now_micros())
+        .await?;
+    let origin = Origin {
+        environment_id: env.id().to_owned(),
+        actor: Actor { kind: "client", id: Some(client.client_id.clone()), name: Some(client.name.clone()) },
+        ip_address: info.ip_address.clone(),
+        user_agent: info.user_agent.clone(),
+    };
+    let event = Event {
+        action: "token.revoked",
+        targets: vec![target("client", &client.id, Some(&client.name)), target("user", &row.user_id, None)],
+        changes: json!({}),
+        data: json!({"token_type": "refresh_token", "family_id": row.family_id, "client_id": client.client_id}),
+    };
+    tx.record(&origin, &event).await.map_err(ServiceError::from)?;
+    tx.commit().await.map_err(ServiceError::from)?;
+    Ok(true)
 }

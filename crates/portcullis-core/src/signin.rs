@@ -1,0 +1,195 @@
+//! Password sign-in for the hosted pages: constant-time credential checks,
+//! exponential lockout, and the browser session it starts.
+
+use std::sync::Arc;
+
+use portcullis_store::model::{Actor, Event, Session, User};
+use portcullis_store::{now_micros, record};
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::oauth::RequestInfo;
+use crate::services::{sessions, target};
+use crate::{Core, Ctx, EnvState, Result, ServiceError};
+
+/// Failures before an account locks.
+pub const LOCKOUT_THRESHOLD: i64 = 5;
+/// The first lock; each further failure doubles it, up to [`LOCKOUT_MAX_SECONDS`].
+pub const LOCKOUT_BASE_SECONDS: i64 = 30;
+pub const LOCKOUT_MAX_SECONDS: i64 = 3600;
+
+#[derive(Debug)]
+pub enum LoginError {
+    /// Wrong email or password (the two are never told apart).
+    InvalidCredentials,
+    /// Too many failures: try again after this many seconds.
+    Locked {
+        retry_after: i64,
+    },
+    /// Right password, but an administrator blocked the user.
+    Blocked,
+    Service(ServiceError),
+}
+
+impl From<ServiceError> for LoginError {
+    fn from(e: ServiceError) -> Self {
+        LoginError::Service(e)
+    }
+}
+
+impl From<portcullis_store::StoreError> for LoginError {
+    fn from(e: portcullis_store::StoreError) -> Self {
+        LoginError::Service(e.into())
+    }
+}
+
+/// A successful login: the session, and its cookie token when a new session
+/// was started (re-authenticating an existing one keeps its cookie).
+pub struct LoggedIn {
+    pub user: User,
+    pub session: Session,
+    pub new_token: Option<String>,
+}
+
+/// A hash to verify against when the email is unknown, so an unknown email
+/// costs the same Argon2id work as a wrong password.
+async fn decoy_hash(core: &Core) -> Result<&'static str> {
+    static DECOY: OnceCell<String> = OnceCell::const_new();
+    DECOY
+        .get_or_try_init(|| core.passwords.hash("portcullis decoy password".into()))
+        .await
+        .map(String::as_str)
+}
+
+/// How long an account stays locked after `failures` consecutive failures.
+pub fn lock_seconds(failures: i64) -> Option<i64> {
+    (failures >= LOCKOUT_THRESHOLD).then(|| {
+        let doublings = (failures - LOCKOUT_THRESHOLD).min(16);
+        (LOCKOUT_BASE_SECONDS << doublings).min(LOCKOUT_MAX_SECONDS)
+    })
+}
+
+pub fn user_ctx(env: &Arc<EnvState>, user: &User, info: &RequestInfo) -> Ctx {
+    Ctx {
+        env: env.clone(),
+        actor: Actor { kind: "user", id: Some(user.id.clone()), name: Some(user.email.clone()) },
+        ip_address: info.ip_address.clone(),
+        user_agent: info.user_agent.clone(),
+    }
+}
+
+/// Checks an email and password and starts (or refreshes) a session.
+/// `current` is the browser's live session, if any: the same user signing in
+/// again re-authenticates it; another user's is revoked.
+pub async fn password_login(
+    core: &Core,
+    env: &Arc<EnvState>,
+    email: &str,
+    password: &str,
+    info: &RequestInfo,
+    current: Option<&Session>,
+) -> std::result::Result<LoggedIn, LoginError> {
+    let mut conn = core.db.read().await?;
+    let user: Option<User> =
+        record::find_by(&mut conn, env.id(), "lower(email)", &email.trim().to_lowercase()).await?;
+    drop(conn);
+    let now = now_micros();
+    let Some(user) = user else {
+        core.passwords.verify(password.to_owned(), decoy_hash(core).await?.to_owned()).await?;
+        return Err(LoginError::InvalidCredentials);
+    };
+    if let Some(until) = user.locked_until.filter(|until| *until > now) {
+        return Err(LoginError::Locked { retry_after: (until - now + 999_999) / 1_000_000 });
+    }
+    let stored = user.password_hash.clone().unwrap_or_default();
+    let stored = if stored.is_empty() { decoy_hash(core).await?.to_owned() } else { stored };
+    let ok = core.passwords.verify(password.to_owned(), stored).await? && user.password_hash.is_some();
+    let ctx = user_ctx(env, &user, info);
+    if !ok {
+        let failures = user.failed_logins + 1;
+        let locked_until = lock_seconds(failures).map(|s| now + s * 1_000_000);
+        let mut tx = core.db.write_state().await?;
+        let mut updated = user.clone();
+        updated.failed_logins = failures;
+        updated.locked_until = locked_until;
+        record::update(tx.conn(), env.id(), &updated).await?;
+        tx.commit().await?;
+        core.events
+            .record(
+                ctx.origin(),
+                Event {
+                    action: "user.login_failed",
+                    targets: vec![target("user", &user.id, Some(&user.email))],
+                    changes: json!({}),
+                    data: json!({"user_id": user.id, "failed_logins": failures, "locked": locked_until.is_some()}),
+                },
+            )
+            .await;
+        return Err(match locked_until {
+            Some(until) => LoginError::Locked { retry_after: (until - now + 999_999) / 1_000_000 },
+            None => LoginError::InvalidCredentials,
+        });
+    }
+    if user.blocked {
+        return Err(LoginError::Blocked);
+    }
+    start_session(core, &ctx, user, current).await
+}
+
+/// Starts a session for a user who just proved who they are.
+pub async fn start_session(
+    core: &Core,
+    ctx: &Ctx,
+    user: User,
+    current: Option<&Session>,
+) -> std::result::Result<LoggedIn, LoginError> {
+    let env = ctx.environment_id();
+    let now = now_micros();
+    let mut tx = core.db.write().await?;
+    if user.failed_logins > 0 || user.locked_until.is_some() {
+        let mut reset = user.clone();
+        reset.failed_logins = 0;
+        reset.locked_until = None;
+        record::update(tx.conn(), env, &reset).await?;
+    }
+    let reuse = current.filter(|s| s.user_id == user.id && s.revoked_at.is_none());
+    let (session, new_token, event) = match reuse {
+        Some(existing) => {
+            let mut session = existing.clone();
+            session.authenticated_at = now;
+            session.last_active_at = now;
+            session.updated_at = now;
+            record::update(tx.conn(), env, &session).await?;
+            let event = Event {
+                action: "session.reauthenticated",
+                targets: vec![
+                    target(sessions::KIND, &session.id, None),
+                    target("user", &user.id, Some(&user.email)),
+                ],
+                changes: json!({}),
+                data: serde_json::to_value(sessions::present(&session)).unwrap_or_default(),
+            };
+            (session, None, event)
+        }
+        None => {
+            if let Some(other) = current.filter(|s| s.revoked_at.is_none()) {
+                let mut other = other.clone();
+                other.revoked_at = Some(now);
+                other.updated_at = now;
+                record::update(tx.conn(), env, &other).await?;
+                sessions::end_tokens(&mut tx, env, "session_id", &other.id, now).await?;
+            }
+            let (session, token) = sessions::create_in(&mut tx, ctx, &user).await?;
+            let event = sessions::created_event(&session, &user);
+            (session, Some(token), event)
+        }
+    };
+    tx.record(&ctx.origin(), &event).await?;
+    tx.commit().await?;
+    Ok(LoggedIn { user, session, new_token })
+}
+
+/// Ends a browser session (hosted logout).
+pub async fn logout(core: &Core, ctx: &Ctx, session: &Session) -> Result<()> {
+    sessions::revoke(core, ctx, &session.id).await.map(|_| ())
+}

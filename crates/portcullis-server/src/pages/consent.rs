@@ -1,0 +1,135 @@
+//! `GET/POST /consent`: asks the signed-in user to allow a third-party
+//! client the scopes it requested; the answer is remembered per user and
+//! client.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum_extra::extract::cookie::CookieJar;
+use portcullis_core::Core;
+use portcullis_core::oauth::authorize::{self as flow, AuthorizationRequest};
+use portcullis_core::signin::user_ctx;
+use serde::Deserialize;
+
+use super::{
+    PageForm, browser_session, continue_flow, csrf_failed, csrf_ok, csrf_token, message, open_flow, redirect,
+    render, request_info, server_error,
+};
+use crate::env::{Env, RequestMeta};
+
+#[derive(Deserialize)]
+struct FlowQuery {
+    flow: Option<String>,
+}
+
+/// What a scope means, for people.
+fn describe(scope: &str) -> &'static str {
+    match scope {
+        "openid" => "Confirm who you are",
+        "profile" => "See your name",
+        "email" => "See your email address and whether it is verified",
+        "offline_access" => "Stay connected when you are not using it",
+        "address" => "See your postal address",
+        "phone" => "See your phone number",
+        _ => "",
+    }
+}
+
+/// The flow this page is for; without one there is nothing to consent to.
+fn required_flow(
+    core: &Core,
+    env: &portcullis_core::EnvState,
+    sealed: Option<&str>,
+) -> Result<AuthorizationRequest, Response> {
+    match open_flow(core, env, sealed)? {
+        Some(request) => Ok(request),
+        None => Err(message(
+            StatusCode::BAD_REQUEST,
+            env,
+            "Nothing to authorize",
+            "Start from the application you want to use.",
+        )),
+    }
+}
+
+async fn show(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    jar: CookieJar,
+    Query(query): Query<FlowQuery>,
+) -> Response {
+    let request = match required_flow(&core, &env, query.flow.as_deref()) {
+        Ok(request) => request,
+        Err(page) => return page,
+    };
+    let session = match browser_session(&core, &env, &jar).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return continue_flow(&core, &env, &request, None).await,
+        Err(error) => return server_error(&env, &error),
+    };
+    let client_name = match env.client(&request.client_id).await {
+        Ok(Some(client)) => client.name.clone(),
+        Ok(None) => return continue_flow(&core, &env, &request, Some(&session)).await,
+        Err(error) => return server_error(&env, &error),
+    };
+    let scopes: Vec<_> = request
+        .scopes
+        .iter()
+        .map(|s| minijinja::context! { name => s, description => describe(s) })
+        .collect();
+    let (jar, csrf) = csrf_token(&core, jar);
+    let html = render(
+        StatusCode::OK,
+        &env,
+        "consent.html",
+        minijinja::context! {
+            csrf => csrf, flow => query.flow, client_name => client_name,
+            user_email => session.1.email, scopes => scopes,
+        },
+    );
+    (jar, html).into_response()
+}
+
+async fn submit(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    meta: RequestMeta,
+    jar: CookieJar,
+    body: Bytes,
+) -> Response {
+    let form = PageForm::parse(&body);
+    if !csrf_ok(&core, &jar, &form) {
+        return csrf_failed(&env);
+    }
+    let request = match required_flow(&core, &env, form.get("flow")) {
+        Ok(request) => request,
+        Err(page) => return page,
+    };
+    let session = match browser_session(&core, &env, &jar).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return continue_flow(&core, &env, &request, None).await,
+        Err(error) => return server_error(&env, &error),
+    };
+    if form.get("decision") != Some("allow") {
+        return redirect(&flow::denied(&env, &request));
+    }
+    let client = match env.client(&request.client_id).await {
+        Ok(Some(client)) => client,
+        Ok(None) => return continue_flow(&core, &env, &request, Some(&session)).await,
+        Err(error) => return server_error(&env, &error),
+    };
+    let ctx = user_ctx(&env, &session.1, &request_info(meta));
+    if let Err(error) = flow::grant_consent(&core, &ctx, &session.1, &client, &request.scopes).await {
+        return server_error(&env, &error);
+    }
+    continue_flow(&core, &env, &request, Some(&session)).await
+}
+
+pub fn router() -> Router<Arc<Core>> {
+    Router::new().route("/consent", get(show).post(submit))
+}

@@ -1,0 +1,157 @@
+//! `GET/POST /login`: the password login page.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum_extra::extract::cookie::CookieJar;
+use portcullis_core::oauth::authorize::AuthorizationRequest;
+use portcullis_core::signin::{self, LoginError};
+use portcullis_core::{Core, EnvState};
+use serde::Deserialize;
+
+use super::{
+    PageForm, browser_session, continue_flow, csrf_failed, csrf_ok, csrf_token, message, open_flow, render,
+    request_info, server_error, set_session_cookie,
+};
+use crate::env::{Env, RequestMeta};
+
+#[derive(Deserialize)]
+struct FlowQuery {
+    flow: Option<String>,
+}
+
+async fn client_name(env: &EnvState, request: Option<&AuthorizationRequest>) -> Option<String> {
+    let request = request?;
+    env.client(&request.client_id).await.ok().flatten().map(|c| c.name.clone())
+}
+
+struct LoginPage<'a> {
+    flow: Option<&'a str>,
+    request: Option<&'a AuthorizationRequest>,
+    email: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+async fn page(
+    core: &Core,
+    env: &EnvState,
+    jar: CookieJar,
+    status: StatusCode,
+    view: LoginPage<'_>,
+) -> Response {
+    let (jar, csrf) = csrf_token(core, jar);
+    let email = view.email.or(view.request.and_then(|r| r.login_hint.as_deref()));
+    let html = render(
+        status,
+        env,
+        "login.html",
+        minijinja::context! {
+            csrf => csrf,
+            flow => view.flow,
+            email => email,
+            error => view.error,
+            client_name => client_name(env, view.request).await,
+            registration_enabled => env.environment.registration_enabled,
+        },
+    );
+    (jar, html).into_response()
+}
+
+async fn show(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    jar: CookieJar,
+    Query(query): Query<FlowQuery>,
+) -> Response {
+    let request = match open_flow(&core, &env, query.flow.as_deref()) {
+        Ok(request) => request,
+        Err(page) => return page,
+    };
+    let view = LoginPage { flow: query.flow.as_deref(), request: request.as_ref(), email: None, error: None };
+    page(&core, &env, jar, StatusCode::OK, view).await
+}
+
+async fn submit(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    meta: RequestMeta,
+    jar: CookieJar,
+    body: Bytes,
+) -> Response {
+    let form = PageForm::parse(&body);
+    if !csrf_ok(&core, &jar, &form) {
+        return csrf_failed(&env);
+    }
+    let request = match open_flow(&core, &env, form.get("flow")) {
+        Ok(request) => request,
+        Err(page) => return page,
+    };
+    let (Some(email), Some(password)) = (form.get("email"), form.get("password")) else {
+        let view = LoginPage {
+            flow: form.get("flow"),
+            request: request.as_ref(),
+            email: form.get("email"),
+            error: Some("Enter your email and password."),
+        };
+        return page(&core, &env, jar, StatusCode::BAD_REQUEST, view).await;
+    };
+    let current = match browser_session(&core, &env, &jar).await {
+        Ok(current) => current,
+        Err(error) => return server_error(&env, &error),
+    };
+    let info = request_info(meta);
+    let outcome =
+        signin::password_login(&core, &env, email, password, &info, current.as_ref().map(|(s, _)| s)).await;
+    let failed = |text: &'static str| LoginPage {
+        flow: form.get("flow"),
+        request: request.as_ref(),
+        email: Some(email),
+        error: Some(text),
+    };
+    let logged_in = match outcome {
+        Ok(logged_in) => logged_in,
+        Err(LoginError::InvalidCredentials) => {
+            let view = failed("The email or password is incorrect.");
+            return page(&core, &env, jar, StatusCode::UNAUTHORIZED, view).await;
+        }
+        Err(LoginError::Blocked) => {
+            let view = failed("This account has been blocked. Contact your administrator.");
+            return page(&core, &env, jar, StatusCode::FORBIDDEN, view).await;
+        }
+        Err(LoginError::Locked { retry_after }) => {
+            let view = failed("Too many failed sign-in attempts. Wait a few minutes, then try again.");
+            let mut response = page(&core, &env, jar, StatusCode::TOO_MANY_REQUESTS, view).await;
+            if let Ok(value) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Err(LoginError::Service(error)) => return server_error(&env, &error),
+    };
+    let jar = match logged_in.new_token {
+        Some(token) => set_session_cookie(&core, jar, token),
+        None => jar,
+    };
+    let next = match &request {
+        Some(request) => {
+            let session = (logged_in.session, logged_in.user);
+            continue_flow(&core, &env, request, Some(&session)).await
+        }
+        None => message(
+            StatusCode::OK,
+            &env,
+            "You are signed in",
+            &format!("Signed in as {}.", logged_in.user.email),
+        ),
+    };
+    (jar, next).into_response()
+}
+
+pub fn router() -> Router<Arc<Core>> {
+    Router::new().route("/login", get(show).post(submit))
+}

@@ -1,0 +1,248 @@
+//! Hosted pages: the authorization endpoint's browser side, login, consent
+//! and logout. Server-rendered (minijinja, autoescaped), usable without
+//! JavaScript, protected by a double-submit CSRF cookie.
+//!
+//! A sign-in in progress is carried from page to page as a sealed `flow`
+//! (see `portcullis_core::oauth::authorize`), so no page keeps server state
+//! between requests except the session itself.
+
+// Page helpers return the page to show as their error: it is what the
+// handler sends next, so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+mod authorize;
+mod consent;
+mod login;
+mod logout;
+
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use portcullis_core::oauth::RequestInfo;
+use portcullis_core::oauth::authorize::{self as flow, AuthorizationRequest, Next};
+use portcullis_core::services::sessions;
+use portcullis_core::{Core, EnvState, ServiceError};
+use portcullis_crypto::secret;
+use portcullis_store::model::{Session, User};
+
+use crate::env::RequestMeta;
+
+static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
+    let mut env = minijinja::Environment::new();
+    let templates = [
+        ("base.html", include_str!("../../templates/base.html")),
+        ("login.html", include_str!("../../templates/login.html")),
+        ("register.html", include_str!("../../templates/register.html")),
+        ("consent.html", include_str!("../../templates/consent.html")),
+        ("forgot.html", include_str!("../../templates/forgot.html")),
+        ("reset.html", include_str!("../../templates/reset.html")),
+        ("logout.html", include_str!("../../templates/logout.html")),
+        ("message.html", include_str!("../../templates/message.html")),
+        ("password_change.html", include_str!("../../templates/password_change.html")),
+    ];
+    for (name, source) in templates {
+        env.add_template(name, source).expect("bundled templates parse");
+    }
+    env
+});
+
+/// Security headers for every hosted page: no caching, no framing, no
+/// scripts, no referrer (flows and codes live in URLs).
+fn harden(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+}
+
+/// Renders a template with the environment's name added.
+pub(crate) fn render(status: StatusCode, env: &EnvState, name: &str, context: minijinja::Value) -> Response {
+    let context = minijinja::context! { env_name => env.environment.name.clone(), ..context };
+    let body = TEMPLATES.get_template(name).and_then(|t| t.render(context));
+    let mut response = match body {
+        Ok(html) => (status, html).into_response(),
+        Err(error) => {
+            tracing::error!(%error, template = name, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+        }
+    };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    harden(&mut response);
+    response
+}
+
+/// A page with a title and a message (errors and notices).
+pub(crate) fn message(status: StatusCode, env: &EnvState, title: &str, text: &str) -> Response {
+    render(
+        status,
+        env,
+        "message.html",
+        minijinja::context! { title => title, message => text, error => status.is_client_error() || status.is_server_error() },
+    )
+}
+
+pub(crate) fn server_error(env: &EnvState, error: &ServiceError) -> Response {
+    tracing::error!(%error, "hosted page failed");
+    message(StatusCode::INTERNAL_SERVER_ERROR, env, "Something went wrong", "Please try again in a moment.")
+}
+
+/// A redirect that the page headers also apply to.
+pub(crate) fn redirect(to: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    harden(&mut response);
+    response
+}
+
+/// Cookie names: `__Host-` prefixed (Secure, host-only, Path=/) on https.
+fn cookie_name(core: &Core, base: &'static str) -> String {
+    if core.config.public_scheme == "https" { format!("__Host-{base}") } else { base.to_owned() }
+}
+
+fn cookie(core: &Core, name: String, value: String) -> Cookie<'static> {
+    let mut cookie = Cookie::new(name, value);
+    cookie.set_http_only(true);
+    cookie.set_same_site(SameSite::Lax);
+    cookie.set_path("/");
+    cookie.set_secure(core.config.public_scheme == "https");
+    cookie
+}
+
+pub(crate) fn session_cookie_name(core: &Core) -> String {
+    cookie_name(core, "portcullis_session")
+}
+
+pub(crate) fn set_session_cookie(core: &Core, jar: CookieJar, token: String) -> CookieJar {
+    jar.add(cookie(core, session_cookie_name(core), token))
+}
+
+pub(crate) fn clear_session_cookie(core: &Core, jar: CookieJar) -> CookieJar {
+    jar.remove(cookie(core, session_cookie_name(core), String::new()))
+}
+
+/// The browser's live session, if its cookie names one.
+pub(crate) async fn browser_session(
+    core: &Core,
+    env: &EnvState,
+    jar: &CookieJar,
+) -> Result<Option<(Session, User)>, ServiceError> {
+    match jar.get(&session_cookie_name(core)) {
+        Some(cookie) if !cookie.value().is_empty() => sessions::find_active(core, env, cookie.value()).await,
+        _ => Ok(None),
+    }
+}
+
+/// The CSRF token for this browser (double-submit: the form field must
+/// equal the cookie). Sets the cookie when the browser has none.
+pub(crate) fn csrf_token(core: &Core, jar: CookieJar) -> (CookieJar, String) {
+    let name = cookie_name(core, "portcullis_csrf");
+    match jar.get(&name).map(|c| c.value().to_owned()).filter(|v| v.len() >= 32) {
+        Some(token) => (jar, token),
+        None => {
+            let token = secret::random_token::<32>();
+            (jar.add(cookie(core, name, token.clone())), token)
+        }
+    }
+}
+
+/// Whether a submitted form carries this browser's CSRF token.
+pub(crate) fn csrf_ok(core: &Core, jar: &CookieJar, form: &PageForm) -> bool {
+    let name = cookie_name(core, "portcullis_csrf");
+    match (jar.get(&name), form.get("csrf")) {
+        (Some(cookie), Some(sent)) => {
+            cookie.value().len() >= 32 && secret::constant_time_eq(cookie.value(), sent)
+        }
+        _ => false,
+    }
+}
+
+pub(crate) fn csrf_failed(env: &EnvState) -> Response {
+    message(
+        StatusCode::FORBIDDEN,
+        env,
+        "Your session has expired",
+        "The form was too old or did not come from this site. Go back, reload the page and try again.",
+    )
+}
+
+/// A submitted hosted-page form (`application/x-www-form-urlencoded`).
+pub(crate) struct PageForm(std::collections::HashMap<String, String>);
+
+impl PageForm {
+    pub fn parse(body: &[u8]) -> PageForm {
+        PageForm(form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str).filter(|v| !v.is_empty())
+    }
+}
+
+/// The request's IP and user agent, for sessions and audit records.
+pub(crate) fn request_info(meta: RequestMeta) -> RequestInfo {
+    RequestInfo { ip_address: meta.ip_address, user_agent: meta.user_agent }
+}
+
+/// Opens the `flow` a page was given; `None` (and the page to show) when it
+/// is missing, altered or expired.
+pub(crate) fn open_flow(
+    core: &Core,
+    env: &EnvState,
+    sealed: Option<&str>,
+) -> Result<Option<AuthorizationRequest>, Response> {
+    match sealed {
+        None => Ok(None),
+        Some(sealed) => flow::open(core, env, sealed).map(Some).ok_or_else(|| {
+            message(
+                StatusCode::BAD_REQUEST,
+                env,
+                "This sign-in has expired",
+                "Go back to the application and start signing in again.",
+            )
+        }),
+    }
+}
+
+/// Takes a sign-in one step further: to the login page, the consent page,
+/// or back to the client with a code or an error.
+pub(crate) async fn continue_flow(
+    core: &Core,
+    env: &EnvState,
+    request: &AuthorizationRequest,
+    session: Option<&(Session, User)>,
+) -> Response {
+    let step = match flow::next_step(core, env, request, session).await {
+        Ok(step) => step,
+        Err(error) => return server_error(env, &error),
+    };
+    let sealed = |path: &str| match flow::seal(core, env, request) {
+        Ok(sealed) => {
+            let query = form_urlencoded::Serializer::new(String::new()).append_pair("flow", &sealed).finish();
+            redirect(&format!("{path}?{query}"))
+        }
+        Err(error) => server_error(env, &error),
+    };
+    match step {
+        Next::Login => sealed("/login"),
+        Next::Consent { .. } => sealed("/consent"),
+        Next::Redirect(url) => redirect(&url),
+    }
+}
+
+pub fn router() -> Router<Arc<Core>> {
+    Router::new()
+        .merge(authorize::router())
+        .merge(login::router())
+        .merge(consent::router())
+        .merge(logout::router())
+}
