@@ -51,3 +51,11 @@ mod oauth {
     mod rp;
     mod token;
 }
+
+/// End-user sign-in: the authorization endpoint, hosted pages, sessions,
+/// the code and refresh grants, ID tokens, UserInfo and logout.
+mod signin {
+    pub mod support;
+
+    mod flow;
+}
