@@ -156,7 +156,8 @@ db_test!(code_exchange_checks_pkce_redirect_uri_and_client, |server| {
     let code = query_of(&callback)["code"].clone();
     let base = [("grant_type", "authorization_code"), ("code", code.as_str())];
     let wrong_verifier = "x".repeat(43);
-    let cases: Vec<(Vec<(&str, &str)>, &TestClient, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a TestClient, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![("redirect_uri", REDIRECT_URI)], &client, "invalid_grant"),
         (vec![("redirect_uri", REDIRECT_URI), ("code_verifier", &wrong_verifier)], &client, "invalid_grant"),
         (vec![("redirect_uri", REDIRECT_URI), ("code_verifier", "short")], &client, "invalid_request"),
