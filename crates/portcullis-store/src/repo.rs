@@ -268,6 +268,31 @@ pub mod signin {
         Ok(jtis)
     }
 
+    /// Unexpired access-token `jti`s that redeemed codes issued, for codes
+    /// matching `column = value` (a session, a user, a code id).
+    pub async fn code_access_jtis(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        column: &'static str,
+        value: &str,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        let mut sql =
+            Sql::new("SELECT access_jti, access_expires_at FROM authorization_codes WHERE environment_id = ");
+        sql.bind(environment_id.to_owned());
+        sql.push(&format!(" AND {column} = ")).bind(value.to_owned());
+        sql.push(" AND access_jti IS NOT NULL AND access_expires_at > ").bind(now);
+        let rows = sql.fetch_rows(conn).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("access_jti").map_err(classify)?,
+                    r.try_get::<i64, _>("access_expires_at").map_err(classify)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Revokes every live session of a user; returns their ids.
     pub async fn revoke_user_sessions(
         conn: &mut AnyConnection,

@@ -447,10 +447,7 @@ async fn id_token(
 /// token it issued.
 async fn revoke_code_tokens(core: &Core, env: &EnvState, code: &AuthorizationCode) -> Result<(), OAuthError> {
     let mut tx = core.db.write_state().await.map_err(ServiceError::from)?;
-    if let (Some(jti), Some(expires_at)) = (&code.access_jti, code.access_expires_at) {
-        repo::tokens::revoke_jti(tx.conn(), env.id(), jti, expires_at).await.map_err(ServiceError::from)?;
-        tx.invalidate(env.id());
-    }
+    // Reads the code's row afresh: a concurrent winner's access token counts.
     services::sessions::end_tokens(&mut tx, env.id(), "family_id", &code.id, now_micros()).await?;
     tx.commit().await.map_err(ServiceError::from)?;
     tracing::warn!(environment = %env.environment.handle, code = %code.id, "authorization code replayed; its tokens are revoked");

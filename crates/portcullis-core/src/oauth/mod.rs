@@ -349,7 +349,8 @@ pub async fn verify_access_token(
             record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(token))
                 .await?
                 .ok_or(TokenRejection::Malformed)?;
-        if row.revoked_at.is_some() {
+        // Session and refresh-family revocations list the jti.
+        if row.revoked_at.is_some() || env.revoked().await?.contains(&row.jti) {
             return Err(TokenRejection::Revoked.into());
         }
         if row.expires_at <= now_micros() {

@@ -169,7 +169,11 @@ pub(crate) async fn end_tokens(
     value: &str,
     now: i64,
 ) -> Result<()> {
-    let jtis = repo::signin::revoke_refresh_tokens(tx.conn(), environment_id, column, value, now).await?;
+    let mut jtis = repo::signin::revoke_refresh_tokens(tx.conn(), environment_id, column, value, now).await?;
+    // The access token a code redemption issued is on the code's row (a
+    // family's id is its code's id), whether or not a refresh token came too.
+    let code_column = if column == "family_id" { "id" } else { column };
+    jtis.extend(repo::signin::code_access_jtis(tx.conn(), environment_id, code_column, value, now).await?);
     for (jti, expires_at) in &jtis {
         repo::tokens::revoke_jti(tx.conn(), environment_id, jti, *expires_at).await?;
     }

@@ -48,7 +48,7 @@ mod oauth {
     mod isolation;
     mod keys;
     mod opaque;
-    mod rp;
+    pub mod rp;
     mod token;
 }
 
@@ -58,4 +58,6 @@ mod signin {
     pub mod support;
 
     mod flow;
+    mod rp;
+    mod sessions_api;
 }

@@ -32,7 +32,7 @@ struct Metadata {
 
 /// openidconnect's reqwest (0.12), resolving `*.localhost` to loopback and
 /// never following redirects (as the crate's docs require).
-fn rp_http_client() -> rp_reqwest::Client {
+pub(crate) fn rp_http_client() -> rp_reqwest::Client {
     let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     rp_reqwest::Client::builder()
         .no_proxy()
