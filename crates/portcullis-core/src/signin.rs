@@ -173,11 +173,7 @@ pub async fn start_session(
         }
         None => {
             if let Some(other) = current.filter(|s| s.revoked_at.is_none()) {
-                let mut other = other.clone();
-                other.revoked_at = Some(now);
-                other.updated_at = now;
-                record::update(tx.conn(), env, &other).await?;
-                sessions::end_tokens(&mut tx, env, "session_id", &other.id, now).await?;
+                sessions::revoke_in(&mut tx, env, &mut other.clone(), now).await?;
             }
             let (session, token) = sessions::create_in(&mut tx, ctx, &user).await?;
             let event = sessions::created_event(&session, &user);
@@ -187,9 +183,4 @@ pub async fn start_session(
     tx.record(&ctx.origin(), &event).await?;
     tx.commit().await?;
     Ok(LoggedIn { user, session, new_token })
-}
-
-/// Ends a browser session (hosted logout).
-pub async fn logout(core: &Core, ctx: &Ctx, session: &Session) -> Result<()> {
-    sessions::revoke(core, ctx, &session.id).await.map(|_| ())
 }

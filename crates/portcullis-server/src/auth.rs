@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::oauth::{self, VerifyError};
@@ -35,6 +35,23 @@ fn challenge(realm: &str, error: Option<(&str, &str)>) -> String {
     }
 }
 
+/// An `Authorization` header that is not `Bearer <token>`.
+pub(crate) struct MalformedAuthorization;
+
+/// The RFC 6750 Bearer token of a request: `None` without an
+/// `Authorization` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, MalformedAuthorization> {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(MalformedAuthorization),
+    }
+}
+
 /// Checks the token and scope, then puts the request's [`Ctx`] in its extensions.
 pub async fn require_scope(
     State((core, family)): State<(Arc<Core>, &'static str)>,
@@ -55,16 +72,13 @@ async fn authorize(core: &Core, family: &'static str, request: &mut Request) -> 
         return Err(ApiError::internal().into());
     };
     let realm = env.management_api.clone();
-    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let token = match header.map(|h| h.split_once(' ')) {
-        None => {
+    let token = match bearer_token(request.headers()) {
+        Ok(None) => {
             return Err(ApiFailure::from(ApiError::unauthorized("an access token is required"))
                 .with_challenge(challenge(&realm, None)));
         }
-        Some(Some((scheme, token))) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-            token.trim()
-        }
-        Some(_) => {
+        Ok(Some(token)) => token,
+        Err(MalformedAuthorization) => {
             return Err(ApiFailure::from(ApiError::unauthorized("use the Bearer authorization scheme"))
                 .with_challenge(challenge(
                     &realm,

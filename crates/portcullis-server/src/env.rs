@@ -66,6 +66,12 @@ impl RequestMeta {
     }
 }
 
+impl From<RequestMeta> for portcullis_core::oauth::RequestInfo {
+    fn from(meta: RequestMeta) -> Self {
+        portcullis_core::oauth::RequestInfo { ip_address: meta.ip_address, user_agent: meta.user_agent }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     type Rejection = std::convert::Infallible;
 

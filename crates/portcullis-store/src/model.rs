@@ -174,6 +174,13 @@ record! {
     }
 }
 
+impl Client {
+    /// Whether the client is registered for an OAuth grant type.
+    pub fn allows_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.0.iter().any(|g| g == grant_type)
+    }
+}
+
 record! {
     pub struct ResourceServer in "resource_servers" {
         pub id: String,

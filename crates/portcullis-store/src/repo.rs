@@ -236,49 +236,18 @@ pub mod signin {
         Ok(sql.execute(conn).await? == 1)
     }
 
-    /// Revokes the live refresh tokens matching `column = value` (a family,
-    /// a session, a user) and returns the access-token `jti`s (with expiry)
-    /// they issued, for the revocation list.
-    pub async fn revoke_refresh_tokens(
+    /// Unexpired access-token `jti`s (with expiry) recorded on the rows of
+    /// `table` (refresh tokens, redeemed codes) matching `column = value`.
+    pub async fn access_jtis(
         conn: &mut AnyConnection,
+        table: &'static str,
         environment_id: &str,
         column: &'static str,
         value: &str,
         now: i64,
     ) -> Result<Vec<(String, i64)>> {
         let mut sql =
-            Sql::new("SELECT access_jti, access_expires_at FROM refresh_tokens WHERE environment_id = ");
-        sql.bind(environment_id.to_owned());
-        sql.push(&format!(" AND {column} = ")).bind(value.to_owned());
-        sql.push(" AND access_jti IS NOT NULL AND access_expires_at > ").bind(now);
-        let rows = sql.fetch_rows(conn).await?;
-        let jtis = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<String, _>("access_jti").map_err(classify)?,
-                    r.try_get::<i64, _>("access_expires_at").map_err(classify)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
-        sql.bind(now).push(" WHERE environment_id = ").bind(environment_id.to_owned());
-        sql.push(&format!(" AND {column} = ")).bind(value.to_owned()).push(" AND revoked_at IS NULL");
-        sql.execute(conn).await?;
-        Ok(jtis)
-    }
-
-    /// Unexpired access-token `jti`s that redeemed codes issued, for codes
-    /// matching `column = value` (a session, a user, a code id).
-    pub async fn code_access_jtis(
-        conn: &mut AnyConnection,
-        environment_id: &str,
-        column: &'static str,
-        value: &str,
-        now: i64,
-    ) -> Result<Vec<(String, i64)>> {
-        let mut sql =
-            Sql::new("SELECT access_jti, access_expires_at FROM authorization_codes WHERE environment_id = ");
+            Sql::new(format!("SELECT access_jti, access_expires_at FROM {table} WHERE environment_id = "));
         sql.bind(environment_id.to_owned());
         sql.push(&format!(" AND {column} = ")).bind(value.to_owned());
         sql.push(" AND access_jti IS NOT NULL AND access_expires_at > ").bind(now);
@@ -293,7 +262,24 @@ pub mod signin {
             .collect()
     }
 
-    /// Revokes every live session of a user; returns their ids.
+    /// Revokes the live refresh tokens matching `column = value` (a family,
+    /// a session, a user) and returns the access-token `jti`s they issued.
+    pub async fn revoke_refresh_tokens(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        column: &'static str,
+        value: &str,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        let jtis = access_jtis(conn, "refresh_tokens", environment_id, column, value, now).await?;
+        let mut sql = Sql::new("UPDATE refresh_tokens SET revoked_at = ");
+        sql.bind(now).push(" WHERE environment_id = ").bind(environment_id.to_owned());
+        sql.push(&format!(" AND {column} = ")).bind(value.to_owned()).push(" AND revoked_at IS NULL");
+        sql.execute(conn).await?;
+        Ok(jtis)
+    }
+
+    /// Revokes every live session of a user; returns how many there were.
     pub async fn revoke_user_sessions(
         conn: &mut AnyConnection,
         environment_id: &str,

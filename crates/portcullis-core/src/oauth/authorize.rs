@@ -8,7 +8,6 @@
 //! `prompt=login`, `prompt=consent` and `max_age` terminate: a login or a
 //! consent given after the flow started satisfies them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use portcullis_crypto::{jws, secret};
@@ -18,7 +17,7 @@ use portcullis_store::{new_id, now_micros, record};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::OAuthError;
+use super::{OAuthError, Params};
 use crate::services::target;
 use crate::{Core, Ctx, EnvState, Result, ServiceError};
 
@@ -28,40 +27,6 @@ pub const OIDC_SCOPES: [&str; 6] = ["openid", "profile", "email", "address", "ph
 pub const CODE_TTL_SECONDS: i64 = 600;
 /// How long a sign-in may take from `/oauth/authorize` to the code.
 pub const FLOW_TTL_SECONDS: i64 = 3600;
-
-/// Authorization request parameters (query string or form body). Empty
-/// values count as absent; `resource` may repeat; any other repeat is noted.
-#[derive(Debug, Default)]
-pub struct AuthorizeParams {
-    pub single: HashMap<String, String>,
-    pub resources: Vec<String>,
-    pub repeated: Vec<String>,
-}
-
-impl AuthorizeParams {
-    pub fn parse(encoded: &[u8]) -> AuthorizeParams {
-        let mut params = AuthorizeParams::default();
-        for (key, value) in form_urlencoded::parse(encoded) {
-            if value.is_empty() {
-                continue;
-            }
-            if key == "resource" {
-                if !params.resources.iter().any(|r| *r == value) {
-                    params.resources.push(value.into_owned());
-                }
-            } else if params.single.insert(key.to_string(), value.into_owned()).is_some()
-                && !params.repeated.iter().any(|r| *r == key)
-            {
-                params.repeated.push(key.into_owned());
-            }
-        }
-        params
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.single.get(key).map(String::as_str)
-    }
-}
 
 /// A validated authorization request, as carried through the sign-in pages.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -106,12 +71,6 @@ impl From<ServiceError> for AuthorizeError {
     }
 }
 
-impl From<portcullis_store::StoreError> for AuthorizeError {
-    fn from(e: portcullis_store::StoreError) -> Self {
-        AuthorizeError::Service(e.into())
-    }
-}
-
 /// `redirect_uri` with `params` appended to its query (it may have one).
 fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
     let mut url = redirect_uri.to_owned();
@@ -136,10 +95,7 @@ pub fn error_redirect(env: &EnvState, redirect_uri: &str, state: Option<&str>, e
 
 /// Validates an authorization request. Client and redirect URI first: until
 /// both are known good, errors are shown, not redirected.
-pub async fn validate(
-    env: &EnvState,
-    params: &AuthorizeParams,
-) -> Result<AuthorizationRequest, AuthorizeError> {
+pub async fn validate(env: &EnvState, params: &Params) -> Result<AuthorizationRequest, AuthorizeError> {
     for key in ["client_id", "redirect_uri"] {
         if params.repeated.iter().any(|r| r == key) {
             return Err(AuthorizeError::Page(format!("The parameter `{key}` is repeated.")));
@@ -189,7 +145,7 @@ pub async fn validate(
     if params.get("response_mode").is_some_and(|m| m != "query") {
         return Err(fail("invalid_request", "only response_mode=query is supported".into()));
     }
-    if !client.grant_types.0.iter().any(|g| g == "authorization_code") {
+    if !client.allows_grant("authorization_code") {
         return Err(fail(
             "unauthorized_client",
             "this client may not use the authorization code flow".into(),
@@ -245,37 +201,31 @@ pub async fn validate(
         ),
     };
 
-    let audience = match params.resources.as_slice() {
+    let apis = env.apis().await?;
+    let api = match params.resources.as_slice() {
         [] => None,
-        [one] => {
-            let apis = env.apis().await?;
-            match apis.by_identifier.get(one) {
-                Some(api) if !api.server.system => Some(api.identifier.clone()),
-                Some(_) => {
-                    return Err(fail(
-                        "invalid_target",
-                        "the Management API cannot be requested for a user".into(),
-                    ));
-                }
-                None => return Err(fail("invalid_target", "the requested resource is unknown".into())),
+        [one] => match apis.by_identifier.get(one) {
+            Some(api) if !api.server.system => Some(api),
+            Some(_) => {
+                return Err(fail(
+                    "invalid_target",
+                    "the Management API cannot be requested for a user".into(),
+                ));
             }
-        }
+            None => return Err(fail("invalid_target", "the requested resource is unknown".into())),
+        },
         _ => return Err(fail("invalid_target", "request one resource per authorization".into())),
     };
     let mut scopes = Vec::new();
-    let api_scopes = match &audience {
-        Some(identifier) => env.apis().await?.by_identifier.get(identifier).map(|api| api.scopes.clone()),
-        None => None,
-    };
     for scope in params.get("scope").unwrap_or_default().split_ascii_whitespace() {
         let known =
-            OIDC_SCOPES.contains(&scope) || api_scopes.as_ref().is_some_and(|s| s.iter().any(|n| n == scope));
+            OIDC_SCOPES.contains(&scope) || api.is_some_and(|api| api.scopes.iter().any(|n| n == scope));
         if !known {
-            let hint = if audience.is_none() { " (API scopes need a `resource`)" } else { "" };
+            let hint = if api.is_none() { " (API scopes need a `resource`)" } else { "" };
             return Err(fail("invalid_scope", format!("scope `{scope}` is unknown{hint}")));
         }
         // offline_access is dropped for clients that cannot refresh.
-        let refreshable = client.grant_types.0.iter().any(|g| g == "refresh_token");
+        let refreshable = client.allows_grant("refresh_token");
         if (scope != "offline_access" || refreshable) && !scopes.iter().any(|s| s == scope) {
             scopes.push(scope.to_owned());
         }
@@ -298,7 +248,7 @@ pub async fn validate(
         client_id: client.client_id.clone(),
         redirect_uri: redirect_uri.to_owned(),
         scopes,
-        audience,
+        audience: api.map(|api| api.identifier.clone()),
         state: state.map(str::to_owned),
         nonce: params.get("nonce").map(str::to_owned),
         code_challenge,
@@ -400,7 +350,9 @@ pub async fn next_step(
     }
     let Some((session, user)) = session else { return Ok(Next::Login) };
     if !client.first_party {
-        let consent = find_consent(core, env, &user.id, &client.id).await?;
+        let mut conn = core.db.read().await?;
+        let consent = find_consent(&mut conn, env.id(), &user.id, &client.id).await?;
+        drop(conn);
         let covered = consent.as_ref().is_some_and(|c| {
             request.scopes.iter().all(|s| c.scopes.0.contains(s))
                 && (!request.prompts("consent") || c.updated_at >= request.started_at)
@@ -432,15 +384,15 @@ pub fn denied(env: &EnvState, request: &AuthorizationRequest) -> String {
     )
 }
 
+/// The user's remembered consent for a client (by the client's row id).
 async fn find_consent(
-    core: &Core,
-    env: &EnvState,
+    conn: &mut sqlx::AnyConnection,
+    environment_id: &str,
     user_id: &str,
     client_row_id: &str,
 ) -> Result<Option<Consent>> {
-    let mut conn = core.db.read().await?;
     let consents: Vec<Consent> =
-        record::find_in(&mut conn, env.id(), "user_id", &[user_id.to_owned()]).await?;
+        record::find_in(conn, environment_id, "user_id", &[user_id.to_owned()]).await?;
     Ok(consents.into_iter().find(|c| c.client_id == client_row_id))
 }
 
@@ -454,10 +406,8 @@ pub async fn grant_consent(
 ) -> Result<()> {
     let mut tx = core.db.write().await?;
     let env = ctx.environment_id();
-    let existing: Vec<Consent> =
-        record::find_in(tx.conn(), env, "user_id", std::slice::from_ref(&user.id)).await?;
     let now = now_micros();
-    let consent = match existing.into_iter().find(|c| c.client_id == client.id) {
+    let consent = match find_consent(tx.conn(), env, &user.id, &client.id).await? {
         Some(mut consent) => {
             for scope in scopes {
                 if !consent.scopes.0.contains(scope) {

@@ -12,7 +12,7 @@ use portcullis_store::{new_id, now_micros, record, repo};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{AccessClaims, OAuthError, RequestInfo, TokenResponse};
+use super::{AccessClaims, OAuthError, Params, RequestInfo, TokenResponse};
 use crate::{Core, EnvState, ServiceError, services};
 
 /// Lifetime of an ID token.
@@ -22,10 +22,6 @@ pub const DEFAULT_ACCESS_TTL_SECONDS: i64 = 3600;
 
 fn invalid_grant(description: &str) -> OAuthError {
     OAuthError::new("invalid_grant", description)
-}
-
-fn has_grant(client: &Client, grant: &str) -> bool {
-    client.grant_types.0.iter().any(|g| g == grant)
 }
 
 /// What a code or refresh token authorizes, and for whom.
@@ -51,21 +47,18 @@ pub async fn authorization_code(
     core: &Core,
     env: &EnvState,
     client: &Client,
-    form: &impl Fn(&str) -> Option<String>,
-    resources: &[String],
+    params: &Params,
     info: RequestInfo,
 ) -> Result<TokenResponse, OAuthError> {
-    if !has_grant(client, "authorization_code") {
+    if !client.allows_grant("authorization_code") {
         return Err(OAuthError::new(
             "unauthorized_client",
             "this client may not use the authorization_code grant",
         ));
     }
-    let code =
-        form("code").ok_or_else(|| OAuthError::new("invalid_request", "parameter `code` is required"))?;
-    let redirect_uri = form("redirect_uri")
-        .ok_or_else(|| OAuthError::new("invalid_request", "parameter `redirect_uri` is required"))?;
-    let verifier = form("code_verifier");
+    let code = params.require("code")?;
+    let redirect_uri = params.require("redirect_uri")?;
+    let verifier = params.get("code_verifier");
     if let Some(v) = &verifier
         && (!(43..=128).contains(&v.len())
             || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)))
@@ -75,17 +68,13 @@ pub async fn authorization_code(
             "code_verifier must be 43 to 128 unreserved characters",
         ));
     }
-    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-    let row: Option<AuthorizationCode> =
-        record::find_by(&mut conn, env.id(), "code_hash", &secret::hash_secret(&code))
-            .await
-            .map_err(ServiceError::from)?;
-    drop(conn);
+    let row: Option<AuthorizationCode> = super::find_by_secret(core, env, "code_hash", code).await?;
     let Some(row) = row.filter(|r| r.client_id == client.id) else {
         return Err(invalid_grant("the authorization code is invalid"));
     };
+    // A code's id is the id of the refresh-token family it starts.
     if row.used_at.is_some() {
-        revoke_code_tokens(core, env, &row).await?;
+        revoke_family(core, env, &row.id, "authorization code replayed").await?;
         return Err(invalid_grant("the authorization code has already been used"));
     }
     if row.expires_at <= now_micros() {
@@ -104,7 +93,7 @@ pub async fn authorization_code(
         (None, Some(_)) => return Err(invalid_grant("no code_challenge was sent for this code")),
         (None, None) => {}
     }
-    check_resource(resources, row.audience.as_deref())?;
+    check_resource(&params.resources, row.audience.as_deref())?;
     let user = live_user(core, env, &row.user_id).await?;
     if let Some(session_id) = &row.session_id
         && !session_live(core, env, session_id).await?
@@ -124,25 +113,22 @@ pub async fn authorization_code(
     let refresh = refreshable(env, &grant).await?.then(secret::random_token::<32>);
 
     let now = now_micros();
-    let mut tx = core.db.write_state().await.map_err(ServiceError::from)?;
-    if !repo::signin::claim(tx.conn(), "authorization_codes", env.id(), &row.id, now)
-        .await
-        .map_err(ServiceError::from)?
-    {
+    let mut tx = core.db.write_state().await?;
+    if !repo::signin::claim(tx.conn(), "authorization_codes", env.id(), &row.id, now).await? {
         drop(tx);
-        revoke_code_tokens(core, env, &row).await?;
+        revoke_family(core, env, &row.id, "authorization code replayed").await?;
         return Err(invalid_grant("the authorization code has already been used"));
     }
     let mut redeemed = row.clone();
     redeemed.used_at = Some(now);
     redeemed.access_jti = Some(access.jti.clone());
     redeemed.access_expires_at = Some(access.expires_at);
-    record::update(tx.conn(), env.id(), &redeemed).await.map_err(ServiceError::from)?;
+    record::update(tx.conn(), env.id(), &redeemed).await?;
     if let Some(token) = &refresh {
         let new_row = refresh_row(env, &grant, token, &row.id, &access, now);
-        record::insert(tx.conn(), &new_row).await.map_err(ServiceError::from)?;
+        record::insert(tx.conn(), &new_row).await?;
     }
-    tx.commit().await.map_err(ServiceError::from)?;
+    tx.commit().await?;
     super::record_issued(
         core,
         env,
@@ -160,24 +146,17 @@ pub async fn refresh_token(
     core: &Core,
     env: &EnvState,
     client: &Client,
-    form: &impl Fn(&str) -> Option<String>,
-    resources: &[String],
+    params: &Params,
     info: RequestInfo,
 ) -> Result<TokenResponse, OAuthError> {
-    if !has_grant(client, "refresh_token") {
+    if !client.allows_grant("refresh_token") {
         return Err(OAuthError::new(
             "unauthorized_client",
             "this client may not use the refresh_token grant",
         ));
     }
-    let presented = form("refresh_token")
-        .ok_or_else(|| OAuthError::new("invalid_request", "parameter `refresh_token` is required"))?;
-    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-    let row: Option<RefreshToken> =
-        record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(&presented))
-            .await
-            .map_err(ServiceError::from)?;
-    drop(conn);
+    let presented = params.require("refresh_token")?;
+    let row: Option<RefreshToken> = super::find_by_secret(core, env, "token_hash", presented).await?;
     let Some(row) = row.filter(|r| r.client_id == client.id) else {
         return Err(invalid_grant("the refresh token is invalid"));
     };
@@ -185,17 +164,17 @@ pub async fn refresh_token(
         return Err(invalid_grant("the refresh token has been revoked"));
     }
     if row.used_at.is_some() {
-        revoke_family(core, env, &row.family_id).await?;
+        revoke_family(core, env, &row.family_id, "refresh token reused").await?;
         return Err(invalid_grant("the refresh token was already used; its family is revoked"));
     }
     let now = now_micros();
     if row.expires_at <= now {
         return Err(invalid_grant("the refresh token has expired"));
     }
-    check_resource(resources, row.audience.as_deref())?;
+    check_resource(&params.resources, row.audience.as_deref())?;
     // A narrower scope may be asked for this access token; the rotated
     // refresh token keeps the original scope (RFC 6749 §6).
-    let scope = match form("scope") {
+    let scope = match params.get("scope") {
         None => row.scope.clone(),
         Some(requested) => {
             let original: Vec<&str> = row.scope.split_ascii_whitespace().collect();
@@ -221,24 +200,18 @@ pub async fn refresh_token(
         session_id: row.session_id.as_deref(),
     };
     let access = access_token(core, env, &grant, &scope).await?;
-    let id_token = if scope.split_ascii_whitespace().any(|s| s == "openid") {
-        id_token(env, &Authorization { scope: &scope, ..grant }, None).await?
-    } else {
-        None
-    };
+    // A refreshed ID token carries no nonce (OIDC Core §12.2).
+    let id_token = id_token(env, &Authorization { scope: &scope, ..grant }, None).await?;
     let next = secret::random_token::<32>();
-    let mut tx = core.db.write_state().await.map_err(ServiceError::from)?;
-    if !repo::signin::claim(tx.conn(), "refresh_tokens", env.id(), &row.id, now)
-        .await
-        .map_err(ServiceError::from)?
-    {
+    let mut tx = core.db.write_state().await?;
+    if !repo::signin::claim(tx.conn(), "refresh_tokens", env.id(), &row.id, now).await? {
         drop(tx);
-        revoke_family(core, env, &row.family_id).await?;
+        revoke_family(core, env, &row.family_id, "refresh token reused").await?;
         return Err(invalid_grant("the refresh token was already used; its family is revoked"));
     }
     let new_row = refresh_row(env, &grant, &next, &row.family_id, &access, now);
-    record::insert(tx.conn(), &new_row).await.map_err(ServiceError::from)?;
-    tx.commit().await.map_err(ServiceError::from)?;
+    record::insert(tx.conn(), &new_row).await?;
+    tx.commit().await?;
     super::record_issued(core, env, client, "refresh_token", &access_claims_summary(&grant, &access), info)
         .await;
     Ok(response(access, &scope, id_token, Some(next)))
@@ -269,22 +242,21 @@ fn check_resource(resources: &[String], audience: Option<&str>) -> Result<(), OA
 }
 
 async fn live_user(core: &Core, env: &EnvState, user_id: &str) -> Result<User, OAuthError> {
-    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-    let user: Option<User> = record::find(&mut conn, env.id(), user_id).await.map_err(ServiceError::from)?;
+    let mut conn = core.db.read().await?;
+    let user: Option<User> = record::find(&mut conn, env.id(), user_id).await?;
     user.filter(|u| !u.blocked).ok_or_else(|| invalid_grant("the user cannot sign in"))
 }
 
 async fn session_live(core: &Core, env: &EnvState, session_id: &str) -> Result<bool, OAuthError> {
-    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-    let session: Option<Session> =
-        record::find(&mut conn, env.id(), session_id).await.map_err(ServiceError::from)?;
+    let mut conn = core.db.read().await?;
+    let session: Option<Session> = record::find(&mut conn, env.id(), session_id).await?;
     Ok(session.is_some_and(|s| services::sessions::status(&s, now_micros()) == "active"))
 }
 
 /// Whether to issue a refresh token: the client has the grant, the user
 /// granted `offline_access`, and the API (if any) allows offline access.
 async fn refreshable(env: &EnvState, grant: &Authorization<'_>) -> Result<bool, OAuthError> {
-    if !has_grant(grant.client, "refresh_token")
+    if !grant.client.allows_grant("refresh_token")
         || !grant.scope.split_ascii_whitespace().any(|s| s == "offline_access")
     {
         return Ok(false);
@@ -344,10 +316,9 @@ async fn access_token(
         }
         None => (format!("{}/oauth/userinfo", env.issuer), DEFAULT_ACCESS_TTL_SECONDS),
     };
-    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-    let (roles, permissions) = repo::signin::roles_and_permissions(&mut conn, env.id(), &grant.user.id)
-        .await
-        .map_err(ServiceError::from)?;
+    let mut conn = core.db.read().await?;
+    let (roles, permissions) =
+        repo::signin::roles_and_permissions(&mut conn, env.id(), &grant.user.id).await?;
     drop(conn);
     let now = now_micros() / 1_000_000;
     let claims = AccessClaims {
@@ -443,23 +414,14 @@ async fn id_token(
     Ok(Some(super::sign(env, "JWT", &claims).await?))
 }
 
-/// A replayed code: revoke the refresh family it started and the access
-/// token it issued.
-async fn revoke_code_tokens(core: &Core, env: &EnvState, code: &AuthorizationCode) -> Result<(), OAuthError> {
-    let mut tx = core.db.write_state().await.map_err(ServiceError::from)?;
-    // Reads the code's row afresh: a concurrent winner's access token counts.
-    services::sessions::end_tokens(&mut tx, env.id(), "family_id", &code.id, now_micros()).await?;
-    tx.commit().await.map_err(ServiceError::from)?;
-    tracing::warn!(environment = %env.environment.handle, code = %code.id, "authorization code replayed; its tokens are revoked");
-    Ok(())
-}
-
-/// A reused refresh token: revoke its whole family.
-async fn revoke_family(core: &Core, env: &EnvState, family_id: &str) -> Result<(), OAuthError> {
-    let mut tx = core.db.write_state().await.map_err(ServiceError::from)?;
+/// Revokes a refresh-token family and the access tokens it issued: a
+/// replayed code (whose id is the family's) or a reused refresh token.
+async fn revoke_family(core: &Core, env: &EnvState, family_id: &str, why: &str) -> Result<(), OAuthError> {
+    let mut tx = core.db.write_state().await?;
+    // Reads the rows afresh, so a concurrent winner's access token counts.
     services::sessions::end_tokens(&mut tx, env.id(), "family_id", family_id, now_micros()).await?;
-    tx.commit().await.map_err(ServiceError::from)?;
-    tracing::warn!(environment = %env.environment.handle, family = %family_id, "refresh token reused; its family is revoked");
+    tx.commit().await?;
+    tracing::warn!(environment = %env.environment.handle, family = %family_id, "{why}; its tokens are revoked");
     Ok(())
 }
 

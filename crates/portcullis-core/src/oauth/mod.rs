@@ -9,6 +9,7 @@
 pub mod authorize;
 pub mod grants;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use portcullis_crypto::{jws, secret};
@@ -51,6 +52,53 @@ impl From<ServiceError> for OAuthError {
     fn from(error: ServiceError) -> Self {
         tracing::error!(%error, "oauth request failed");
         OAuthError::server_error()
+    }
+}
+
+impl From<portcullis_store::StoreError> for OAuthError {
+    fn from(error: portcullis_store::StoreError) -> Self {
+        ServiceError::from(error).into()
+    }
+}
+
+/// OAuth request parameters from a query string or form body. Empty values
+/// count as absent (RFC 6749 §3.1); `resource` may repeat (RFC 8707); any
+/// other repeat is noted for the endpoint to refuse.
+#[derive(Debug, Default)]
+pub struct Params {
+    single: HashMap<String, String>,
+    pub resources: Vec<String>,
+    pub repeated: Vec<String>,
+}
+
+impl Params {
+    pub fn parse(encoded: &[u8]) -> Params {
+        let mut params = Params::default();
+        for (key, value) in form_urlencoded::parse(encoded) {
+            if value.is_empty() {
+                continue;
+            }
+            if key == "resource" {
+                // The same resource named twice is still one resource.
+                if !params.resources.iter().any(|r| *r == value) {
+                    params.resources.push(value.into_owned());
+                }
+            } else if params.single.insert(key.to_string(), value.into_owned()).is_some()
+                && !params.repeated.iter().any(|r| *r == key)
+            {
+                params.repeated.push(key.into_owned());
+            }
+        }
+        params
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.single.get(key).map(String::as_str)
+    }
+
+    pub fn require(&self, key: &str) -> Result<&str, OAuthError> {
+        self.get(key)
+            .ok_or_else(|| OAuthError::new("invalid_request", format!("parameter `{key}` is required")))
     }
 }
 
@@ -137,8 +185,7 @@ pub async fn client_credentials(
     resources: &[String],
     info: RequestInfo,
 ) -> Result<TokenResponse, OAuthError> {
-    if client.client_type != "confidential" || !client.grant_types.0.iter().any(|g| g == "client_credentials")
-    {
+    if client.client_type != "confidential" || !client.allows_grant("client_credentials") {
         return Err(OAuthError::new(
             "unauthorized_client",
             "this client may not use the client_credentials grant",
@@ -224,6 +271,28 @@ pub(crate) async fn sign(env: &EnvState, typ: &str, claims: &impl Serialize) -> 
     jws::sign(key, typ, claims).map_err(|_| OAuthError::server_error())
 }
 
+/// A client acting at the OAuth endpoints, for audit records.
+fn client_origin(env: &EnvState, client: &Client, info: &RequestInfo) -> Origin {
+    Origin {
+        environment_id: env.id().to_owned(),
+        actor: Actor { kind: "client", id: Some(client.client_id.clone()), name: Some(client.name.clone()) },
+        ip_address: info.ip_address.clone(),
+        user_agent: info.user_agent.clone(),
+    }
+}
+
+/// The row of `R` whose `column` holds the SHA-256 of `secret` (codes,
+/// refresh tokens and opaque access tokens are all looked up this way).
+pub(crate) async fn find_by_secret<R: portcullis_store::Record>(
+    core: &Core,
+    env: &EnvState,
+    column: &str,
+    secret: &str,
+) -> Result<Option<R>, portcullis_store::StoreError> {
+    let mut conn = core.db.read().await?;
+    record::find_by(&mut conn, env.id(), column, &secret::hash_secret(secret)).await
+}
+
 /// Queues `token.issued` (written off the request path, stamped now).
 pub(crate) async fn record_issued(
     core: &Core,
@@ -239,16 +308,7 @@ pub(crate) async fn record_issued(
     }
     core.events
         .record(
-            Origin {
-                environment_id: env.id().to_owned(),
-                actor: Actor {
-                    kind: "client",
-                    id: Some(client.client_id.clone()),
-                    name: Some(client.name.clone()),
-                },
-                ip_address: info.ip_address,
-                user_agent: info.user_agent,
-            },
+            client_origin(env, client, &info),
             Event {
                 action: "token.issued",
                 targets: vec![target("client", &client.id, Some(&client.name))],
@@ -278,8 +338,8 @@ pub(crate) async fn store_opaque(
         revoked_at: None,
         inserted_at: now_micros(),
     };
-    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-    record::insert(&mut conn, &row).await.map_err(ServiceError::from)?;
+    let mut conn = core.db.read().await?;
+    record::insert(&mut conn, &row).await?;
     Ok(token)
 }
 
@@ -344,11 +404,8 @@ pub async fn verify_access_token(
         }
         claims
     } else {
-        let mut conn = core.db.read().await?;
         let row: AccessToken =
-            record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(token))
-                .await?
-                .ok_or(TokenRejection::Malformed)?;
+            find_by_secret(core, env, "token_hash", token).await?.ok_or(TokenRejection::Malformed)?;
         // Session and refresh-family revocations list the jti.
         if row.revoked_at.is_some() || env.revoked().await?.contains(&row.jti) {
             return Err(TokenRejection::Revoked.into());
@@ -447,37 +504,25 @@ pub async fn revoke(
         }
         (claims.jti, claims.exp * 1_000_000, None)
     } else {
-        let hash = secret::hash_secret(token);
-        let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-        let row: Option<AccessToken> =
-            record::find_by(&mut conn, env.id(), "token_hash", &hash).await.map_err(ServiceError::from)?;
-        match row {
+        match find_by_secret::<AccessToken>(core, env, "token_hash", token).await? {
             Some(row) if row.client_id == client.client_id && row.revoked_at.is_none() => {
-                (row.jti, row.expires_at, Some(hash))
+                (row.jti, row.expires_at, Some(row.token_hash))
             }
             _ => return Ok(()),
         }
     };
-    let mut tx = core.db.write().await.map_err(ServiceError::from)?;
+    let mut tx = core.db.write().await?;
     match &opaque_hash {
         Some(hash) => {
-            repo::tokens::revoke_opaque(tx.conn(), env.id(), hash).await.map_err(ServiceError::from)?;
+            repo::tokens::revoke_opaque(tx.conn(), env.id(), hash).await?;
         }
         None => {
-            repo::tokens::revoke_jti(tx.conn(), env.id(), &jti, expires_at)
-                .await
-                .map_err(ServiceError::from)?;
+            repo::tokens::revoke_jti(tx.conn(), env.id(), &jti, expires_at).await?;
             tx.invalidate(env.id());
         }
     }
-    let origin = Origin {
-        environment_id: env.id().to_owned(),
-        actor: Actor { kind: "client", id: Some(client.client_id.clone()), name: Some(client.name.clone()) },
-        ip_address: info.ip_address,
-        user_agent: info.user_agent,
-    };
     tx.record(
-        &origin,
+        &client_origin(env, client, &info),
         &Event {
             action: "token.revoked",
             targets: vec![target("client", &client.id, Some(&client.name))],
@@ -485,9 +530,8 @@ pub async fn revoke(
             data: json!({"jti": jti, "client_id": client.client_id}),
         },
     )
-    .await
-    .map_err(ServiceError::from)?;
-    tx.commit().await.map_err(ServiceError::from)?;
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -500,32 +544,22 @@ async fn revoke_refresh_token(
     token: &str,
     info: &RequestInfo,
 ) -> Result<bool, OAuthError> {
-    let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-    let row: Option<RefreshToken> =
-        record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(token))
-            .await
-            .map_err(ServiceError::from)?;
-    drop(conn);
-    let Some(row) = row else { return Ok(false) };
+    let Some(row) = find_by_secret::<RefreshToken>(core, env, "token_hash", token).await? else {
+        return Ok(false);
+    };
     if row.client_id != client.id || row.revoked_at.is_some() {
         return Ok(true);
     }
-    let mut tx = core.db.write().await.map_err(ServiceError::from)?;
+    let mut tx = core.db.write().await?;
     crate::services::sessions::end_tokens(&mut tx, env.id(), "family_id", &row.family_id, now_micros())
         .await?;
-    let origin = Origin {
-        environment_id: env.id().to_owned(),
-        actor: Actor { kind: "client", id: Some(client.client_id.clone()), name: Some(client.name.clone()) },
-        ip_address: info.ip_address.clone(),
-        user_agent: info.user_agent.clone(),
-    };
     let event = Event {
         action: "token.revoked",
         targets: vec![target("client", &client.id, Some(&client.name)), target("user", &row.user_id, None)],
         changes: json!({}),
         data: json!({"token_type": "refresh_token", "family_id": row.family_id, "client_id": client.client_id}),
     };
-    tx.record(&origin, &event).await.map_err(ServiceError::from)?;
-    tx.commit().await.map_err(ServiceError::from)?;
+    tx.record(&client_origin(env, client, info), &event).await?;
+    tx.commit().await?;
     Ok(true)
 }

@@ -136,10 +136,7 @@ pub async fn revoke(core: &Core, ctx: &Ctx, id: &str) -> Result<Session> {
         return Ok(session);
     }
     let now = now_micros();
-    session.revoked_at = Some(now);
-    session.updated_at = now;
-    record::update(tx.conn(), ctx.environment_id(), &session).await?;
-    end_tokens(&mut tx, ctx.environment_id(), "session_id", &session.id, now).await?;
+    revoke_in(&mut tx, ctx.environment_id(), &mut session, now).await?;
     let event = Event {
         action: "session.revoked",
         targets: vec![target(KIND, &session.id, None), target("user", &session.user_id, None)],
@@ -148,6 +145,20 @@ pub async fn revoke(core: &Core, ctx: &Ctx, id: &str) -> Result<Session> {
     };
     finish(tx, ctx, event).await?;
     Ok(session)
+}
+
+/// Marks a live session revoked inside `tx` and ends its tokens (the caller
+/// records the event).
+pub(crate) async fn revoke_in(
+    tx: &mut WriteTx,
+    environment_id: &str,
+    session: &mut Session,
+    now: i64,
+) -> Result<()> {
+    session.revoked_at = Some(now);
+    session.updated_at = now;
+    record::update(tx.conn(), environment_id, session).await?;
+    end_tokens(tx, environment_id, "session_id", &session.id, now).await
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
@@ -173,7 +184,10 @@ pub(crate) async fn end_tokens(
     // The access token a code redemption issued is on the code's row (a
     // family's id is its code's id), whether or not a refresh token came too.
     let code_column = if column == "family_id" { "id" } else { column };
-    jtis.extend(repo::signin::code_access_jtis(tx.conn(), environment_id, code_column, value, now).await?);
+    jtis.extend(
+        repo::signin::access_jtis(tx.conn(), "authorization_codes", environment_id, code_column, value, now)
+            .await?,
+    );
     for (jti, expires_at) in &jtis {
         repo::tokens::revoke_jti(tx.conn(), environment_id, jti, *expires_at).await?;
     }

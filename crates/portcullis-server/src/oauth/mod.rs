@@ -4,7 +4,6 @@
 pub mod discovery;
 mod userinfo;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -14,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
-use portcullis_core::oauth::{self, OAuthError, PresentedClient, RequestInfo, grants};
+use portcullis_core::oauth::{self, OAuthError, Params, PresentedClient, RequestInfo, grants};
 use portcullis_core::{Core, EnvState};
 use serde::Serialize;
 use serde_json::Value;
@@ -59,53 +58,23 @@ impl IntoResponse for OAuthFailure {
     }
 }
 
-/// Form parameters. Empty values count as absent; a repeated parameter is an
-/// error, except `resource` (RFC 8707 allows several).
-pub struct Form {
-    single: HashMap<String, String>,
-    resources: Vec<String>,
-}
-
-impl Form {
-    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-            return Err(OAuthError::new(
-                "invalid_request",
-                "the body must be application/x-www-form-urlencoded",
-            ));
-        }
-        let mut single = HashMap::new();
-        let mut resources = Vec::new();
-        for (key, value) in form_urlencoded::parse(body) {
-            if value.is_empty() {
-                continue;
-            }
-            if key == "resource" {
-                // The same resource named twice is still one resource.
-                if !resources.iter().any(|r| *r == value) {
-                    resources.push(value.into_owned());
-                }
-            } else if single.insert(key.to_string(), value.into_owned()).is_some() {
-                return Err(OAuthError::new("invalid_request", format!("parameter `{key}` is repeated")));
-            }
-        }
-        Ok(Form { single, resources })
+/// The form body of a token, introspection or revocation request: empty
+/// values are absent, `resource` may repeat, any other repeat is refused.
+fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<Params, OAuthError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !content_type.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return Err(OAuthError::new("invalid_request", "the body must be application/x-www-form-urlencoded"));
     }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.single.get(key).map(String::as_str)
-    }
-
-    pub fn require(&self, key: &str) -> Result<&str, OAuthError> {
-        self.get(key)
-            .ok_or_else(|| OAuthError::new("invalid_request", format!("parameter `{key}` is required")))
+    let params = Params::parse(body);
+    match params.repeated.first() {
+        Some(key) => Err(OAuthError::new("invalid_request", format!("parameter `{key}` is repeated"))),
+        None => Ok(params),
     }
 }
 
 /// Reads client credentials from HTTP Basic (RFC 6749 §2.3.1) or the body;
 /// using both at once is an error.
-fn presented_client(headers: &HeaderMap, form: &Form) -> Result<(PresentedClient, bool), OAuthError> {
+fn presented_client(headers: &HeaderMap, form: &Params) -> Result<(PresentedClient, bool), OAuthError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -151,7 +120,7 @@ fn percent_decode(s: &str) -> Option<String> {
 async fn authenticated(
     env: &EnvState,
     headers: &HeaderMap,
-    form: &Form,
+    form: &Params,
 ) -> Result<Arc<portcullis_store::model::Client>, OAuthFailure> {
     let (presented, used_basic) = presented_client(headers, form)?;
     oauth::authenticate(env, &presented)
@@ -166,22 +135,16 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthFailure> {
-    let form = Form::parse(&headers, &body)?;
+    let form = parse_form(&headers, &body)?;
     let grant_type = form.require("grant_type")?;
     let client = authenticated(&env, &headers, &form).await?;
-    let info = RequestInfo { ip_address: meta.ip_address, user_agent: meta.user_agent };
+    let info = RequestInfo::from(meta);
     let response = match grant_type {
         "client_credentials" => {
             oauth::client_credentials(&core, &env, &client, form.get("scope"), &form.resources, info).await?
         }
-        "authorization_code" => {
-            let get = |key: &str| form.get(key).map(str::to_owned);
-            grants::authorization_code(&core, &env, &client, &get, &form.resources, info).await?
-        }
-        "refresh_token" => {
-            let get = |key: &str| form.get(key).map(str::to_owned);
-            grants::refresh_token(&core, &env, &client, &get, &form.resources, info).await?
-        }
+        "authorization_code" => grants::authorization_code(&core, &env, &client, &form, info).await?,
+        "refresh_token" => grants::refresh_token(&core, &env, &client, &form, info).await?,
         other => {
             return Err(OAuthError::new(
                 "unsupported_grant_type",
@@ -199,7 +162,7 @@ async fn introspect(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthFailure> {
-    let form = Form::parse(&headers, &body)?;
+    let form = parse_form(&headers, &body)?;
     let client = authenticated(&env, &headers, &form).await?;
     // RFC 7662 §2.1: the endpoint must be protected from token scanning; a
     // client id alone (a public client) is not authentication.
@@ -220,10 +183,10 @@ async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthFailure> {
-    let form = Form::parse(&headers, &body)?;
+    let form = parse_form(&headers, &body)?;
     let client = authenticated(&env, &headers, &form).await?;
     let token = form.require("token")?;
-    let info = RequestInfo { ip_address: meta.ip_address, user_agent: meta.user_agent };
+    let info = RequestInfo::from(meta);
     oauth::revoke(&core, &env, &client, token, info).await?;
     let mut response = StatusCode::OK.into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

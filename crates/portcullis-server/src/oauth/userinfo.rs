@@ -14,6 +14,7 @@ use portcullis_core::{Core, EnvState};
 use serde_json::json;
 
 use super::no_store;
+use crate::auth::{MalformedAuthorization, bearer_token};
 use crate::env::Env;
 
 /// An RFC 6750 error: the status, a `WWW-Authenticate: Bearer` challenge and
@@ -36,15 +37,9 @@ fn bearer_error(env: &EnvState, status: StatusCode, code: Option<&str>, descript
 
 /// The token from `Authorization: Bearer` or, on POST, the form body.
 fn presented_token(headers: &HeaderMap, body: &[u8]) -> Result<Option<String>, &'static str> {
-    let from_header = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        None => None,
-        Some(value) => match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
-                Some(token.trim().to_owned())
-            }
-            _ => return Err("use the Bearer authorization scheme"),
-        },
-    };
+    let from_header = bearer_token(headers)
+        .map_err(|MalformedAuthorization| "use the Bearer authorization scheme")?
+        .map(str::to_owned);
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

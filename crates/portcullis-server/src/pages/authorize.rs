@@ -12,7 +12,8 @@ use axum::response::Response;
 use axum::routing::get;
 use axum_extra::extract::cookie::CookieJar;
 use portcullis_core::Core;
-use portcullis_core::oauth::authorize::{self as flow, AuthorizeError, AuthorizeParams};
+use portcullis_core::oauth::Params;
+use portcullis_core::oauth::authorize::{self as flow, AuthorizeError};
 
 use super::{browser_session, continue_flow, message, redirect, server_error};
 use crate::env::Env;
@@ -21,7 +22,7 @@ async fn authorize(
     core: &Core,
     env: &portcullis_core::EnvState,
     jar: &CookieJar,
-    params: AuthorizeParams,
+    params: Params,
 ) -> Response {
     let request = match flow::validate(env, &params).await {
         Ok(request) => request,
@@ -44,7 +45,7 @@ async fn authorize_get(
     jar: CookieJar,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let params = AuthorizeParams::parse(query.unwrap_or_default().as_bytes());
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
     authorize(&core, &env, &jar, params).await
 }
 
@@ -54,7 +55,7 @@ async fn authorize_post(
     jar: CookieJar,
     body: Bytes,
 ) -> Response {
-    authorize(&core, &env, &jar, AuthorizeParams::parse(&body)).await
+    authorize(&core, &env, &jar, Params::parse(&body)).await
 }
 
 pub fn router() -> Router<Arc<Core>> {

@@ -8,24 +8,19 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum_extra::extract::cookie::CookieJar;
 use portcullis_core::Core;
-use portcullis_core::oauth::authorize::{self as flow, AuthorizationRequest};
+use portcullis_core::oauth::RequestInfo;
+use portcullis_core::oauth::authorize as flow;
 use portcullis_core::signin::user_ctx;
-use serde::Deserialize;
 
 use super::{
-    PageForm, browser_session, continue_flow, csrf_failed, csrf_ok, csrf_token, message, open_flow, redirect,
-    render, request_info, server_error,
+    FlowQuery, browser_session, continue_flow, message, open_flow, redirect, render_form, server_error,
+    submitted,
 };
 use crate::env::{Env, RequestMeta};
-
-#[derive(Deserialize)]
-struct FlowQuery {
-    flow: Option<String>,
-}
 
 /// What a scope means, for people.
 fn describe(scope: &str) -> &'static str {
@@ -40,21 +35,14 @@ fn describe(scope: &str) -> &'static str {
     }
 }
 
-/// The flow this page is for; without one there is nothing to consent to.
-fn required_flow(
-    core: &Core,
-    env: &portcullis_core::EnvState,
-    sealed: Option<&str>,
-) -> Result<AuthorizationRequest, Response> {
-    match open_flow(core, env, sealed)? {
-        Some(request) => Ok(request),
-        None => Err(message(
-            StatusCode::BAD_REQUEST,
-            env,
-            "Nothing to authorize",
-            "Start from the application you want to use.",
-        )),
-    }
+/// Consent belongs to a sign-in; without a flow there is nothing to ask.
+fn nothing_to_authorize(env: &portcullis_core::EnvState) -> Response {
+    message(
+        StatusCode::BAD_REQUEST,
+        env,
+        "Nothing to authorize",
+        "Start from the application you want to use.",
+    )
 }
 
 async fn show(
@@ -63,8 +51,9 @@ async fn show(
     jar: CookieJar,
     Query(query): Query<FlowQuery>,
 ) -> Response {
-    let request = match required_flow(&core, &env, query.flow.as_deref()) {
-        Ok(request) => request,
+    let request = match open_flow(&core, &env, query.flow.as_deref()) {
+        Ok(Some(request)) => request,
+        Ok(None) => return nothing_to_authorize(&env),
         Err(page) => return page,
     };
     let session = match browser_session(&core, &env, &jar).await {
@@ -82,17 +71,17 @@ async fn show(
         .iter()
         .map(|s| minijinja::context! { name => s, description => describe(s) })
         .collect();
-    let (jar, csrf) = csrf_token(&core, jar);
-    let html = render(
-        StatusCode::OK,
+    render_form(
+        &core,
         &env,
+        jar,
+        StatusCode::OK,
         "consent.html",
         minijinja::context! {
-            csrf => csrf, flow => query.flow, client_name => client_name,
-            user_email => session.1.email, scopes => scopes,
+            flow => query.flow, client_name => client_name,
+                        user_email => session.1.email, scopes => scopes,
         },
-    );
-    (jar, html).into_response()
+    )
 }
 
 async fn submit(
@@ -102,12 +91,9 @@ async fn submit(
     jar: CookieJar,
     body: Bytes,
 ) -> Response {
-    let form = PageForm::parse(&body);
-    if !csrf_ok(&core, &jar, &form) {
-        return csrf_failed(&env);
-    }
-    let request = match required_flow(&core, &env, form.get("flow")) {
-        Ok(request) => request,
+    let (form, request) = match submitted(&core, &env, &jar, &body) {
+        Ok((form, Some(request))) => (form, request),
+        Ok((_, None)) => return nothing_to_authorize(&env),
         Err(page) => return page,
     };
     let session = match browser_session(&core, &env, &jar).await {
@@ -123,7 +109,7 @@ async fn submit(
         Ok(None) => return continue_flow(&core, &env, &request, Some(&session)).await,
         Err(error) => return server_error(&env, &error),
     };
-    let ctx = user_ctx(&env, &session.1, &request_info(meta));
+    let ctx = user_ctx(&env, &session.1, &RequestInfo::from(meta));
     if let Err(error) = flow::grant_consent(&core, &ctx, &session.1, &client, &request.scopes).await {
         return server_error(&env, &error);
     }

@@ -9,21 +9,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_extra::extract::cookie::CookieJar;
+use portcullis_core::oauth::RequestInfo;
 use portcullis_core::oauth::authorize::AuthorizationRequest;
 use portcullis_core::signin::{self, LoginError};
 use portcullis_core::{Core, EnvState};
-use serde::Deserialize;
 
 use super::{
-    PageForm, browser_session, continue_flow, csrf_failed, csrf_ok, csrf_token, message, open_flow, render,
-    request_info, server_error, set_session_cookie,
+    FlowQuery, browser_session, continue_flow, message, open_flow, render_form, server_error,
+    set_session_cookie, submitted,
 };
 use crate::env::{Env, RequestMeta};
-
-#[derive(Deserialize)]
-struct FlowQuery {
-    flow: Option<String>,
-}
 
 async fn client_name(env: &EnvState, request: Option<&AuthorizationRequest>) -> Option<String> {
     let request = request?;
@@ -44,22 +39,21 @@ async fn page(
     status: StatusCode,
     view: LoginPage<'_>,
 ) -> Response {
-    let (jar, csrf) = csrf_token(core, jar);
     let email = view.email.or(view.request.and_then(|r| r.login_hint.as_deref()));
-    let html = render(
-        status,
+    render_form(
+        core,
         env,
+        jar,
+        status,
         "login.html",
         minijinja::context! {
-            csrf => csrf,
             flow => view.flow,
             email => email,
             error => view.error,
             client_name => client_name(env, view.request).await,
-            registration_enabled => env.environment.registration_enabled,
+                        registration_enabled => env.environment.registration_enabled,
         },
-    );
-    (jar, html).into_response()
+    )
 }
 
 async fn show(
@@ -83,12 +77,8 @@ async fn submit(
     jar: CookieJar,
     body: Bytes,
 ) -> Response {
-    let form = PageForm::parse(&body);
-    if !csrf_ok(&core, &jar, &form) {
-        return csrf_failed(&env);
-    }
-    let request = match open_flow(&core, &env, form.get("flow")) {
-        Ok(request) => request,
+    let (form, request) = match submitted(&core, &env, &jar, &body) {
+        Ok(submitted) => submitted,
         Err(page) => return page,
     };
     let (Some(email), Some(password)) = (form.get("email"), form.get("password")) else {
@@ -104,7 +94,7 @@ async fn submit(
         Ok(current) => current,
         Err(error) => return server_error(&env, &error),
     };
-    let info = request_info(meta);
+    let info = RequestInfo::from(meta);
     let outcome =
         signin::password_login(&core, &env, email, password, &info, current.as_ref().map(|(s, _)| s)).await;
     let failed = |text: &'static str| LoginPage {

@@ -11,14 +11,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::CookieJar;
+use portcullis_core::oauth::RequestInfo;
 use portcullis_core::oauth::authorize::verify_id_token_hint;
-use portcullis_core::signin::{self, user_ctx};
+use portcullis_core::services::sessions;
+use portcullis_core::signin::user_ctx;
 use portcullis_core::{Core, EnvState};
 use portcullis_store::model::{Session, User};
 
 use super::{
-    PageForm, browser_session, clear_session_cookie, csrf_failed, csrf_ok, csrf_token, message, redirect,
-    render, request_info, server_error,
+    PageForm, browser_session, clear_session_cookie, message, redirect, render_form, server_error, submitted,
 };
 use crate::env::{Env, RequestMeta};
 
@@ -83,8 +84,8 @@ async fn end_session(
     meta: RequestMeta,
     session: &(Session, User),
 ) -> Result<(), Response> {
-    let ctx = user_ctx(env, &session.1, &request_info(meta));
-    signin::logout(core, &ctx, &session.0).await.map_err(|error| server_error(env, &error))
+    let ctx = user_ctx(env, &session.1, &RequestInfo::from(meta));
+    sessions::revoke(core, &ctx, &session.0.id).await.map(|_| ()).map_err(|error| server_error(env, &error))
 }
 
 async fn rp_logout(
@@ -126,18 +127,16 @@ async fn rp_logout(
             (clear_session_cookie(&core, jar), finish(&env, &to)).into_response()
         }
         // Without proof, ask the user (a forged link must not log them out).
-        (Some(_), _) => {
-            let (jar, csrf) = csrf_token(&core, jar);
-            let html = render(
-                StatusCode::OK,
-                &env,
-                "logout.html",
-                minijinja::context! {
-                    csrf => csrf, post_logout_redirect_uri => to.uri, state => to.state, client_id => to.client_id,
-                },
-            );
-            (jar, html).into_response()
-        }
+        (Some(_), _) => render_form(
+            &core,
+            &env,
+            jar,
+            StatusCode::OK,
+            "logout.html",
+            minijinja::context! {
+                                    post_logout_redirect_uri => to.uri, state => to.state, client_id => to.client_id,
+            },
+        ),
     }
 }
 
@@ -169,10 +168,10 @@ async fn logout(
     jar: CookieJar,
     body: Bytes,
 ) -> Response {
-    let form = PageForm::parse(&body);
-    if !csrf_ok(&core, &jar, &form) {
-        return csrf_failed(&env);
-    }
+    let (form, _) = match submitted(&core, &env, &jar, &body) {
+        Ok(submitted) => submitted,
+        Err(page) => return page,
+    };
     let to = match checked_return(&env, &form, None).await {
         Ok(to) => to,
         Err(page) => return page,

@@ -21,14 +21,11 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
-use portcullis_core::oauth::RequestInfo;
 use portcullis_core::oauth::authorize::{self as flow, AuthorizationRequest, Next};
 use portcullis_core::services::sessions;
 use portcullis_core::{Core, EnvState, ServiceError};
 use portcullis_crypto::secret;
 use portcullis_store::model::{Session, User};
-
-use crate::env::RequestMeta;
 
 static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     let mut env = minijinja::Environment::new();
@@ -144,7 +141,7 @@ pub(crate) async fn browser_session(
 
 /// The CSRF token for this browser (double-submit: the form field must
 /// equal the cookie). Sets the cookie when the browser has none.
-pub(crate) fn csrf_token(core: &Core, jar: CookieJar) -> (CookieJar, String) {
+fn csrf_token(core: &Core, jar: CookieJar) -> (CookieJar, String) {
     let name = cookie_name(core, "portcullis_csrf");
     match jar.get(&name).map(|c| c.value().to_owned()).filter(|v| v.len() >= 32) {
         Some(token) => (jar, token),
@@ -155,8 +152,22 @@ pub(crate) fn csrf_token(core: &Core, jar: CookieJar) -> (CookieJar, String) {
     }
 }
 
+/// Renders a page with a form: adds the browser's CSRF token to the
+/// context (setting its cookie if needed).
+pub(crate) fn render_form(
+    core: &Core,
+    env: &EnvState,
+    jar: CookieJar,
+    status: StatusCode,
+    name: &str,
+    context: minijinja::Value,
+) -> Response {
+    let (jar, csrf) = csrf_token(core, jar);
+    (jar, render(status, env, name, minijinja::context! { csrf => csrf, ..context })).into_response()
+}
+
 /// Whether a submitted form carries this browser's CSRF token.
-pub(crate) fn csrf_ok(core: &Core, jar: &CookieJar, form: &PageForm) -> bool {
+fn csrf_ok(core: &Core, jar: &CookieJar, form: &PageForm) -> bool {
     let name = cookie_name(core, "portcullis_csrf");
     match (jar.get(&name), form.get("csrf")) {
         (Some(cookie), Some(sent)) => {
@@ -166,7 +177,7 @@ pub(crate) fn csrf_ok(core: &Core, jar: &CookieJar, form: &PageForm) -> bool {
     }
 }
 
-pub(crate) fn csrf_failed(env: &EnvState) -> Response {
+fn csrf_failed(env: &EnvState) -> Response {
     message(
         StatusCode::FORBIDDEN,
         env,
@@ -188,9 +199,26 @@ impl PageForm {
     }
 }
 
-/// The request's IP and user agent, for sessions and audit records.
-pub(crate) fn request_info(meta: RequestMeta) -> RequestInfo {
-    RequestInfo { ip_address: meta.ip_address, user_agent: meta.user_agent }
+/// A submitted form that passed the CSRF check, with the sign-in flow it
+/// carries (if any); otherwise the page to show.
+pub(crate) fn submitted(
+    core: &Core,
+    env: &EnvState,
+    jar: &CookieJar,
+    body: &[u8],
+) -> Result<(PageForm, Option<AuthorizationRequest>), Response> {
+    let form = PageForm::parse(body);
+    if !csrf_ok(core, jar, &form) {
+        return Err(csrf_failed(env));
+    }
+    let request = open_flow(core, env, form.get("flow"))?;
+    Ok((form, request))
+}
+
+/// `?flow=` on the pages of a sign-in.
+#[derive(serde::Deserialize)]
+pub(crate) struct FlowQuery {
+    pub flow: Option<String>,
 }
 
 /// Opens the `flow` a page was given; `None` (and the page to show) when it
