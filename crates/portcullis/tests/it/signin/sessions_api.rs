@@ -33,17 +33,8 @@ fn token_of<'a>(tokens: &'a Value, name: &str) -> &'a str {
     tokens[name].as_str().unwrap_or_else(|| panic!("no {name} in {tokens}"))
 }
 
-/// The status and `WWW-Authenticate` of a UserInfo call with `access`.
-async fn userinfo(server: &TestServer, access: &str) -> (StatusCode, String) {
-    let response =
-        server.http.get(server.url("/oauth/userinfo")).bearer_auth(access).send().await.expect("userinfo");
-    let challenge =
-        response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    (response.status(), challenge)
-}
-
 #[track_caller]
-fn assert_token_refused((status, challenge): (StatusCode, String), what: &str) {
+fn assert_token_refused((status, _, challenge): (StatusCode, Value, String), what: &str) {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: UserInfo should refuse the access token");
     assert!(challenge.contains("error=\"invalid_token\""), "{what}: challenge {challenge}");
 }

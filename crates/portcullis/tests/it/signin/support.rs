@@ -57,10 +57,6 @@ fn unescape(s: &str) -> String {
 /// The query parameters of a URL.
 pub fn query_of(url: &str) -> HashMap<String, String> {
     let query = url.split_once('?').map(|(_, q)| q).unwrap_or_default();
-    form_urlencoded_pairs(query)
-}
-
-fn form_urlencoded_pairs(query: &str) -> HashMap<String, String> {
     url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
@@ -259,6 +255,17 @@ pub async fn token_call(
     let response = request.form(&form).send().await.expect("token request");
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A UserInfo call with `access`: status, body, and the `WWW-Authenticate`
+/// challenge (empty when there is none).
+pub async fn userinfo(server: &TestServer, access: &str) -> (StatusCode, Value, String) {
+    let response =
+        server.http.get(server.url("/oauth/userinfo")).bearer_auth(access).send().await.expect("userinfo");
+    let status = response.status();
+    let challenge =
+        response.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    (status, response.json().await.unwrap_or_default(), challenge)
 }
 
 /// The claims of a JWT, unverified (tests verify signatures elsewhere).
