@@ -96,13 +96,7 @@ async fn main() -> anyhow::Result<()> {
 /// The environment's primary signing key, decrypted as the server does it.
 async fn primary_key(db: Db, handle: &str, master_key: &str) -> anyhow::Result<Arc<SigningKey>> {
     let master_key = MasterKey::from_base64(master_key).context("invalid master key")?;
-    let config = CoreConfig {
-        base_domain: "localhost".into(),
-        public_scheme: "http".into(),
-        public_port: None,
-        default_environment: None,
-    };
-    let core = Core::start(db, master_key, config);
+    let core = Core::start(db, master_key, CoreConfig::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let Some(env) = core.environment(handle).await? else { bail!("no environment `{handle}`") };
     env.keys().await?.primary.clone().context("the environment has no primary key")
 }

@@ -1,10 +1,13 @@
 //! Domain rules and services for Portcullis. Transports (HTTP, CLI) call
 //! these; they never see HTTP types, and only the store sees SQL.
 
+pub mod account;
 pub mod cache;
 pub mod context;
 pub mod error;
 pub mod events;
+pub mod limits;
+pub mod mail;
 pub mod oauth;
 pub mod passwords;
 pub mod services;
@@ -28,6 +31,22 @@ pub struct CoreConfig {
     pub public_port: Option<u16>,
     /// Serves hosts that name no environment (a bare IP, `localhost`).
     pub default_environment: Option<String>,
+    pub mail: mail::MailSettings,
+    /// `None` turns rate limiting off (benchmarks only).
+    pub rate_limits: Option<limits::RateLimits>,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            base_domain: "localhost".into(),
+            public_scheme: "http".into(),
+            public_port: None,
+            default_environment: None,
+            mail: mail::MailSettings::default(),
+            rate_limits: Some(limits::RateLimits::default()),
+        }
+    }
 }
 
 /// The service layer's shared state.
@@ -39,13 +58,19 @@ pub struct Core {
     pub events: events::EventSink,
     /// Argon2id runs here, one hash per core at a time.
     pub passwords: passwords::PasswordPool,
+    pub mailer: Arc<mail::Mailer>,
+    pub limiter: limits::Limiter,
 }
 
 impl Core {
     /// Builds the core and starts its background tasks (cache invalidation,
     /// the change listener on PostgreSQL, the asynchronous event writer).
-    pub fn start(db: Db, master_key: MasterKey, config: CoreConfig) -> Arc<Core> {
+    /// Fails on mail settings that cannot work.
+    pub fn start(db: Db, master_key: MasterKey, config: CoreConfig) -> Result<Arc<Core>> {
+        let mailer = Arc::new(mail::Mailer::new(&config.mail)?);
         let core = Arc::new(Core {
+            limiter: limits::Limiter::new(config.rate_limits.as_ref()),
+            mailer,
             events: events::EventSink::start(db.clone()),
             passwords: passwords::PasswordPool::start(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -76,7 +101,17 @@ impl Core {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
-        core
+        let weak = Arc::downgrade(&core);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(core) = weak.upgrade() else { return };
+                core.limiter.shrink();
+            }
+        });
+        Ok(core)
     }
 
     pub fn issuer_for(&self, handle: &str) -> String {

@@ -293,6 +293,23 @@ pub mod signin {
         sql.execute(conn).await
     }
 
+    /// Deletes a user's unused emailed links (all of them, or one purpose's):
+    /// a new link, a new password or a new email address voids the old ones.
+    pub async fn drop_user_tokens(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        user_id: &str,
+        purpose: Option<&str>,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("DELETE FROM user_tokens WHERE environment_id = ");
+        sql.bind(environment_id.to_owned()).push(" AND user_id = ").bind(user_id.to_owned());
+        if let Some(purpose) = purpose {
+            sql.push(" AND purpose = ").bind(purpose.to_owned());
+        }
+        sql.push(" AND used_at IS NULL");
+        sql.execute(conn).await
+    }
+
     /// Names of the user's roles, and of the permissions those roles grant.
     pub async fn roles_and_permissions(
         conn: &mut AnyConnection,

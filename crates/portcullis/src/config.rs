@@ -8,6 +8,8 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use portcullis_core::CoreConfig;
+use portcullis_core::limits::RateLimits;
+use portcullis_core::mail::{MailSettings, MailTransport};
 use portcullis_crypto::aead::MasterKey;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,17 @@ pub struct Config {
     pub log_format: String,
     /// Serves hosts that name no environment (single-tenant installs).
     pub default_environment: Option<String>,
+    /// SMTP relay for confirmation and reset mail, e.g.
+    /// `smtp://user:pass@smtp.example.com:587?tls=required` or `smtps://…:465`.
+    /// Without it, mail is written to `outbox_dir`.
+    pub smtp_url: Option<String>,
+    /// The `From` of outgoing mail.
+    pub mail_from: String,
+    /// The dev outbox (one JSON file per message); default `{data_dir}/outbox`.
+    pub outbox_dir: Option<PathBuf>,
+    /// Per-IP and per-account limits on login, sign-up, reset and token
+    /// requests. Turn off only to benchmark.
+    pub rate_limits: bool,
 }
 
 impl Default for Config {
@@ -45,6 +58,10 @@ impl Default for Config {
             data_dir: "portcullis-data".into(),
             log_format: "text".into(),
             default_environment: None,
+            smtp_url: None,
+            mail_from: "Portcullis <no-reply@localhost>".into(),
+            outbox_dir: None,
+            rate_limits: true,
         }
     }
 }
@@ -68,6 +85,16 @@ impl Config {
             public_port: public_port
                 .filter(|p| !matches!((self.public_scheme.as_str(), p), ("http", 80) | ("https", 443))),
             default_environment: self.default_environment.clone(),
+            mail: MailSettings {
+                from: self.mail_from.clone(),
+                transport: match &self.smtp_url {
+                    Some(url) => MailTransport::Smtp(url.clone()),
+                    None => MailTransport::Outbox(
+                        self.outbox_dir.clone().unwrap_or_else(|| self.data_dir.join("outbox")),
+                    ),
+                },
+            },
+            rate_limits: self.rate_limits.then(RateLimits::default),
         }
     }
 

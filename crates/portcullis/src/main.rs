@@ -87,14 +87,26 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve => serve(config, db).await,
         Command::Env(command) => {
-            let core = Core::start(db, config.master_key()?, config.core());
+            let core = start_core(&config, db)?;
             env_command(&core, command).await
         }
     }
 }
 
 async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
-    let core = Core::start(db, config.master_key()?, config.core());
+    let core = start_core(&config, db)?;
+    match core.mailer.outbox() {
+        Some(dir) => tracing::warn!(
+            outbox = %dir.display(),
+            "no smtp_url: confirmation and reset mail is written to the dev outbox, not sent"
+        ),
+        None => tracing::info!("mail goes through the configured SMTP relay"),
+    }
+    if config.rate_limits {
+        tracing::info!("rate limits on login, sign-up, reset and token requests are on");
+    } else {
+        tracing::warn!("rate limits are OFF (rate_limits = false): use this only to benchmark");
+    }
     match environments::all(&core).await {
         Ok(envs) if envs.is_empty() => tracing::warn!(
             "no environments yet: create one with `portcullis env create acme-test` \
@@ -121,6 +133,10 @@ async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
         .context("server error")?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+fn start_core(config: &Config, db: Db) -> anyhow::Result<Arc<Core>> {
+    Core::start(db, config.master_key()?, config.core()).map_err(|e| anyhow::anyhow!("cannot start: {e}"))
 }
 
 async fn shutdown_signal() {

@@ -1,7 +1,7 @@
 use portcullis_jsonapi::ResourceObject;
 use portcullis_store::model::{Event, User};
 use portcullis_store::types::JsonText;
-use portcullis_store::{new_id, now_micros, record};
+use portcullis_store::{WriteTx, new_id, now_micros, record, repo};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -89,6 +89,13 @@ fn validate_email(email: &str) -> Result<String> {
     }
 }
 
+/// Common passwords of 8+ characters (see `data/README.md`), refused as new
+/// passwords whatever their case.
+static COMMON_PASSWORDS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+    std::sync::LazyLock::new(|| include_str!("../../data/common-passwords.txt").lines().collect());
+
+/// The password policy: 8 to 128 characters, not a common password, and
+/// confirmed.
 pub fn validate_password(password: &str, confirmation: &str) -> Result<()> {
     let length = password.chars().count();
     if length < PASSWORD_MIN {
@@ -101,6 +108,12 @@ pub fn validate_password(password: &str, confirmation: &str) -> Result<()> {
         return Err(ServiceError::invalid(
             "password",
             format!("password must be at most {PASSWORD_MAX} characters"),
+        ));
+    }
+    if COMMON_PASSWORDS.contains(password.to_lowercase().as_str()) {
+        return Err(ServiceError::invalid(
+            "password",
+            "password is too common: choose one that is harder to guess",
         ));
     }
     if !portcullis_crypto::secret::constant_time_eq(password, confirmation) {
@@ -123,6 +136,15 @@ fn validate_metadata(metadata: Value) -> Result<Value> {
 const EMAIL_TAKEN: &str = "email has already been taken";
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
+    let user = build(core, ctx.environment_id(), input).await?;
+    let mut tx = core.db.write().await?;
+    insert_in(&mut tx, &user).await?;
+    finish(tx, ctx, created_event("user.created", &user)).await?;
+    Ok(user)
+}
+
+/// A validated new user with its password hashed, not yet stored.
+pub(crate) async fn build(core: &Core, environment_id: &str, input: NewUser) -> Result<User> {
     let email = validate_email(&input.email)?;
     validate_password(&input.password, &input.password_confirmation)?;
     let first_name = optional_text("first_name", input.first_name, 255)?;
@@ -130,9 +152,9 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
     let metadata = validate_metadata(input.metadata.unwrap_or_else(|| json!({})))?;
     let password_hash = core.passwords.hash(input.password).await?;
     let now = now_micros();
-    let user = User {
+    Ok(User {
         id: new_id(),
-        environment_id: ctx.environment_id().to_owned(),
+        environment_id: environment_id.to_owned(),
         email,
         email_verified: input.email_verified,
         first_name,
@@ -144,21 +166,26 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
         updated_at: now,
         failed_logins: 0,
         locked_until: None,
-    };
-    let mut tx = core.db.write().await?;
-    record::insert(tx.conn(), &user).await.map_err(conflict_on(
+    })
+}
+
+/// Inserts a built user; a taken email is a conflict on `email`.
+pub(crate) async fn insert_in(tx: &mut WriteTx, user: &User) -> Result<()> {
+    record::insert(tx.conn(), user).await.map_err(conflict_on(
         &["users_email_key"],
         Field::Attribute("email"),
         EMAIL_TAKEN,
-    ))?;
-    let event = Event {
-        action: "user.created",
+    ))
+}
+
+/// `user.created` (by an admin) or `user.registered` (signed up).
+pub(crate) fn created_event(action: &'static str, user: &User) -> Event {
+    Event {
+        action,
         targets: vec![target(KIND, &user.id, Some(&user.email))],
         changes: json!({"email": {"from": null, "to": user.email}, "first_name": {"from": null, "to": user.first_name}, "last_name": {"from": null, "to": user.last_name}}),
-        data: serde_json::to_value(present(&user)).unwrap_or_default(),
-    };
-    finish(tx, ctx, event).await?;
-    Ok(user)
+        data: serde_json::to_value(present(user)).unwrap_or_default(),
+    }
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Result<User> {
@@ -215,6 +242,11 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Res
     if before.blocked != user.blocked {
         // Blocking must take effect for cached token checks at once.
         tx.invalidate(ctx.environment_id());
+    }
+    if !before.email.eq_ignore_ascii_case(&user.email) || password_changed {
+        // Links mailed to an old address must not confirm or reset the new
+        // one, and a new password voids pending resets.
+        repo::signin::drop_user_tokens(tx.conn(), ctx.environment_id(), &user.id, None).await?;
     }
     if user.blocked && !before.blocked {
         super::sessions::end_all_for_user(&mut tx, ctx.environment_id(), &user.id).await?;

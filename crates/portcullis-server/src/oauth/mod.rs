@@ -9,14 +9,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{options, post};
 use base64::Engine;
+use portcullis_core::limits::{Limit, RetryAfter};
 use portcullis_core::oauth::{self, OAuthError, Params, PresentedClient, RequestInfo, grants};
 use portcullis_core::{Core, EnvState};
 use serde::Serialize;
 use serde_json::Value;
+use tower_http::cors::{Any, CorsLayer};
 
 use crate::env::{Env, RequestMeta};
 
@@ -34,11 +36,21 @@ fn no_store(status: StatusCode, body: &impl Serialize) -> Response {
 pub struct OAuthFailure {
     error: OAuthError,
     basic_realm: Option<String>,
+    retry_after: Option<u64>,
 }
 
 impl From<OAuthError> for OAuthFailure {
     fn from(error: OAuthError) -> Self {
-        OAuthFailure { error, basic_realm: None }
+        OAuthFailure { error, basic_realm: None, retry_after: None }
+    }
+}
+
+impl From<RetryAfter> for OAuthFailure {
+    /// 429 with `Retry-After`; the error code is Auth0's, RFC 6749 has none.
+    fn from(RetryAfter(seconds): RetryAfter) -> Self {
+        let mut error = OAuthError::new("too_many_requests", "too many requests: slow down and retry later");
+        error.status = 429;
+        OAuthFailure { error, basic_realm: None, retry_after: Some(seconds) }
     }
 }
 
@@ -53,6 +65,11 @@ impl IntoResponse for OAuthFailure {
             && let Ok(value) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
         {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        }
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }
@@ -123,9 +140,11 @@ async fn authenticated(
     form: &Params,
 ) -> Result<Arc<portcullis_store::model::Client>, OAuthFailure> {
     let (presented, used_basic) = presented_client(headers, form)?;
-    oauth::authenticate(env, &presented)
-        .await
-        .map_err(|error| OAuthFailure { error, basic_realm: used_basic.then(|| env.issuer.clone()) })
+    oauth::authenticate(env, &presented).await.map_err(|error| OAuthFailure {
+        error,
+        basic_realm: used_basic.then(|| env.issuer.clone()),
+        retry_after: None,
+    })
 }
 
 async fn token(
@@ -136,6 +155,11 @@ async fn token(
     body: Bytes,
 ) -> Result<Response, OAuthFailure> {
     let form = parse_form(&headers, &body)?;
+    // Limited before authentication, so secrets and codes cannot be guessed
+    // at speed either.
+    let client_id = presented_client(&headers, &form).map(|(c, _)| c.client_id).unwrap_or_default();
+    let ip = meta.ip_address.clone().unwrap_or_default();
+    core.limiter.check_all(&[(Limit::TokenIp, &ip), (Limit::TokenClient, &client_id)])?;
     let grant_type = form.require("grant_type")?;
     let client = authenticated(&env, &headers, &form).await?;
     let info = RequestInfo::from(meta);
@@ -194,10 +218,31 @@ async fn revoke(
 }
 
 pub fn router() -> Router<Arc<Core>> {
-    Router::new()
+    // Browser apps (public clients) call these from their own origin. None
+    // of them reads cookies, so any origin may, without credentials.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::WWW_AUTHENTICATE, header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600));
+    let from_browsers = Router::new()
         .route("/oauth/token", post(token))
-        .route("/oauth/introspect", post(introspect))
         .route("/oauth/revoke", post(revoke))
         .merge(discovery::router())
-        .merge(userinfo::router())
+        .merge(userinfo::router());
+    // Preflights need an OPTIONS route under the CORS layer: otherwise the
+    // app's 405 fallback answers them before the layer sees them.
+    let from_browsers = [
+        "/oauth/token",
+        "/oauth/revoke",
+        "/oauth/userinfo",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/jwks.json",
+    ]
+    .into_iter()
+    .fold(from_browsers, |router, path| router.route(path, options(|| async { StatusCode::NO_CONTENT })))
+    .layer(cors);
+    Router::new().route("/oauth/introspect", post(introspect)).merge(from_browsers)
 }

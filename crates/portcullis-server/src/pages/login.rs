@@ -5,18 +5,19 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum_extra::extract::cookie::CookieJar;
+use portcullis_core::limits::{Limit, RetryAfter};
 use portcullis_core::oauth::RequestInfo;
 use portcullis_core::oauth::authorize::AuthorizationRequest;
 use portcullis_core::signin::{self, LoginError};
 use portcullis_core::{Core, EnvState};
 
 use super::{
-    FlowQuery, browser_session, continue_flow, message, open_flow, render_form, server_error,
-    set_session_cookie, submitted,
+    FlowQuery, browser_session, continue_flow, message_with_link, open_flow, render_form, server_error,
+    set_session_cookie, submitted, too_many_requests,
 };
 use crate::env::{Env, RequestMeta};
 
@@ -51,7 +52,7 @@ async fn page(
             email => email,
             error => view.error,
             client_name => client_name(env, view.request).await,
-                        registration_enabled => env.environment.registration_enabled,
+            registration_enabled => env.environment.registration_enabled,
         },
     )
 }
@@ -90,6 +91,19 @@ async fn submit(
         };
         return page(&core, &env, jar, StatusCode::BAD_REQUEST, view).await;
     };
+    let ip = meta.ip_address.clone().unwrap_or_default();
+    if let Err(RetryAfter(wait)) =
+        core.limiter.check_all(&[(Limit::LoginIp, &ip), (Limit::LoginAccount, email)])
+    {
+        let view = LoginPage {
+            flow: form.get("flow"),
+            request: request.as_ref(),
+            email: Some(email),
+            error: Some("Too many sign-in attempts. Wait a minute, then try again."),
+        };
+        let response = page(&core, &env, jar, StatusCode::TOO_MANY_REQUESTS, view).await;
+        return too_many_requests(response, wait);
+    }
     let current = match browser_session(&core, &env, &jar).await {
         Ok(current) => current,
         Err(error) => return server_error(&env, &error),
@@ -115,11 +129,8 @@ async fn submit(
         }
         Err(LoginError::Locked { retry_after }) => {
             let view = failed("Too many failed sign-in attempts. Wait a few minutes, then try again.");
-            let mut response = page(&core, &env, jar, StatusCode::TOO_MANY_REQUESTS, view).await;
-            if let Ok(value) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
+            let response = page(&core, &env, jar, StatusCode::TOO_MANY_REQUESTS, view).await;
+            return too_many_requests(response, retry_after.unsigned_abs());
         }
         Err(LoginError::Service(error)) => return server_error(&env, &error),
     };
@@ -132,11 +143,11 @@ async fn submit(
             let session = (logged_in.session, logged_in.user);
             continue_flow(&core, &env, request, Some(&session)).await
         }
-        None => message(
-            StatusCode::OK,
+        None => message_with_link(
             &env,
             "You are signed in",
             &format!("Signed in as {}.", logged_in.user.email),
+            ("Change your password", "/password/change"),
         ),
     };
     (jar, next).into_response()

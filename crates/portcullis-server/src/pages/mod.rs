@@ -10,6 +10,7 @@
 // handler sends next, so boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
+mod account;
 mod authorize;
 mod consent;
 mod login;
@@ -34,6 +35,7 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
         ("login.html", include_str!("../../templates/login.html")),
         ("register.html", include_str!("../../templates/register.html")),
         ("consent.html", include_str!("../../templates/consent.html")),
+        ("confirm.html", include_str!("../../templates/confirm.html")),
         ("forgot.html", include_str!("../../templates/forgot.html")),
         ("reset.html", include_str!("../../templates/reset.html")),
         ("logout.html", include_str!("../../templates/logout.html")),
@@ -87,6 +89,54 @@ pub(crate) fn message(status: StatusCode, env: &EnvState, title: &str, text: &st
         "message.html",
         minijinja::context! { title => title, message => text, error => status.is_client_error() || status.is_server_error() },
     )
+}
+
+/// A notice with one link onwards (e.g. "Sign in").
+pub(crate) fn message_with_link(env: &EnvState, title: &str, text: &str, link: (&str, &str)) -> Response {
+    let (link_text, link_href) = link;
+    render(
+        StatusCode::OK,
+        env,
+        "message.html",
+        minijinja::context! { title => title, message => text, link_text => link_text, link_href => link_href },
+    )
+}
+
+/// Field messages of a validation error, keyed by field name, for a form's
+/// template (`errors.password`); `None` for other errors.
+pub(crate) fn field_errors(error: &ServiceError) -> Option<minijinja::Value> {
+    match error {
+        ServiceError::Invalid { field: portcullis_core::Field::Attribute(field), message } => {
+            Some(minijinja::Value::from_pairs([(*field, message.clone())]))
+        }
+        _ => None,
+    }
+}
+
+/// Answers 429 with `Retry-After`.
+pub(crate) fn too_many_requests(mut response: Response, retry_after: u64) -> Response {
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    if let Ok(value) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// The page for a request over its rate limit.
+pub(crate) fn rate_limited(env: &EnvState, retry_after: u64) -> Response {
+    let text = format!("Too many attempts from here. Wait {retry_after} seconds, then try again.");
+    too_many_requests(message(StatusCode::TOO_MANY_REQUESTS, env, "Slow down", &text), retry_after)
+}
+
+/// `?flow=` carried to the next page's URL, if a sign-in is in progress.
+pub(crate) fn with_flow(path: &str, flow: Option<&str>) -> String {
+    match flow {
+        Some(flow) => {
+            let query = form_urlencoded::Serializer::new(String::new()).append_pair("flow", flow).finish();
+            format!("{path}?{query}")
+        }
+        None => path.to_owned(),
+    }
 }
 
 pub(crate) fn server_error(env: &EnvState, error: &ServiceError) -> Response {
@@ -254,10 +304,7 @@ pub(crate) async fn continue_flow(
         Err(error) => return server_error(env, &error),
     };
     let sealed = |path: &str| match flow::seal(core, env, request) {
-        Ok(sealed) => {
-            let query = form_urlencoded::Serializer::new(String::new()).append_pair("flow", &sealed).finish();
-            redirect(&format!("{path}?{query}"))
-        }
+        Ok(sealed) => redirect(&with_flow(path, Some(&sealed))),
         Err(error) => server_error(env, &error),
     };
     match step {
@@ -273,4 +320,5 @@ pub fn router() -> Router<Arc<Core>> {
         .merge(login::router())
         .merge(consent::router())
         .merge(logout::router())
+        .merge(account::router())
 }

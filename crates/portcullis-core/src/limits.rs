@@ -1,0 +1,187 @@
+//! Rate limits on the endpoints that guess passwords, mint accounts, send
+//! mail or issue tokens: per client IP and per account (email or client).
+//!
+//! GCRA (governor) per key, in memory: limits are per process. Behind
+//! several instances each enforces its own, which still bounds a guesser.
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// `count` requests per `period`, all of them usable in a burst.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    pub const fn per_second(count: u32) -> Rate {
+        Rate { count, period: Duration::from_secs(1) }
+    }
+    pub const fn per_minute(count: u32) -> Rate {
+        Rate { count, period: Duration::from_secs(60) }
+    }
+    pub const fn per_hour(count: u32) -> Rate {
+        Rate { count, period: Duration::from_secs(3600) }
+    }
+
+    fn quota(self) -> Quota {
+        let count = NonZeroU32::new(self.count).unwrap_or(NonZeroU32::MIN);
+        let replenish = (self.period / count.get()).max(Duration::from_nanos(1));
+        Quota::with_period(replenish).map_or_else(|| Quota::per_second(count), |q| q.allow_burst(count))
+    }
+}
+
+/// What is limited, and by what key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Password logins from one IP.
+    LoginIp,
+    /// Password logins for one email address (on top of the lockout).
+    LoginAccount,
+    /// Sign-ups from one IP.
+    RegisterIp,
+    /// Reset and confirmation mail requests from one IP.
+    ResetIp,
+    /// Reset and confirmation mail for one email address.
+    ResetAccount,
+    /// Token-endpoint calls from one IP.
+    TokenIp,
+    /// Token-endpoint calls naming one client.
+    TokenClient,
+}
+
+/// The limits in force; `None` turns them all off (benchmarks).
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub login_ip: Rate,
+    pub login_account: Rate,
+    pub register_ip: Rate,
+    pub reset_ip: Rate,
+    pub reset_account: Rate,
+    pub token_ip: Rate,
+    pub token_client: Rate,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            login_ip: Rate::per_minute(30),
+            login_account: Rate::per_minute(10),
+            register_ip: Rate::per_hour(20),
+            reset_ip: Rate::per_hour(20),
+            reset_account: Rate::per_hour(5),
+            // Generous: a backend refreshing for many users sits behind one IP.
+            token_ip: Rate::per_second(500),
+            token_client: Rate::per_second(1000),
+        }
+    }
+}
+
+/// Refused: try again after this many seconds (at least 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RetryAfter(pub u64);
+
+pub struct Limiter {
+    buckets: Option<Vec<(Limit, DefaultKeyedRateLimiter<String>)>>,
+}
+
+impl Limiter {
+    pub fn new(limits: Option<&RateLimits>) -> Limiter {
+        let buckets = limits.map(|l| {
+            [
+                (Limit::LoginIp, l.login_ip),
+                (Limit::LoginAccount, l.login_account),
+                (Limit::RegisterIp, l.register_ip),
+                (Limit::ResetIp, l.reset_ip),
+                (Limit::ResetAccount, l.reset_account),
+                (Limit::TokenIp, l.token_ip),
+                (Limit::TokenClient, l.token_client),
+            ]
+            .into_iter()
+            .map(|(limit, rate)| (limit, RateLimiter::keyed(rate.quota())))
+            .collect()
+        });
+        Limiter { buckets }
+    }
+
+    /// Counts one request against `limit` for `key`. Keys are compared
+    /// case-insensitively (emails).
+    pub fn check(&self, limit: Limit, key: &str) -> Result<(), RetryAfter> {
+        let Some(buckets) = &self.buckets else { return Ok(()) };
+        let Some((_, bucket)) = buckets.iter().find(|(l, _)| *l == limit) else { return Ok(()) };
+        bucket.check_key(&key.trim().to_lowercase()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            RetryAfter(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(RetryAfter(1))
+        })
+    }
+
+    /// Checks several limits; the first refusal wins. Every limit is
+    /// counted, so a refused request still uses up its IP's allowance.
+    pub fn check_all(&self, checks: &[(Limit, &str)]) -> Result<(), RetryAfter> {
+        let mut refused = None;
+        for (limit, key) in checks {
+            if let Err(retry) = self.check(*limit, key) {
+                refused = refused.max(Some(retry));
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// Forgets keys whose allowance is full again (bounds memory).
+    pub fn shrink(&self) {
+        for (_, bucket) in self.buckets.iter().flatten() {
+            bucket.retain_recent();
+            bucket.shrink_to_fit();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tight() -> RateLimits {
+        RateLimits {
+            login_ip: Rate::per_minute(2),
+            login_account: Rate::per_hour(1),
+            ..RateLimits::default()
+        }
+    }
+
+    #[test]
+    fn refuses_past_the_burst_with_a_retry_after() {
+        let limiter = Limiter::new(Some(&tight()));
+        assert!(limiter.check(Limit::LoginIp, "10.0.0.1").is_ok());
+        assert!(limiter.check(Limit::LoginIp, "10.0.0.1").is_ok());
+        let RetryAfter(wait) = limiter.check(Limit::LoginIp, "10.0.0.1").unwrap_err();
+        assert!((1..=30).contains(&wait), "one token back in 30 s, got {wait}");
+        // Other keys and other limits have their own allowance.
+        assert!(limiter.check(Limit::LoginIp, "10.0.0.2").is_ok());
+        assert!(limiter.check(Limit::TokenIp, "10.0.0.1").is_ok());
+    }
+
+    #[test]
+    fn account_keys_ignore_case_and_the_worst_wait_wins() {
+        let limiter = Limiter::new(Some(&tight()));
+        assert!(
+            limiter.check_all(&[(Limit::LoginIp, "ip"), (Limit::LoginAccount, "Ann@Example.com")]).is_ok()
+        );
+        let RetryAfter(wait) = limiter
+            .check_all(&[(Limit::LoginIp, "ip2"), (Limit::LoginAccount, "ann@example.com ")])
+            .unwrap_err();
+        assert!(wait > 3000, "the hourly account limit decides, got {wait}");
+    }
+
+    #[test]
+    fn no_limits_when_turned_off() {
+        let limiter = Limiter::new(None);
+        for _ in 0..1000 {
+            assert!(limiter.check(Limit::LoginIp, "ip").is_ok());
+        }
+        limiter.shrink();
+    }
+}

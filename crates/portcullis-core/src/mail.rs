@@ -1,0 +1,258 @@
+//! Outgoing mail (confirmation and password-reset links): through SMTP when
+//! an `smtp_url` is configured, otherwise into a dev outbox directory, one
+//! JSON file per message, that developers and tests read.
+//!
+//! Sending happens off the request path (`Mailer::dispatch`): a page's
+//! response time must not tell whether a message was sent, since that would
+//! reveal whether an email address has an account.
+
+use std::path::PathBuf;
+
+use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Serialize;
+
+use crate::{Result, ServiceError};
+
+/// Where mail goes.
+#[derive(Debug, Clone)]
+pub enum MailTransport {
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://…:465`
+    /// (implicit TLS) or plain `smtp://host:25` for a local relay.
+    Smtp(String),
+    /// A directory of `*.json` messages (development and tests).
+    Outbox(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// The `From` mailbox, e.g. `Acme <no-reply@acme.example>`.
+    pub from: String,
+    pub transport: MailTransport,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        MailSettings {
+            from: "Portcullis <no-reply@localhost>".into(),
+            transport: MailTransport::Outbox(PathBuf::from("portcullis-data/outbox")),
+        }
+    }
+}
+
+/// One plain-text message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+/// A message as the outbox stores it.
+#[derive(Serialize)]
+struct OutboxEntry<'a> {
+    from: &'a str,
+    to: &'a str,
+    subject: &'a str,
+    text: &'a str,
+    sent_at: String,
+}
+
+pub struct Mailer {
+    from: Mailbox,
+    sender: Sender,
+}
+
+enum Sender {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Outbox(PathBuf),
+}
+
+impl Mailer {
+    pub fn new(settings: &MailSettings) -> Result<Mailer> {
+        let from: Mailbox = settings.from.parse().map_err(|e| {
+            ServiceError::Internal(format!("mail_from `{}` is not a mailbox: {e}", settings.from))
+        })?;
+        let sender = match &settings.transport {
+            MailTransport::Smtp(url) => Sender::Smtp(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    // The URL may hold a password: never echo it.
+                    .map_err(|e| ServiceError::Internal(format!("smtp_url is not a valid SMTP URL: {e}")))?
+                    .build(),
+            ),
+            MailTransport::Outbox(dir) => Sender::Outbox(dir.clone()),
+        };
+        Ok(Mailer { from, sender })
+    }
+
+    /// Where the outbox is, when mail goes to one.
+    pub fn outbox(&self) -> Option<&std::path::Path> {
+        match &self.sender {
+            Sender::Outbox(dir) => Some(dir),
+            Sender::Smtp(_) => None,
+        }
+    }
+
+    /// Sends one message now.
+    pub async fn send(&self, mail: &Mail) -> Result<()> {
+        match &self.sender {
+            Sender::Smtp(transport) => {
+                let to: Mailbox = mail
+                    .to
+                    .parse()
+                    .map_err(|e| ServiceError::Internal(format!("cannot mail this address: {e}")))?;
+                let message = Message::builder()
+                    .from(self.from.clone())
+                    .to(to)
+                    .subject(&mail.subject)
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(mail.text.clone())
+                    .map_err(|e| ServiceError::Internal(format!("cannot build the message: {e}")))?;
+                transport
+                    .send(message)
+                    .await
+                    .map_err(|e| ServiceError::Internal(format!("SMTP delivery failed: {e}")))?;
+                Ok(())
+            }
+            Sender::Outbox(dir) => write_outbox(dir, &self.from.to_string(), mail).await,
+        }
+    }
+
+    /// Sends in the background; failures are logged (without the body,
+    /// which carries single-use links).
+    pub fn dispatch(self: &std::sync::Arc<Self>, mail: Mail) {
+        let mailer = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = mailer.send(&mail).await {
+                tracing::error!(%error, subject = %mail.subject, "mail not sent");
+            }
+        });
+    }
+}
+
+/// Writes `{micros}-{uuid}.json` atomically (a temporary name, then a
+/// rename), so readers never see half a message.
+async fn write_outbox(dir: &std::path::Path, from: &str, mail: &Mail) -> Result<()> {
+    let sent_at = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let entry = OutboxEntry { from, to: &mail.to, subject: &mail.subject, text: &mail.text, sent_at };
+    let body = serde_json::to_vec_pretty(&entry).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let name = format!("{}-{}", portcullis_store::now_micros(), uuid::Uuid::new_v4().simple());
+    let io = |e: std::io::Error| {
+        ServiceError::Internal(format!("cannot write to the outbox {}: {e}", dir.display()))
+    };
+    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    let partial = dir.join(format!(".{name}.tmp"));
+    tokio::fs::write(&partial, body).await.map_err(io)?;
+    tokio::fs::rename(&partial, dir.join(format!("{name}.json"))).await.map_err(io)?;
+    tracing::info!(outbox = %dir.display(), subject = %mail.subject, "mail written to the dev outbox");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A one-message SMTP server: answers the commands lettre sends and
+    /// returns the DATA it received.
+    async fn smtp_sink(listener: TcpListener) -> String {
+        let (socket, _) = listener.accept().await.unwrap();
+        let (read, mut write) = socket.into_split();
+        let mut lines = BufReader::new(read).lines();
+        write.write_all(b"220 sink ESMTP\r\n").await.unwrap();
+        let mut data = String::new();
+        let mut in_data = false;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    write.write_all(b"250 queued\r\n").await.unwrap();
+                } else {
+                    data.push_str(&line);
+                    data.push('\n');
+                }
+                continue;
+            }
+            let verb = line.split(' ').next().unwrap_or_default().to_ascii_uppercase();
+            let reply: &[u8] = match verb.as_str() {
+                "EHLO" | "HELO" => b"250 sink\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go on\r\n"
+                }
+                "QUIT" => {
+                    write.write_all(b"221 bye\r\n").await.unwrap();
+                    break;
+                }
+                _ => b"250 ok\r\n",
+            };
+            write.write_all(reply).await.unwrap();
+        }
+        data
+    }
+
+    #[tokio::test]
+    async fn smtp_delivers_a_plain_text_message() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sink = tokio::spawn(smtp_sink(listener));
+        let settings = MailSettings {
+            from: "Acme <no-reply@acme.test>".into(),
+            transport: MailTransport::Smtp(format!("smtp://127.0.0.1:{port}")),
+        };
+        let mailer = Mailer::new(&settings).unwrap();
+        assert!(mailer.outbox().is_none());
+        let mail = Mail {
+            to: "ann@example.com".into(),
+            subject: "Confirm your email".into(),
+            text: "Open http://acme.test/confirm/abc".into(),
+        };
+        mailer.send(&mail).await.unwrap();
+        drop(mailer);
+        let data = tokio::time::timeout(std::time::Duration::from_secs(10), sink).await.unwrap().unwrap();
+        assert!(data.contains("To: ann@example.com"), "{data}");
+        assert!(data.contains("Subject: Confirm your email"), "{data}");
+        assert!(data.contains("From: Acme <no-reply@acme.test>"), "{data}");
+        assert!(data.contains("http://acme.test/confirm/abc"), "{data}");
+    }
+
+    #[tokio::test]
+    async fn the_outbox_holds_one_json_file_per_message() {
+        let dir = std::env::temp_dir().join(format!("portcullis-outbox-{}", uuid::Uuid::new_v4().simple()));
+        let settings =
+            MailSettings { from: "no-reply@acme.test".into(), transport: MailTransport::Outbox(dir.clone()) };
+        let mailer = Mailer::new(&settings).unwrap();
+        assert_eq!(mailer.outbox(), Some(dir.as_path()));
+        for n in 0..2 {
+            let mail =
+                Mail { to: format!("user{n}@example.com"), subject: "Hi".into(), text: "Hello".into() };
+            mailer.send(&mail).await.unwrap();
+        }
+        let mut names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "no temporary files left behind: {names:?}");
+        let first: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(&names[0])).unwrap()).unwrap();
+        assert_eq!(first["to"], "user0@example.com");
+        assert_eq!(first["from"], "no-reply@acme.test");
+        assert_eq!(first["text"], "Hello");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_refused_without_echoing_secrets() {
+        let bad_from = MailSettings { from: "not a mailbox".into(), ..MailSettings::default() };
+        assert!(Mailer::new(&bad_from).is_err());
+        let bad_url = MailSettings {
+            transport: MailTransport::Smtp("ftp://user:hunter2@host".into()),
+            ..MailSettings::default()
+        };
+        let error = Mailer::new(&bad_url).err().unwrap().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+}
