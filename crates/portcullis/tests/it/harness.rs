@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Once};
 
+use portcullis_core::mail::{MailSettings, MailTransport};
 use portcullis_core::services::environments;
 use portcullis_core::services::signing_keys::NewSigningKey;
 use portcullis_core::{Core, CoreConfig};
@@ -57,8 +58,13 @@ fn note_postgres_skipped() {
 }
 
 impl TestServer {
-    /// Starts a server on `backend`; `None` when PostgreSQL is not configured.
-    pub async fn start(backend: Backend) -> Option<TestServer> {
+    /// Starts a server on `backend` with the test settings changed by
+    /// `configure` (e.g. tighter rate limits); `None` when PostgreSQL is not
+    /// configured.
+    pub async fn start_configured(
+        backend: Backend,
+        configure: impl FnOnce(&mut CoreConfig),
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (database_url, schema) = match backend {
             Backend::Sqlite => (format!("sqlite:{}", dir.path().join("test.db").display()), None),
@@ -79,7 +85,7 @@ impl TestServer {
             }
         };
         let master_key = MasterKey::generate_base64();
-        Some(Self::start_with(backend, database_url, master_key, dir, schema).await)
+        Some(Self::start_with(backend, database_url, master_key, dir, schema, configure).await)
     }
 
     async fn start_with(
@@ -88,12 +94,16 @@ impl TestServer {
         master_key: String,
         dir: tempfile::TempDir,
         schema: Option<(String, String)>,
+        configure: impl FnOnce(&mut CoreConfig),
     ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let db = Db::connect(&database_url).await.expect("connect");
         db.migrate().await.expect("migrate");
-        let core = Core::start(db, MasterKey::from_base64(&master_key).expect("key"), core_config(port));
+        let mut config = core_config(port, dir.path());
+        configure(&mut config);
+        let core =
+            Core::start(db, MasterKey::from_base64(&master_key).expect("key"), config).expect("start core");
         let app = portcullis_server::app(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
@@ -230,13 +240,22 @@ impl TestServer {
         let port = listener.local_addr().expect("addr").port();
         let db = Db::connect(&self.database_url).await.expect("connect");
         // Issuers name the port, so the peer must claim to be the same host.
-        let core =
-            Core::start(db, MasterKey::from_base64(&self.master_key).expect("key"), core_config(self.port));
+        let core = Core::start(
+            db,
+            MasterKey::from_base64(&self.master_key).expect("key"),
+            core_config(self.port, self._dir.path()),
+        )
+        .expect("start core");
         let app = portcullis_server::app(core).into_make_service_with_connect_info::<SocketAddr>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
         Peer { port, server }
+    }
+
+    /// The dev outbox this server writes mail to (one JSON file per message).
+    pub fn outbox_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("outbox")
     }
 
     /// Runs a SQL statement that returns one integer (for white-box checks).
@@ -300,12 +319,15 @@ impl Drop for TestServer {
     }
 }
 
-pub fn core_config(port: u16) -> CoreConfig {
+/// The test servers' settings: mail goes to `{dir}/outbox`.
+pub fn core_config(port: u16, dir: &std::path::Path) -> CoreConfig {
     CoreConfig {
-        base_domain: "localhost".into(),
-        public_scheme: "http".into(),
         public_port: Some(port),
-        default_environment: None,
+        mail: MailSettings {
+            from: "Acme Test <no-reply@acme-test.localhost>".into(),
+            transport: MailTransport::Outbox(dir.join("outbox")),
+        },
+        ..CoreConfig::default()
     }
 }
 
@@ -331,21 +353,31 @@ fn uuid_hex() -> String {
 #[macro_export]
 macro_rules! db_test {
     ($name:ident, |$server:ident| $body:block) => {
+        $crate::db_test!($name, config = |_| {}, |$server| $body);
+    };
+    ($name:ident, config = $configure:expr, |$server:ident| $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let $server =
-                    $crate::harness::TestServer::start($crate::harness::Backend::Sqlite).await.unwrap();
+                let $server = $crate::harness::TestServer::start_configured(
+                    $crate::harness::Backend::Sqlite,
+                    $configure,
+                )
+                .await
+                .unwrap();
                 $body
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some($server) =
-                    $crate::harness::TestServer::start($crate::harness::Backend::Postgres).await
+                let Some($server) = $crate::harness::TestServer::start_configured(
+                    $crate::harness::Backend::Postgres,
+                    $configure,
+                )
+                .await
                 else {
                     return;
                 };

@@ -5,6 +5,7 @@
 mod common;
 mod harness;
 
+mod browser;
 mod openapi;
 mod quick_start;
 
@@ -57,7 +58,9 @@ mod oauth {
 mod signin {
     pub mod support;
 
+    mod account;
     mod flow;
+    mod limits;
     mod rp;
     mod sessions_api;
 }

@@ -274,3 +274,138 @@ pub fn claims_of(jwt: &str) -> Value {
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
         .unwrap()
 }
+
+// ---- self-service account pages: forms, client IPs, the dev outbox ----------
+
+/// A plain HTTP client whose connections come from `ip` (any 127.x.y.z
+/// address reaches the loopback server), so tests can act as several
+/// client IPs.
+pub fn http_from(ip: &str) -> reqwest::Client {
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(ip.parse::<std::net::IpAddr>().expect("an IP address"))
+        .resolve("acme-test.localhost", loopback)
+        .user_agent("portcullis-tests/1.0")
+        .build()
+        .unwrap()
+}
+
+impl<'s> Browser<'s> {
+    /// A browser whose requests come from the client IP `ip` (127.0.0.1
+    /// is what [`Browser::new`] uses).
+    pub fn from_ip(server: &'s TestServer, ip: &str) -> Browser<'s> {
+        Browser { server, http: http_from(ip), cookies: HashMap::new() }
+    }
+
+    /// This browser's CSRF token, read from the form at `path` (which sets
+    /// the cookie on the first visit).
+    pub async fn csrf(&mut self, path: &str) -> String {
+        let page = self.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "GET {path}: {}", page.body);
+        page.hidden("csrf").unwrap_or_else(|| panic!("no csrf field on {path}"))
+    }
+
+    /// Opens the form at `path` and submits it to `action` with `fields`,
+    /// its CSRF token and its sign-in `flow` (when it carries one).
+    pub async fn fill(&mut self, path: &str, action: &str, fields: &[(&str, &str)]) -> Page {
+        let page = self.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "GET {path}: {}", page.body);
+        let csrf = page.hidden("csrf").unwrap_or_else(|| panic!("no csrf field on {path}"));
+        let flow = page.hidden("flow");
+        let mut form = vec![("csrf", csrf.as_str())];
+        if let Some(flow) = flow.as_deref() {
+            form.push(("flow", flow));
+        }
+        form.extend_from_slice(fields);
+        self.post(action, &form).await
+    }
+}
+
+/// A message from the dev outbox.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub from: String,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+}
+
+impl Mail {
+    /// The first link in the text to `{issuer}{prefix}…` (e.g. `/confirm/`),
+    /// as a full URL.
+    #[track_caller]
+    pub fn link(&self, server: &TestServer, prefix: &str) -> String {
+        let start = format!("{}{prefix}", server.issuer("acme-test"));
+        let at = self.text.find(&start).unwrap_or_else(|| panic!("no {start} link in {:?}", self.text));
+        let end = self.text[at..].find(char::is_whitespace).map_or(self.text.len(), |n| at + n);
+        self.text[at..end].to_owned()
+    }
+}
+
+/// Every message in the outbox, oldest first (file names start with the
+/// time sent, in microseconds).
+pub fn outbox(server: &TestServer) -> Vec<Mail> {
+    let Ok(entries) = std::fs::read_dir(server.outbox_dir()) else { return Vec::new() };
+    let mut names: Vec<std::path::PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|path| {
+            let body: Value =
+                serde_json::from_slice(&std::fs::read(path).expect("outbox file")).expect("JSON mail");
+            let text =
+                |key: &str| body[key].as_str().unwrap_or_else(|| panic!("no {key} in {body}")).to_owned();
+            assert!(body["sent_at"].as_str().is_some_and(|t| !t.is_empty()), "sent_at: {body}");
+            Mail { from: text("from"), to: text("to"), subject: text("subject"), text: text("text") }
+        })
+        .collect()
+}
+
+/// The messages sent to `to` (compared case-insensitively), oldest first.
+pub fn mails_to(server: &TestServer, to: &str) -> Vec<Mail> {
+    outbox(server).into_iter().filter(|mail| mail.to.eq_ignore_ascii_case(to)).collect()
+}
+
+/// Waits (up to 15 s: mail is sent in the background) until `to` has
+/// received `count` messages, and returns the `count`th.
+pub async fn wait_for_mail(server: &TestServer, to: &str, count: usize) -> Mail {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let mut mails = mails_to(server, to);
+        if mails.len() >= count {
+            return mails.swap_remove(count - 1);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{to} received {} message(s), expected {count}: {:?}",
+            mails.len(),
+            outbox(server)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs a SQL statement (white-box setup, e.g. expiring a link).
+pub async fn execute(server: &TestServer, sql: &str) -> u64 {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(server.core.db.pool())
+        .await
+        .expect("SQL statement")
+        .rows_affected()
+}
+
+/// The user with `email`, through the Management API (`None` if absent).
+pub async fn find_user(server: &TestServer, token: &str, email: &str) -> Option<Value> {
+    let query: String = url::form_urlencoded::byte_serialize(email.as_bytes()).collect();
+    let (status, body) =
+        server.api(Method::GET, &format!("/api/users?filter[email]={query}"), token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let users = body["data"].as_array().expect("data");
+    assert!(users.len() <= 1, "{body}");
+    users.first().cloned()
+}
