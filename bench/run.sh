@@ -4,7 +4,9 @@
 # Results: bench/results/latest.md (see bench/README.md).
 #
 # Knobs: BENCH_SECONDS (per load run, default 10), BENCH_CONNECTIONS (64),
-# BENCH_API_CONNECTIONS (16, for the users API), BENCH_USERS (100000),
+# BENCH_API_CONNECTIONS (16, for the users API), BENCH_LOGIN_CONNECTIONS (8,
+# for password logins), BENCH_CODES (codes minted for the code exchange run,
+# default 3000 per second of BENCH_SECONDS), BENCH_USERS (100000),
 # BENCH_PORT (18080), BENCH_OP_PORT (18090).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,10 +15,20 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 # The Management API is measured for latency at a dashboard-like concurrency.
 API_CONNECTIONS=${BENCH_API_CONNECTIONS:-16}
+# Password logins queue for the Argon2id pool (one hash per core): a few
+# connections keep it busy; more would only add queueing latency.
+LOGIN_CONNECTIONS=${BENCH_LOGIN_CONNECTIONS:-8}
+CODES=${BENCH_CODES:-$((3000 * SECONDS_PER_RUN))}
 USERS=${BENCH_USERS:-100000}
 PORT=${BENCH_PORT:-18080}
 OP_PORT=${BENCH_OP_PORT:-18090}
 RESOURCE=https://api.bench.test/invoices
+# Sign-in: a user, a first-party web application and an API that allows
+# offline access (refresh tokens), all in bench-es256.
+SIGNIN_EMAIL=signin@example.com
+SIGNIN_PASSWORD="correct horse battery staple"
+REDIRECT_URI=http://app.bench.test/callback
+OFFLINE_RESOURCE=https://api.bench.test/accounts
 
 # Debian packages for what is missing (node and npm usually come with the machine).
 missing=()
@@ -50,6 +62,9 @@ trap cleanup EXIT
 
 export PORTCULLIS_DATA_DIR="$work" PORTCULLIS_DATABASE_URL="sqlite:$work/bench.db"
 export PORTCULLIS_LISTEN="127.0.0.1:$PORT" PORTCULLIS_LOG=warn
+# The benchmarks measure throughput, not the per-IP and per-account limiter:
+# every request here comes from one address and the logins from one account.
+export PORTCULLIS_RATE_LIMITS=false
 PORTCULLIS_MASTER_KEY=$(head -c 32 /dev/urandom | base64)
 export PORTCULLIS_MASTER_KEY
 
@@ -124,6 +139,21 @@ load() {
 }
 rate_of() { awk -F'|' -v n="$1" '$1 == n {print $2}' "$work/rows"; }
 
+# rust_load NAME CONCURRENCY SUBCOMMAND ARGS...: a portcullis-bench load
+# generator (for what wrk cannot drive); appends a row as load() does.
+rust_load() {
+    local name=$1 connections=$2 out rps p50 p99 rss=""
+    shift 2
+    if ! out=$("$BENCH_BIN" "$@" --concurrency "$connections" --seconds "$SECONDS_PER_RUN"); then
+        echo "!! $name failed" >&2
+        exit 1
+    fi
+    read -r rps p50 p99 <<<"$out"
+    rss="$(( $(rss_kb "$server" VmRSS) / 1024 )) MiB"
+    echo "$name|$rps|$p50|$p99|$connections|$rss" >> "$work/rows"
+    printf '   %-44s %8s req/s  p50 %-9s p99 %-9s %s\n' "$name" "$rps" "$p50" "$p99" "$rss"
+}
+
 token_load() { # NAME HANDLE CLIENT_ID SECRET
     BENCH_METHOD=POST BENCH_HOST=$(host "$2") BENCH_AUTH=$(basic "$3" "$4") \
     BENCH_CONTENT_TYPE=application/x-www-form-urlencoded \
@@ -188,6 +218,54 @@ BENCH_HOST=$h BENCH_AUTH="Bearer $management" \
 BENCH_HOST=$h BENCH_AUTH="Bearer $management" \
     load "POST /api/users (Argon2id)" "http://127.0.0.1:$PORT/api/users" 4 bench/wrk/create-user.lua
 
+echo "== sign-in on bench-es256: password logins, refresh and code grants"
+api=(-sf -H "Host: $h" -H "Authorization: Bearer $management" -H "Content-Type: application/vnd.api+json")
+curl "${api[@]}" "http://127.0.0.1:$PORT/api/users" -d '{"data": {"type": "user", "attributes": {
+    "email": "'"$SIGNIN_EMAIL"'", "password": "'"$SIGNIN_PASSWORD"'",
+    "password_confirmation": "'"$SIGNIN_PASSWORD"'"}}}' >/dev/null
+curl "${api[@]}" "http://127.0.0.1:$PORT/api/resource-servers" -d '{"data": {"type": "resource_server",
+    "attributes": {"name": "Accounts", "identifier": "'$OFFLINE_RESOURCE'", "token_ttl": 900,
+                   "allow_offline_access": true}}}' >/dev/null
+web=$(curl "${api[@]}" "http://127.0.0.1:$PORT/api/clients" -d '{"data": {"type": "client",
+    "attributes": {"name": "Bench web app", "redirect_uris": ["'$REDIRECT_URI'"],
+                   "grant_types": ["authorization_code", "refresh_token"], "first_party": true}}}')
+web_id=$(jq -r .data.attributes.client_id <<<"$web")
+web_secret=$(jq -r .meta.client_secret <<<"$web")
+
+# The login form's CSRF token is double-submit: the cookie GET /login sets
+# and the form's hidden field carry the same value, and POST /login wants both.
+curl -sf -D "$work/login.headers" -o "$work/login.html" -H "Host: $h" "http://127.0.0.1:$PORT/login"
+csrf=$(sed -n 's/^set-cookie: portcullis_csrf=\([^;]*\).*/\1/Ip' "$work/login.headers" | tr -d '\r')
+csrf_field=$(grep -o 'name="csrf" value="[^"]*"' "$work/login.html" | sed 's/.*value="//; s/"$//')
+if [ -z "$csrf" ] || [ "$csrf" != "$csrf_field" ]; then
+    echo "!! GET /login: CSRF cookie '$csrf' and form field '$csrf_field' differ" >&2
+    exit 1
+fi
+login_body="csrf=$csrf&email=$(jq -rn --arg v "$SIGNIN_EMAIL" '$v|@uri')&password=$(jq -rn --arg v "$SIGNIN_PASSWORD" '$v|@uri')"
+status=$(curl -s -D "$work/login.headers" -o /dev/null -w '%{http_code}' -H "Host: $h" \
+    -H "Cookie: portcullis_csrf=$csrf" --data "$login_body" "http://127.0.0.1:$PORT/login")
+if [ "$status" != 200 ] || ! grep -qi '^set-cookie: portcullis_session=' "$work/login.headers"; then
+    echo "!! POST /login answered $status without a session cookie" >&2
+    exit 1
+fi
+# The ceiling is measured just before and just after the logins, and the
+# higher of the two kept: anything else running on the machine only lowers it.
+cores=$(nproc) # the server's Argon2id pool has one thread per available core
+argon2_before=$("$BENCH_BIN" argon2-ceiling --threads "$cores" --seconds 5)
+# No session cookie is sent back (wrk keeps none): every login starts a session.
+BENCH_METHOD=POST BENCH_HOST=$h BENCH_COOKIE="portcullis_csrf=$csrf" \
+BENCH_CONTENT_TYPE=application/x-www-form-urlencoded BENCH_BODY="$login_body" \
+    load "POST /login (password, Argon2id)" "http://127.0.0.1:$PORT/login" "$LOGIN_CONNECTIONS"
+argon2_after=$("$BENCH_BIN" argon2-ceiling --threads "$cores" --seconds 5)
+argon2_ceiling=$(awk -v a="$argon2_before" -v b="$argon2_after" 'BEGIN { print (a > b) ? a : b }')
+echo "   raw Argon2id verification ceiling ($cores threads): $argon2_before/s before, $argon2_after/s after"
+
+signin=(--url "http://127.0.0.1:$PORT" --host "$h" --client-id "$web_id" --client-secret "$web_secret"
+    --redirect-uri "$REDIRECT_URI" --resource "$OFFLINE_RESOURCE" --scope "openid offline_access"
+    --email "$SIGNIN_EMAIL" --password "$SIGNIN_PASSWORD")
+rust_load "refresh_token bench-es256 †" "$CONNECTIONS" load-refresh "${signin[@]}"
+rust_load "authorization_code bench-es256 †" "$CONNECTIONS" load-code "${signin[@]}" --codes "$CODES"
+
 peak_rss=$(rss_kb "$server" VmHWM)
 
 # --- report ------------------------------------------------------------------
@@ -199,6 +277,10 @@ out=bench/results/latest.md
     echo "$(date -u +%Y-%m-%dT%H:%MZ) · $(nproc) cores · $(uname -m) · release build · SQLite (WAL)"
     echo "· wrk 2 threads, keep-alive connections, ${SECONDS_PER_RUN}s per run"
     echo "(the load generator shares the machine with the server)."
+    echo "† portcullis-bench load-* instead of wrk (tokio tasks over reqwest keep-alive"
+    echo "connections; connections = concurrent requests): refresh_token with each task"
+    echo "chaining its own rotating token, authorization_code redeeming codes minted"
+    echo "before the timed run. Rate limits off (PORTCULLIS_RATE_LIMITS=false)."
     echo
     echo "| Benchmark | connections | req/s | p50 | p99 | server RSS after |"
     echo "|---|---:|---:|---:|---:|---:|"
@@ -206,14 +288,27 @@ out=bench/results/latest.md
     echo
     echo "## Ratios"
     echo
-    echo "| Key | raw ceiling (2 threads) | endpoint | share of ceiling |"
+    echo "| Work | raw ceiling | endpoint | share of ceiling |"
     echo "|---|---:|---:|---:|"
     for handle in bench-es256 bench-eddsa bench-rs256-2048 bench-rs256-4096; do
         r=$(rate_of "client_credentials $handle")
-        echo "| ${handle#bench-}, client_credentials | ${ceiling[$handle]}/s (sign) | $r/s | $(ratio "$r" "${ceiling[$handle]}") |"
+        echo "| ${handle#bench-}, client_credentials | ${ceiling[$handle]}/s (sign, 2 threads) | $r/s | $(ratio "$r" "${ceiling[$handle]}") |"
     done
     r=$(rate_of "introspection (JWT, es256)")
-    echo "| es256, introspection | ${verify_ceiling}/s (verify) | $r/s | $(ratio "$r" "$verify_ceiling") |"
+    echo "| es256, introspection | ${verify_ceiling}/s (verify, 2 threads) | $r/s | $(ratio "$r" "$verify_ceiling") |"
+    r=$(rate_of "POST /login (password, Argon2id)")
+    echo "| argon2id, password login | ${argon2_ceiling}/s (verify, $cores threads) | $r/s | $(ratio "$r" "$argon2_ceiling") |"
+    echo
+    echo "## Sign-in targets"
+    echo
+    meets() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "yes" : "**no**" }'; }
+    login_share=$(ratio "$(rate_of "POST /login (password, Argon2id)")" "$argon2_ceiling")
+    refresh=$(rate_of "refresh_token bench-es256 †")
+    echo "| Measurement | target | measured | met |"
+    echo "|---|---:|---:|---:|"
+    echo "| password logins / Argon2id ceiling | ≥ 0.90 | $login_share | $(meets "$login_share" 0.90) |"
+    echo "| refresh_token grants, ES256 | ≥ 5000/s | $refresh/s | $(meets "$refresh" 5000) |"
+    echo "| authorization_code exchanges, ES256 | — | $(rate_of "authorization_code bench-es256 †")/s | |"
     echo
     echo "| Algorithm | Portcullis | oidc-provider | Portcullis / oidc-provider |"
     echo "|---|---:|---:|---:|"

@@ -9,6 +9,14 @@
 //! - `seed-users` bulk-inserts users into an environment (one Argon2id hash
 //!   shared by all of them: hashing 100k passwords would take an hour and is
 //!   not what the listing benchmark measures).
+//! - `argon2-ceiling` verifies a password against an Argon2id hash made as
+//!   the server makes them, on as many threads as the server's hashing pool:
+//!   the rate no password login can beat.
+//! - `load-refresh` and `load-code` drive the `refresh_token` and
+//!   `authorization_code` grants over HTTP (see `load.rs`: wrk cannot chain
+//!   rotating refresh tokens or spend each code once).
+
+mod load;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,12 +32,18 @@ use portcullis_store::model::User;
 use portcullis_store::types::JsonText;
 use portcullis_store::{Db, new_id, now_micros, record};
 
+/// The server's allocator: Argon2id's 19 MiB buffers and the signing path
+/// cost what they cost in the server.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "portcullis-bench")]
 struct Cli {
-    /// The server's database (`sqlite:PATH` or `postgres://...`).
+    /// The server's database (`sqlite:PATH` or `postgres://...`), for the
+    /// subcommands that read or seed it.
     #[arg(long, env = "PORTCULLIS_DATABASE_URL")]
-    database_url: String,
+    database_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,22 +76,46 @@ enum Command {
         #[arg(long)]
         count: usize,
     },
+    /// Prints `<verifications per second>` of one password against an
+    /// Argon2id hash with the server's parameters, on `threads` threads.
+    Argon2Ceiling {
+        /// The server's hashing pool has one thread per available core.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Prints `<requests per second> <p50> <p99>` of `refresh_token` grants,
+    /// each worker chaining its own refresh-token family.
+    LoadRefresh(load::Target),
+    /// Prints `<requests per second> <p50> <p99>` of `authorization_code`
+    /// grants, each redeeming a code minted before the timed run.
+    LoadCode {
+        #[command(flatten)]
+        target: load::Target,
+        /// How many codes to mint (the run ends early if all are redeemed).
+        #[arg(long, default_value_t = 20_000)]
+        codes: usize,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let db = Db::connect(&cli.database_url).await.context("cannot open the database")?;
+    let db = async || match &cli.database_url {
+        Some(url) => Db::connect(url).await.context("cannot open the database"),
+        None => bail!("--database-url (or PORTCULLIS_DATABASE_URL) is required"),
+    };
     match cli.command {
         Command::SignCeiling(KeyRun { handle, master_key, threads, seconds }) => {
-            let key = primary_key(db, &handle, &master_key).await?;
+            let key = primary_key(db().await?, &handle, &master_key).await?;
             let rate = repeat(threads, Duration::from_secs(seconds), move || {
                 portcullis_crypto::jws::sign(&key, "at+jwt", &claims()).expect("signing");
             });
             println!("{rate:.0}");
         }
         Command::VerifyCeiling(KeyRun { handle, master_key, threads, seconds }) => {
-            let key = primary_key(db, &handle, &master_key).await?;
+            let key = primary_key(db().await?, &handle, &master_key).await?;
             let verifier = key.verifying_key()?;
             let token = portcullis_crypto::jws::sign(&key, "at+jwt", &claims())?;
             let rate = repeat(threads, Duration::from_secs(seconds), move || {
@@ -86,9 +124,18 @@ async fn main() -> anyhow::Result<()> {
             println!("{rate:.0}");
         }
         Command::SeedUsers { handle, count } => {
-            let seeded = seed_users(&db, &handle, count).await?;
+            let seeded = seed_users(&db().await?, &handle, count).await?;
             println!("{seeded}");
         }
+        Command::Argon2Ceiling { threads, seconds } => {
+            let hash = portcullis_crypto::password::hash_password("correct horse battery staple")?;
+            let rate = repeat(threads, Duration::from_secs(seconds), move || {
+                assert!(portcullis_crypto::password::verify_password("correct horse battery staple", &hash));
+            });
+            println!("{rate:.1}");
+        }
+        Command::LoadRefresh(target) => println!("{}", load::refresh(target).await?),
+        Command::LoadCode { target, codes } => println!("{}", load::code(target, codes).await?),
     }
     Ok(())
 }
