@@ -260,7 +260,7 @@ argon2_after=$("$BENCH_BIN" argon2-ceiling --threads "$cores" --seconds 5)
 argon2_ceiling=$(awk -v a="$argon2_before" -v b="$argon2_after" 'BEGIN { print (a > b) ? a : b }')
 echo "   raw Argon2id verification ceiling ($cores threads): $argon2_before/s before, $argon2_after/s after"
 
-signin=(--url "http://127.0.0.1:$PORT" --host "$h" --client-id "$web_id" --client-secret "$web_secret"
+signin=(--url "http://127.0.0.1:$PORT" --host "$h" --client-id="$web_id" --client-secret="$web_secret"
     --redirect-uri "$REDIRECT_URI" --resource "$OFFLINE_RESOURCE" --scope "openid offline_access"
     --email "$SIGNIN_EMAIL" --password "$SIGNIN_PASSWORD")
 rust_load "refresh_token bench-es256 †" "$CONNECTIONS" load-refresh "${signin[@]}"

@@ -60,6 +60,8 @@ pub struct Core {
     pub passwords: passwords::PasswordPool,
     pub mailer: Arc<mail::Mailer>,
     pub limiter: limits::Limiter,
+    /// Refresh-token rotations, committed in groups.
+    pub rotations: oauth::rotation::Rotations,
 }
 
 impl Core {
@@ -72,6 +74,7 @@ impl Core {
             limiter: limits::Limiter::new(config.rate_limits.as_ref()),
             mailer,
             events: events::EventSink::start(db.clone()),
+            rotations: oauth::rotation::Rotations::start(db.clone()),
             passwords: passwords::PasswordPool::start(
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             ),

@@ -236,6 +236,26 @@ pub mod signin {
         Ok(sql.execute(conn).await? == 1)
     }
 
+    /// [`claim`] for many rows of one environment in one statement: the ids
+    /// that were unused and are now marked used.
+    pub async fn claim_many(
+        conn: &mut AnyConnection,
+        table: &'static str,
+        environment_id: &str,
+        ids: &[String],
+        now: i64,
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(format!("UPDATE {table} SET used_at = "));
+        sql.bind(now).push(" WHERE environment_id = ").bind(environment_id.to_owned());
+        sql.push(" AND used_at IS NULL AND id IN (");
+        let ids: Vec<crate::SqlValue> = ids.iter().map(crate::SqlValue::from).collect();
+        sql.bind_list(&ids).push(") RETURNING id AS name");
+        names(sql.fetch_rows(conn).await?)
+    }
+
     /// Unexpired access-token `jti`s (with expiry) recorded on the rows of
     /// `table` (refresh tokens, redeemed codes) matching `column = value`.
     pub async fn access_jtis(
@@ -316,20 +336,27 @@ pub mod signin {
         environment_id: &str,
         user_id: &str,
     ) -> Result<(Vec<String>, Vec<String>)> {
+        // One query for both (token issuance runs it on every grant).
         let mut sql = Sql::new(
-            "SELECT r.name AS name FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.environment_id = ",
+            "SELECT 'r' AS kind, r.name AS name FROM user_roles ur JOIN roles r ON r.id = ur.role_id \
+             WHERE ur.environment_id = ",
         );
         sql.bind(environment_id.to_owned()).push(" AND ur.user_id = ").bind(user_id.to_owned());
-        sql.push(" ORDER BY r.name");
-        let roles = names(sql.fetch_rows(conn).await?)?;
-        let mut sql = Sql::new(
-            "SELECT DISTINCT p.name AS name FROM user_roles ur \
+        sql.push(
+            " UNION SELECT 'p' AS kind, p.name AS name FROM user_roles ur \
              JOIN role_permissions rp ON rp.role_id = ur.role_id \
              JOIN permissions p ON p.id = rp.permission_id WHERE ur.environment_id = ",
         );
         sql.bind(environment_id.to_owned()).push(" AND ur.user_id = ").bind(user_id.to_owned());
-        sql.push(" ORDER BY p.name");
-        let permissions = names(sql.fetch_rows(conn).await?)?;
+        sql.push(" ORDER BY kind, name");
+        let (mut roles, mut permissions) = (Vec::new(), Vec::new());
+        for row in sql.fetch_rows(conn).await? {
+            let name: String = row.try_get("name").map_err(classify)?;
+            match row.try_get::<String, _>("kind").map_err(classify)?.as_str() {
+                "r" => roles.push(name),
+                _ => permissions.push(name),
+            }
+        }
         Ok((roles, permissions))
     }
 

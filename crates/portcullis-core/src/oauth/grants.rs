@@ -11,6 +11,7 @@ use portcullis_store::model::{AuthorizationCode, Client, RefreshToken, Session, 
 use portcullis_store::{new_id, now_micros, record, repo};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
+use sqlx::AnyConnection;
 
 use super::{AccessClaims, OAuthError, Params, RequestInfo, TokenResponse};
 use crate::{Core, EnvState, ServiceError, services};
@@ -68,7 +69,11 @@ pub async fn authorization_code(
             "code_verifier must be 43 to 128 unreserved characters",
         ));
     }
-    let row: Option<AuthorizationCode> = super::find_by_secret(core, env, "code_hash", code).await?;
+    // Every read of the grant shares one pooled connection: on SQLite each
+    // checkout and each query is a round trip to the connection's thread.
+    let mut conn = core.db.read().await?;
+    let row: Option<AuthorizationCode> =
+        record::find_by(&mut conn, env.id(), "code_hash", &secret::hash_secret(code)).await?;
     let Some(row) = row.filter(|r| r.client_id == client.id) else {
         return Err(invalid_grant("the authorization code is invalid"));
     };
@@ -94,21 +99,22 @@ pub async fn authorization_code(
         (None, None) => {}
     }
     check_resource(&params.resources, row.audience.as_deref())?;
-    let user = live_user(core, env, &row.user_id).await?;
+    let subject = live_subject(&mut conn, env, &row.user_id).await?;
     if let Some(session_id) = &row.session_id
-        && !session_live(core, env, session_id).await?
+        && !session_live(&mut conn, env, session_id).await?
     {
         return Err(invalid_grant("the sign-in session has ended"));
     }
+    drop(conn);
     let grant = Authorization {
-        user: &user,
+        user: &subject.user,
         client,
         scope: &row.scope,
         audience: row.audience.as_deref(),
         auth_time: row.auth_time,
         session_id: row.session_id.as_deref(),
     };
-    let access = access_token(core, env, &grant, &row.scope).await?;
+    let access = access_token(core, env, &grant, &subject, &row.scope).await?;
     let id_token = id_token(env, &grant, row.nonce.as_deref()).await?;
     let refresh = refreshable(env, &grant).await?.then(secret::random_token::<32>);
 
@@ -156,7 +162,9 @@ pub async fn refresh_token(
         ));
     }
     let presented = params.require("refresh_token")?;
-    let row: Option<RefreshToken> = super::find_by_secret(core, env, "token_hash", presented).await?;
+    let mut conn = core.db.read().await?;
+    let row: Option<RefreshToken> =
+        record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(presented)).await?;
     let Some(row) = row.filter(|r| r.client_id == client.id) else {
         return Err(invalid_grant("the refresh token is invalid"));
     };
@@ -190,28 +198,25 @@ pub async fn refresh_token(
             narrowed.join(" ")
         }
     };
-    let user = live_user(core, env, &row.user_id).await?;
+    let subject = live_subject(&mut conn, env, &row.user_id).await?;
+    drop(conn);
     let grant = Authorization {
-        user: &user,
+        user: &subject.user,
         client,
         scope: &row.scope,
         audience: row.audience.as_deref(),
         auth_time: row.auth_time,
         session_id: row.session_id.as_deref(),
     };
-    let access = access_token(core, env, &grant, &scope).await?;
+    let access = access_token(core, env, &grant, &subject, &scope).await?;
     // A refreshed ID token carries no nonce (OIDC Core §12.2).
     let id_token = id_token(env, &Authorization { scope: &scope, ..grant }, None).await?;
     let next = secret::random_token::<32>();
-    let mut tx = core.db.write_state().await?;
-    if !repo::signin::claim(tx.conn(), "refresh_tokens", env.id(), &row.id, now).await? {
-        drop(tx);
+    let new_row = refresh_row(env, &grant, &next, &row.family_id, &access, now);
+    if !core.rotations.rotate(row.id.clone(), new_row, now).await? {
         revoke_family(core, env, &row.family_id, "refresh token reused").await?;
         return Err(invalid_grant("the refresh token was already used; its family is revoked"));
     }
-    let new_row = refresh_row(env, &grant, &next, &row.family_id, &access, now);
-    record::insert(tx.conn(), &new_row).await?;
-    tx.commit().await?;
     super::record_issued(core, env, client, "refresh_token", &access_claims_summary(&grant, &access), info)
         .await;
     Ok(response(access, &scope, id_token, Some(next)))
@@ -241,15 +246,32 @@ fn check_resource(resources: &[String], audience: Option<&str>) -> Result<(), OA
     }
 }
 
-async fn live_user(core: &Core, env: &EnvState, user_id: &str) -> Result<User, OAuthError> {
-    let mut conn = core.db.read().await?;
-    let user: Option<User> = record::find(&mut conn, env.id(), user_id).await?;
-    user.filter(|u| !u.blocked).ok_or_else(|| invalid_grant("the user cannot sign in"))
+/// The user a grant is for, with the roles and permissions their access
+/// token carries.
+struct Subject {
+    user: User,
+    roles: Vec<String>,
+    permissions: Vec<String>,
 }
 
-async fn session_live(core: &Core, env: &EnvState, session_id: &str) -> Result<bool, OAuthError> {
-    let mut conn = core.db.read().await?;
-    let session: Option<Session> = record::find(&mut conn, env.id(), session_id).await?;
+/// The grant's user, unless deleted or blocked.
+async fn live_subject(
+    conn: &mut AnyConnection,
+    env: &EnvState,
+    user_id: &str,
+) -> Result<Subject, OAuthError> {
+    let user: Option<User> = record::find(conn, env.id(), user_id).await?;
+    let user = user.filter(|u| !u.blocked).ok_or_else(|| invalid_grant("the user cannot sign in"))?;
+    let (roles, permissions) = repo::signin::roles_and_permissions(conn, env.id(), &user.id).await?;
+    Ok(Subject { user, roles, permissions })
+}
+
+async fn session_live(
+    conn: &mut AnyConnection,
+    env: &EnvState,
+    session_id: &str,
+) -> Result<bool, OAuthError> {
+    let session: Option<Session> = record::find(conn, env.id(), session_id).await?;
     Ok(session.is_some_and(|s| services::sessions::status(&s, now_micros()) == "active"))
 }
 
@@ -303,6 +325,7 @@ async fn access_token(
     core: &Core,
     env: &EnvState,
     grant: &Authorization<'_>,
+    subject: &Subject,
     scope: &str,
 ) -> Result<Issued, OAuthError> {
     let (audience, ttl) = match grant.audience {
@@ -316,10 +339,6 @@ async fn access_token(
         }
         None => (format!("{}/oauth/userinfo", env.issuer), DEFAULT_ACCESS_TTL_SECONDS),
     };
-    let mut conn = core.db.read().await?;
-    let (roles, permissions) =
-        repo::signin::roles_and_permissions(&mut conn, env.id(), &grant.user.id).await?;
-    drop(conn);
     let now = now_micros() / 1_000_000;
     let claims = AccessClaims {
         iss: env.issuer.clone(),
@@ -331,8 +350,8 @@ async fn access_token(
         client_id: grant.client.client_id.clone(),
         scope: scope.to_owned(),
         auth_time: Some(grant.auth_time / 1_000_000),
-        roles: Some(roles),
-        permissions: Some(permissions),
+        roles: Some(subject.roles.clone()),
+        permissions: Some(subject.permissions.clone()),
     };
     let token = if grant.client.token_format == "opaque" {
         super::store_opaque(core, env, &claims).await?

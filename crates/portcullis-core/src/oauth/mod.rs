@@ -8,6 +8,7 @@
 
 pub mod authorize;
 pub mod grants;
+pub mod rotation;
 
 use std::collections::HashMap;
 use std::sync::Arc;

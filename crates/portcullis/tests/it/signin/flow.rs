@@ -1,6 +1,7 @@
 //! The authorization code flow through the hosted pages, end to end, and
 //! the errors of each step.
 
+use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -231,6 +232,52 @@ db_test!(refresh_tokens_rotate_and_reuse_revokes_the_family, |server| {
     assert_eq!((status, dead["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{dead}");
     let (status, _, _) = userinfo(&server, narrow["access_token"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the family's access tokens are revoked too");
+});
+
+db_test!(concurrent_refreshes_commit_together_and_a_raced_token_wins_once, |server| {
+    let admin = server.admin_token().await;
+    create_person(&server, &admin, "ada@example.com").await;
+    let client = create_client(&server, &admin, json!({"first_party": true})).await;
+    let mut browser = Browser::new(&server);
+    let mut families = Vec::new();
+    for _ in 0..6 {
+        let (verifier, challenge) = pkce();
+        let request = code_request(&client, "openid offline_access", &challenge);
+        let callback = browser.authorize(&authorize_path(&request), "ada@example.com").await;
+        let (_, tokens) = redeem(&server, &client, &query_of(&callback)["code"], &verifier).await;
+        families.push(tokens["refresh_token"].as_str().unwrap().to_owned());
+    }
+    let refresh = |token: String| {
+        let (server, client) = (&server, &client);
+        async move {
+            token_call(server, client, &[("grant_type", "refresh_token"), ("refresh_token", &token)]).await
+        }
+    };
+
+    // Five families rotate at once (their writes share transactions): all win.
+    let raced = families.pop().unwrap();
+    let rotated = join_all(families.iter().cloned().map(refresh)).await;
+    for (status, body) in &rotated {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    for (status, body) in
+        join_all(rotated.iter().map(|(_, b)| b["refresh_token"].as_str().unwrap().to_owned()).map(refresh))
+            .await
+    {
+        assert_eq!(status, StatusCode::OK, "each rotated token works once: {body}");
+    }
+
+    // One token spent four times at once: exactly one answer carries tokens,
+    // and the family is revoked (the winner's new token is dead too).
+    let answers = join_all(std::iter::repeat_n(raced, 4).map(refresh)).await;
+    let winners: Vec<_> = answers.iter().filter(|(status, _)| *status == StatusCode::OK).collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != StatusCode::OK) {
+        assert_eq!((*status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+    }
+    let next = winners[0].1["refresh_token"].as_str().unwrap().to_owned();
+    let (status, body) = refresh(next).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
 });
 
 db_test!(bad_client_or_redirect_uri_shows_an_error_page_never_a_redirect, |server| {
