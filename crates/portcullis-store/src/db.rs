@@ -20,6 +20,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// SQLite connections kept for reads.
+const READERS: usize = 8;
+
 /// The PostgreSQL channel that carries cache invalidations between processes.
 const CHANGE_CHANNEL: &str = "portcullis_changes";
 
@@ -34,6 +37,8 @@ pub struct Db {
     /// SQLite has one writer; serialising writes in-process avoids busy
     /// retries. PostgreSQL needs no gate.
     write_gate: Option<Arc<Mutex<()>>>,
+    /// SQLite only: connections for reads (see [`Readers`]).
+    readers: Option<Arc<Readers>>,
     change_hooks: Arc<std::sync::RwLock<Vec<ChangeHook>>>,
     /// Tags this process's change notifications, so its own listener can
     /// skip what its commits already reported.
@@ -43,6 +48,74 @@ pub struct Db {
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+/// Settings of every SQLite connection (WAL is a property of the file, set
+/// once by the pool).
+async fn sqlite_pragmas(conn: &mut AnyConnection) -> std::result::Result<(), sqlx::Error> {
+    conn.execute("PRAGMA synchronous = NORMAL").await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    conn.execute("PRAGMA busy_timeout = 5000").await?;
+    // The commit that crosses this many WAL pages runs the
+    // checkpoint (and its fsyncs) while writers wait. The
+    // default 1,000 pages checkpointed several times a
+    // second under refresh load: 10,000 (~40 MB) took
+    // refresh grants from ~4,700/s to ~5,350/s, at the
+    // price of rarer, longer stalls (p99 23 -> ~58 ms).
+    conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
+    Ok(())
+}
+
+/// SQLite connections for reads, kept by the `Db` itself rather than by
+/// sqlx's pool: the pool pings every connection it takes back, and on
+/// SQLite a ping is a round trip to the connection's worker thread, as
+/// costly as the query (measured on refresh grants). A local file cannot go
+/// stale, and reads never leave a transaction open, so a returned connection
+/// is reused as it is.
+struct Readers {
+    idle: std::sync::Mutex<Vec<AnyConnection>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    options: AnyConnectOptions,
+}
+
+/// A connection for reads (derefs to `AnyConnection`).
+pub struct ReadConn {
+    conn: Option<ReadInner>,
+}
+
+enum ReadInner {
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+    Kept(AnyConnection, Arc<Readers>, tokio::sync::OwnedSemaphorePermit),
+}
+
+impl std::ops::Deref for ReadConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match self.conn.as_ref().expect("present until dropped") {
+            ReadInner::Pooled(conn) => conn,
+            ReadInner::Kept(conn, _, _) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ReadConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self.conn.as_mut().expect("present until dropped") {
+            ReadInner::Pooled(conn) => conn,
+            ReadInner::Kept(conn, _, _) => conn,
+        }
+    }
+}
+
+impl Drop for ReadConn {
+    fn drop(&mut self) {
+        if let Some(ReadInner::Kept(conn, readers, permit)) = self.conn.take() {
+            if let Ok(mut idle) = readers.idle.lock() {
+                idle.push(conn);
+            }
+            drop(permit);
+        }
     }
 }
 
@@ -85,24 +158,23 @@ impl Db {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
-                        // The commit that crosses this many WAL pages runs the
-                        // checkpoint (and its fsyncs) while writers wait. The
-                        // default 1,000 pages checkpointed several times a
-                        // second under refresh load: 10,000 (~40 MB) took
-                        // refresh grants from ~4,700/s to ~5,350/s, at the
-                        // price of rarer, longer stalls (p99 23 -> ~58 ms).
-                        conn.execute("PRAGMA wal_autocheckpoint = 10000").await?;
+                        sqlite_pragmas(conn).await?;
                     }
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        let readers = (backend == Backend::Sqlite).then(|| {
+            Arc::new(Readers {
+                idle: std::sync::Mutex::new(Vec::new()),
+                permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+                options: options.clone(),
+            })
+        });
         Ok(Db {
             pool,
+            readers,
             backend,
             url: url.into(),
             write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
@@ -119,9 +191,29 @@ impl Db {
         &self.pool
     }
 
-    /// A pooled connection for reads.
-    pub async fn read(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>> {
-        self.pool.acquire().await.map_err(classify)
+    /// A connection for reads.
+    pub async fn read(&self) -> Result<ReadConn> {
+        let Some(readers) = &self.readers else {
+            let conn = self.pool.acquire().await.map_err(classify)?;
+            return Ok(ReadConn { conn: Some(ReadInner::Pooled(conn)) });
+        };
+        let permit = readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Corrupt("readers closed".into()))?;
+        let kept = readers.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let conn = match kept {
+            Some(conn) => conn,
+            None => {
+                use sqlx::Connection;
+                let mut conn = AnyConnection::connect_with(&readers.options).await.map_err(classify)?;
+                sqlite_pragmas(&mut conn).await.map_err(classify)?;
+                conn
+            }
+        };
+        Ok(ReadConn { conn: Some(ReadInner::Kept(conn, readers.clone(), permit)) })
     }
 
     pub async fn migrate(&self) -> Result<()> {
@@ -302,5 +394,46 @@ impl WriteTx {
             self.db.changed(environment_id);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn sqlite() -> (Db, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("portcullis-db-{}.db", new_id()));
+        let db = Db::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+        (db, path)
+    }
+
+    #[tokio::test]
+    async fn sqlite_reads_reuse_kept_connections_and_are_bounded() {
+        let (db, path) = sqlite().await;
+        // A TEMP table lives on one connection: seeing it again proves reuse.
+        let mut first = db.read().await.unwrap();
+        first.execute("CREATE TEMP TABLE probe (x INTEGER)").await.unwrap();
+        drop(first);
+        let mut again = db.read().await.unwrap();
+        again.execute("SELECT x FROM temp.probe").await.unwrap();
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut *again).await.unwrap();
+        assert_eq!(fk, 1, "kept connections get the same settings as pooled ones");
+        drop(again);
+
+        let held: Vec<ReadConn> = hold_every_reader(&db).await;
+        assert_eq!(held.len(), READERS);
+        let waiting = tokio::time::timeout(Duration::from_millis(100), db.read()).await;
+        assert!(waiting.is_err(), "a read beyond {READERS} waits for a connection");
+        drop(held);
+        assert!(tokio::time::timeout(Duration::from_secs(5), db.read()).await.is_ok());
+        let _ = std::fs::remove_file(path);
+    }
+
+    async fn hold_every_reader(db: &Db) -> Vec<ReadConn> {
+        let mut held = Vec::new();
+        for _ in 0..READERS {
+            held.push(db.read().await.unwrap());
+        }
+        held
     }
 }
