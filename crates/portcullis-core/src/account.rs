@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::mail::Mail;
 use crate::oauth::RequestInfo;
 use crate::services::users::{self, NewUser};
-use crate::services::{sessions, target};
+use crate::services::{find_by_secret, sessions, target};
 use crate::signin::user_ctx;
 use crate::{Core, EnvState, Result, ServiceError};
 
@@ -183,8 +183,7 @@ pub async fn find_link(
         return Ok(None);
     }
     let mut conn = core.db.read().await?;
-    let row: Option<UserToken> =
-        record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(token)).await?;
+    let row: Option<UserToken> = find_by_secret(&mut conn, env.id(), "token_hash", token).await?;
     Ok(row.filter(|row| {
         row.purpose == purpose.as_str() && row.used_at.is_none() && row.expires_at > now_micros()
     }))

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use sqlx::AnyConnection;
 
 use super::{AccessClaims, OAuthError, Params, RequestInfo, TokenResponse};
+use crate::services::find_by_secret;
 use crate::{Core, EnvState, ServiceError, services};
 
 /// Lifetime of an ID token.
@@ -51,12 +52,7 @@ pub async fn authorization_code(
     params: &Params,
     info: RequestInfo,
 ) -> Result<TokenResponse, OAuthError> {
-    if !client.allows_grant("authorization_code") {
-        return Err(OAuthError::new(
-            "unauthorized_client",
-            "this client may not use the authorization_code grant",
-        ));
-    }
+    super::require_grant(client, "authorization_code")?;
     let code = params.require("code")?;
     let redirect_uri = params.require("redirect_uri")?;
     let verifier = params.get("code_verifier");
@@ -72,8 +68,7 @@ pub async fn authorization_code(
     // Every read of the grant shares one pooled connection: on SQLite each
     // checkout and each query is a round trip to the connection's thread.
     let mut conn = core.db.read().await?;
-    let row: Option<AuthorizationCode> =
-        record::find_by(&mut conn, env.id(), "code_hash", &secret::hash_secret(code)).await?;
+    let row: Option<AuthorizationCode> = find_by_secret(&mut conn, env.id(), "code_hash", code).await?;
     let Some(row) = row.filter(|r| r.client_id == client.id) else {
         return Err(invalid_grant("the authorization code is invalid"));
     };
@@ -155,16 +150,10 @@ pub async fn refresh_token(
     params: &Params,
     info: RequestInfo,
 ) -> Result<TokenResponse, OAuthError> {
-    if !client.allows_grant("refresh_token") {
-        return Err(OAuthError::new(
-            "unauthorized_client",
-            "this client may not use the refresh_token grant",
-        ));
-    }
+    super::require_grant(client, "refresh_token")?;
     let presented = params.require("refresh_token")?;
     let mut conn = core.db.read().await?;
-    let row: Option<RefreshToken> =
-        record::find_by(&mut conn, env.id(), "token_hash", &secret::hash_secret(presented)).await?;
+    let row: Option<RefreshToken> = find_by_secret(&mut conn, env.id(), "token_hash", presented).await?;
     let Some(row) = row.filter(|r| r.client_id == client.id) else {
         return Err(invalid_grant("the refresh token is invalid"));
     };

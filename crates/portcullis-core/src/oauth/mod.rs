@@ -19,7 +19,7 @@ use portcullis_store::{new_id, now_micros, record, repo};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::services::target;
+use crate::services::{find_by_secret, target};
 use crate::{Core, EnvState, ServiceError};
 
 /// An RFC 6749 §5.2 error.
@@ -170,6 +170,15 @@ impl AccessClaims {
     }
 }
 
+fn unauthorized_client(grant_type: &str) -> OAuthError {
+    OAuthError::new("unauthorized_client", format!("this client may not use the {grant_type} grant"))
+}
+
+/// `unauthorized_client` unless the client is registered for `grant_type`.
+pub(crate) fn require_grant(client: &Client, grant_type: &str) -> Result<(), OAuthError> {
+    if client.allows_grant(grant_type) { Ok(()) } else { Err(unauthorized_client(grant_type)) }
+}
+
 /// Where a request came from, for `token.issued`.
 #[derive(Debug, Clone, Default)]
 pub struct RequestInfo {
@@ -186,12 +195,10 @@ pub async fn client_credentials(
     resources: &[String],
     info: RequestInfo,
 ) -> Result<TokenResponse, OAuthError> {
-    if client.client_type != "confidential" || !client.allows_grant("client_credentials") {
-        return Err(OAuthError::new(
-            "unauthorized_client",
-            "this client may not use the client_credentials grant",
-        ));
+    if client.client_type != "confidential" {
+        return Err(unauthorized_client("client_credentials"));
     }
+    require_grant(client, "client_credentials")?;
     let resource = match resources {
         [] => env.environment.default_audience.clone().ok_or_else(|| {
             OAuthError::new("invalid_target", "the resource parameter is required for client_credentials")
@@ -280,18 +287,6 @@ fn client_origin(env: &EnvState, client: &Client, info: &RequestInfo) -> Origin 
         ip_address: info.ip_address.clone(),
         user_agent: info.user_agent.clone(),
     }
-}
-
-/// The row of `R` whose `column` holds the SHA-256 of `secret` (codes,
-/// refresh tokens and opaque access tokens are all looked up this way).
-pub(crate) async fn find_by_secret<R: portcullis_store::Record>(
-    core: &Core,
-    env: &EnvState,
-    column: &str,
-    secret: &str,
-) -> Result<Option<R>, portcullis_store::StoreError> {
-    let mut conn = core.db.read().await?;
-    record::find_by(&mut conn, env.id(), column, &secret::hash_secret(secret)).await
 }
 
 /// Queues `token.issued` (written off the request path, stamped now).
@@ -405,8 +400,9 @@ pub async fn verify_access_token(
         }
         claims
     } else {
-        let row: AccessToken =
-            find_by_secret(core, env, "token_hash", token).await?.ok_or(TokenRejection::Malformed)?;
+        let row: AccessToken = find_by_secret(&mut *core.db.read().await?, env.id(), "token_hash", token)
+            .await?
+            .ok_or(TokenRejection::Malformed)?;
         // Session and refresh-family revocations list the jti.
         if row.revoked_at.is_some() || env.revoked().await?.contains(&row.jti) {
             return Err(TokenRejection::Revoked.into());
@@ -505,7 +501,9 @@ pub async fn revoke(
         }
         (claims.jti, claims.exp * 1_000_000, None)
     } else {
-        match find_by_secret::<AccessToken>(core, env, "token_hash", token).await? {
+        match find_by_secret::<AccessToken>(&mut *core.db.read().await?, env.id(), "token_hash", token)
+            .await?
+        {
             Some(row) if row.client_id == client.client_id && row.revoked_at.is_none() => {
                 (row.jti, row.expires_at, Some(row.token_hash))
             }
@@ -545,7 +543,9 @@ async fn revoke_refresh_token(
     token: &str,
     info: &RequestInfo,
 ) -> Result<bool, OAuthError> {
-    let Some(row) = find_by_secret::<RefreshToken>(core, env, "token_hash", token).await? else {
+    let Some(row) =
+        find_by_secret::<RefreshToken>(&mut *core.db.read().await?, env.id(), "token_hash", token).await?
+    else {
         return Ok(false);
     };
     if row.client_id != client.id || row.revoked_at.is_some() {

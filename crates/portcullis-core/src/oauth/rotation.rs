@@ -89,10 +89,10 @@ async fn run<'a>(db: &Db, group: impl Iterator<Item = &'a Rotation>) -> Result<V
     for rotation in &group {
         by_env.entry(&rotation.next.environment_id).or_default().push(rotation.spent_id.clone());
     }
+    let now = group.iter().map(|r| r.now).max().unwrap_or_default();
     let mut tx = db.write_state().await?;
     let mut claimed: HashSet<String> = HashSet::new();
     for (env, ids) in &by_env {
-        let now = group.iter().map(|r| r.now).max().unwrap_or_default();
         claimed.extend(repo::signin::claim_many(tx.conn(), "refresh_tokens", env, ids, now).await?);
     }
     // `remove`: a token spent twice in one group is won by its first use.

@@ -63,6 +63,18 @@ pub(crate) async fn finish(mut tx: WriteTx, ctx: &Ctx, event: Event) -> Result<(
     Ok(())
 }
 
+/// The row of `R` whose `column` holds the SHA-256 of `secret`: codes,
+/// refresh and opaque access tokens, session cookies and emailed links are
+/// all stored hashed and looked up this way.
+pub(crate) async fn find_by_secret<R: Record>(
+    conn: &mut sqlx::AnyConnection,
+    environment_id: &str,
+    column: &str,
+    secret: &str,
+) -> std::result::Result<Option<R>, portcullis_store::StoreError> {
+    record::find_by(conn, environment_id, column, &portcullis_crypto::secret::hash_secret(secret)).await
+}
+
 /// One row of this environment, or `NotFound(kind)`.
 pub async fn fetch<R: Record>(core: &Core, ctx: &Ctx, kind: &'static str, id: &str) -> Result<R> {
     let mut conn = core.db.read().await?;

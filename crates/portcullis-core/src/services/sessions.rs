@@ -93,8 +93,7 @@ pub(crate) fn created_event(session: &Session, user: &User) -> Event {
 /// expired, and the user not blocked.
 pub async fn find_active(core: &Core, env: &EnvState, token: &str) -> Result<Option<(Session, User)>> {
     let mut conn = core.db.read().await?;
-    let Some(session) =
-        record::find_by::<Session>(&mut conn, env.id(), "token_hash", &secret::hash_secret(token)).await?
+    let Some(session) = super::find_by_secret::<Session>(&mut conn, env.id(), "token_hash", token).await?
     else {
         return Ok(None);
     };

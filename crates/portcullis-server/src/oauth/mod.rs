@@ -140,7 +140,17 @@ async fn authenticated(
     form: &Params,
 ) -> Result<Arc<portcullis_store::model::Client>, OAuthFailure> {
     let (presented, used_basic) = presented_client(headers, form)?;
-    oauth::authenticate(env, &presented).await.map_err(|error| OAuthFailure {
+    authenticate_presented(env, &presented, used_basic).await
+}
+
+/// Checks presented credentials; a failed Basic authentication gets a
+/// challenge.
+async fn authenticate_presented(
+    env: &EnvState,
+    presented: &PresentedClient,
+    used_basic: bool,
+) -> Result<Arc<portcullis_store::model::Client>, OAuthFailure> {
+    oauth::authenticate(env, presented).await.map_err(|error| OAuthFailure {
         error,
         basic_realm: used_basic.then(|| env.issuer.clone()),
         retry_after: None,
@@ -157,11 +167,11 @@ async fn token(
     let form = parse_form(&headers, &body)?;
     // Limited before authentication, so secrets and codes cannot be guessed
     // at speed either.
-    let client_id = presented_client(&headers, &form).map(|(c, _)| c.client_id).unwrap_or_default();
+    let (presented, used_basic) = presented_client(&headers, &form)?;
     let ip = meta.ip_address.clone().unwrap_or_default();
-    core.limiter.check_all(&[(Limit::TokenIp, &ip), (Limit::TokenClient, &client_id)])?;
+    core.limiter.check_all(&[(Limit::TokenIp, &ip), (Limit::TokenClient, &presented.client_id)])?;
     let grant_type = form.require("grant_type")?;
-    let client = authenticated(&env, &headers, &form).await?;
+    let client = authenticate_presented(&env, &presented, used_basic).await?;
     let info = RequestInfo::from(meta);
     let response = match grant_type {
         "client_credentials" => {

@@ -78,8 +78,10 @@ async fn show(
         StatusCode::OK,
         "consent.html",
         minijinja::context! {
-            flow => query.flow, client_name => client_name,
-                        user_email => session.1.email, scopes => scopes,
+            flow => query.flow,
+            client_name => client_name,
+            user_email => session.1.email,
+            scopes => scopes,
         },
     )
 }
