@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -20,8 +19,8 @@ use portcullis_core::oauth::RequestInfo;
 use portcullis_core::{Core, EnvState, ServiceError};
 
 use super::{
-    FlowQuery, PageForm, browser_session, field_errors, message, message_with_link, open_flow, rate_limited,
-    render_form, server_error, submitted, too_many_requests, with_flow,
+    FlowQuery, PageForm, Submitted, browser_session, field_errors, message, message_with_link, open_flow,
+    rate_limited, render_form, server_error, too_many_requests, with_flow,
 };
 use crate::env::{Env, RequestMeta};
 
@@ -113,15 +112,11 @@ async fn submit_register(
     Env(env): Env,
     meta: RequestMeta,
     jar: CookieJar,
-    body: Bytes,
+    Submitted(form, _): Submitted,
 ) -> Response {
     if !env.environment.registration_enabled {
         return registration_closed(&env);
     }
-    let (form, _) = match submitted(&core, &env, &jar, &body) {
-        Ok(submitted) => submitted,
-        Err(page) => return page,
-    };
     let flow = form.get("flow");
     if let Err(RetryAfter(wait)) =
         core.limiter.check(Limit::RegisterIp, meta.ip_address.as_deref().unwrap_or_default())
@@ -184,13 +179,10 @@ async fn confirm(
     State(core): State<Arc<Core>>,
     Env(env): Env,
     meta: RequestMeta,
-    jar: CookieJar,
     Path(token): Path<String>,
-    body: Bytes,
+    // Only the CSRF check: the form has no fields.
+    _: Submitted,
 ) -> Response {
-    if let Err(page) = submitted(&core, &env, &jar, &body) {
-        return page;
-    }
     match account::confirm_email(&core, &env, &token, &RequestInfo::from(meta)).await {
         Ok(Some(user)) => message_with_link(
             &env,
@@ -241,12 +233,8 @@ async fn submit_forgot(
     Env(env): Env,
     meta: RequestMeta,
     jar: CookieJar,
-    body: Bytes,
+    Submitted(form, _): Submitted,
 ) -> Response {
-    let (form, _) = match submitted(&core, &env, &jar, &body) {
-        Ok(submitted) => submitted,
-        Err(page) => return page,
-    };
     let flow = form.get("flow");
     let Some(email) = form.get("email").map(str::trim).filter(|e| e.contains('@')) else {
         let feedback = Feedback {
@@ -317,12 +305,8 @@ async fn submit_reset(
     meta: RequestMeta,
     jar: CookieJar,
     Path(token): Path<String>,
-    body: Bytes,
+    Submitted(form, _): Submitted,
 ) -> Response {
-    let (form, _) = match submitted(&core, &env, &jar, &body) {
-        Ok(submitted) => submitted,
-        Err(page) => return page,
-    };
     let password = form.get("password").unwrap_or_default();
     let confirmation = form.get("password_confirmation").unwrap_or_default();
     match account::reset_password(&core, &env, &token, password, confirmation, &RequestInfo::from(meta)).await
@@ -392,12 +376,8 @@ async fn submit_change(
     Env(env): Env,
     meta: RequestMeta,
     jar: CookieJar,
-    body: Bytes,
+    Submitted(form, _): Submitted,
 ) -> Response {
-    let (form, _) = match submitted(&core, &env, &jar, &body) {
-        Ok(submitted) => submitted,
-        Err(page) => return page,
-    };
     let (session, user) = match browser_session(&core, &env, &jar).await {
         Ok(Some(signed_in)) => signed_in,
         Ok(None) => return sign_in_first(&env),

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -17,8 +16,8 @@ use portcullis_core::oauth::authorize as flow;
 use portcullis_core::signin::user_ctx;
 
 use super::{
-    FlowQuery, browser_session, continue_flow, message, open_flow, redirect, render_form, server_error,
-    submitted,
+    FlowQuery, Submitted, browser_session, continue_flow, message, open_flow, redirect, render_form,
+    server_error,
 };
 use crate::env::{Env, RequestMeta};
 
@@ -91,12 +90,10 @@ async fn submit(
     Env(env): Env,
     meta: RequestMeta,
     jar: CookieJar,
-    body: Bytes,
+    Submitted(form, request): Submitted,
 ) -> Response {
-    let (form, request) = match submitted(&core, &env, &jar, &body) {
-        Ok((form, Some(request))) => (form, request),
-        Ok((_, None)) => return nothing_to_authorize(&env),
-        Err(page) => return page,
+    let Some(request) = request else {
+        return nothing_to_authorize(&env);
     };
     let session = match browser_session(&core, &env, &jar).await {
         Ok(Some(session)) => session,

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,8 +15,8 @@ use portcullis_core::signin::{self, LoginError};
 use portcullis_core::{Core, EnvState};
 
 use super::{
-    FlowQuery, browser_session, continue_flow, message_with_link, open_flow, render_form, server_error,
-    set_session_cookie, submitted, too_many_requests,
+    FlowQuery, Submitted, browser_session, continue_flow, message_with_link, open_flow, render_form,
+    server_error, set_session_cookie, too_many_requests,
 };
 use crate::env::{Env, RequestMeta};
 
@@ -76,12 +75,8 @@ async fn submit(
     Env(env): Env,
     meta: RequestMeta,
     jar: CookieJar,
-    body: Bytes,
+    Submitted(form, request): Submitted,
 ) -> Response {
-    let (form, request) = match submitted(&core, &env, &jar, &body) {
-        Ok(submitted) => submitted,
-        Err(page) => return page,
-    };
     let (Some(email), Some(password)) = (form.get("email"), form.get("password")) else {
         let view = LoginPage {
             flow: form.get("flow"),

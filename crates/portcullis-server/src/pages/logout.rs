@@ -19,7 +19,7 @@ use portcullis_core::{Core, EnvState};
 use portcullis_store::model::{Session, User};
 
 use super::{
-    PageForm, browser_session, clear_session_cookie, message, redirect, render_form, server_error, submitted,
+    PageForm, Submitted, browser_session, clear_session_cookie, message, redirect, render_form, server_error,
 };
 use crate::env::{Env, RequestMeta};
 
@@ -166,12 +166,8 @@ async fn logout(
     Env(env): Env,
     meta: RequestMeta,
     jar: CookieJar,
-    body: Bytes,
+    Submitted(form, _): Submitted,
 ) -> Response {
-    let (form, _) = match submitted(&core, &env, &jar, &body) {
-        Ok(submitted) => submitted,
-        Err(page) => return page,
-    };
     let to = match checked_return(&env, &form, None).await {
         Ok(to) => to,
         Err(page) => return page,

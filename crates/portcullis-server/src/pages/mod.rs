@@ -19,6 +19,8 @@ mod logout;
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
@@ -27,6 +29,8 @@ use portcullis_core::services::sessions;
 use portcullis_core::{Core, EnvState, ServiceError};
 use portcullis_crypto::secret;
 use portcullis_store::model::{Session, User};
+
+use crate::env::Env;
 
 static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
     let mut env = minijinja::Environment::new();
@@ -249,20 +253,29 @@ impl PageForm {
     }
 }
 
-/// A submitted form that passed the CSRF check, with the sign-in flow it
-/// carries (if any); otherwise the page to show.
-pub(crate) fn submitted(
-    core: &Core,
-    env: &EnvState,
-    jar: &CookieJar,
-    body: &[u8],
-) -> Result<(PageForm, Option<AuthorizationRequest>), Response> {
-    let form = PageForm::parse(body);
-    if !csrf_ok(core, jar, &form) {
-        return Err(csrf_failed(env));
+/// The body of every hosted-page form post: the fields, once they passed the
+/// CSRF check, and the sign-in flow they carry (if any). A forged, stale or
+/// altered post is answered with the page that says so.
+pub(crate) struct Submitted(pub PageForm, pub Option<AuthorizationRequest>);
+
+impl FromRequest<Arc<Core>> for Submitted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, core: &Arc<Core>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let Env(env) =
+            Env::from_request_parts(&mut parts, core).await.map_err(IntoResponse::into_response)?;
+        let jar = CookieJar::from_headers(&parts.headers);
+        let body = Bytes::from_request(Request::from_parts(parts, body), core)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let form = PageForm::parse(&body);
+        if !csrf_ok(core, &jar, &form) {
+            return Err(csrf_failed(&env));
+        }
+        let flow = open_flow(core, &env, form.get("flow"))?;
+        Ok(Submitted(form, flow))
     }
-    let request = open_flow(core, env, form.get("flow"))?;
-    Ok((form, request))
 }
 
 /// `?flow=` on the pages of a sign-in.
