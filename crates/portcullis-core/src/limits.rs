@@ -85,26 +85,41 @@ impl Default for RateLimits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RetryAfter(pub u64);
 
+impl Limit {
+    /// Every limit, in declaration order (so `limit as usize` indexes it).
+    const ALL: [Limit; 7] = [
+        Limit::LoginIp,
+        Limit::LoginAccount,
+        Limit::RegisterIp,
+        Limit::ResetIp,
+        Limit::ResetAccount,
+        Limit::TokenIp,
+        Limit::TokenClient,
+    ];
+}
+
+impl RateLimits {
+    fn rate(&self, limit: Limit) -> Rate {
+        match limit {
+            Limit::LoginIp => self.login_ip,
+            Limit::LoginAccount => self.login_account,
+            Limit::RegisterIp => self.register_ip,
+            Limit::ResetIp => self.reset_ip,
+            Limit::ResetAccount => self.reset_account,
+            Limit::TokenIp => self.token_ip,
+            Limit::TokenClient => self.token_client,
+        }
+    }
+}
+
 pub struct Limiter {
-    buckets: Option<Vec<(Limit, DefaultKeyedRateLimiter<String>)>>,
+    /// One bucket set per [`Limit`], indexed by `limit as usize`.
+    buckets: Option<[DefaultKeyedRateLimiter<String>; Limit::ALL.len()]>,
 }
 
 impl Limiter {
     pub fn new(limits: Option<&RateLimits>) -> Limiter {
-        let buckets = limits.map(|l| {
-            [
-                (Limit::LoginIp, l.login_ip),
-                (Limit::LoginAccount, l.login_account),
-                (Limit::RegisterIp, l.register_ip),
-                (Limit::ResetIp, l.reset_ip),
-                (Limit::ResetAccount, l.reset_account),
-                (Limit::TokenIp, l.token_ip),
-                (Limit::TokenClient, l.token_client),
-            ]
-            .into_iter()
-            .map(|(limit, rate)| (limit, RateLimiter::keyed(rate.quota())))
-            .collect()
-        });
+        let buckets = limits.map(|l| Limit::ALL.map(|limit| RateLimiter::keyed(l.rate(limit).quota())));
         Limiter { buckets }
     }
 
@@ -112,15 +127,14 @@ impl Limiter {
     /// case-insensitively (emails).
     pub fn check(&self, limit: Limit, key: &str) -> Result<(), RetryAfter> {
         let Some(buckets) = &self.buckets else { return Ok(()) };
-        let Some((_, bucket)) = buckets.iter().find(|(l, _)| *l == limit) else { return Ok(()) };
-        bucket.check_key(&key.trim().to_lowercase()).map_err(|not_until| {
+        buckets[limit as usize].check_key(&key.trim().to_lowercase()).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             RetryAfter(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(RetryAfter(1))
         })
     }
 
-    /// Checks several limits; the first refusal wins. Every limit is
-    /// counted, so a refused request still uses up its IP's allowance.
+    /// Checks several limits; a refusal names the longest wait. Every limit
+    /// is counted, so a refused request still uses up its IP's allowance.
     pub fn check_all(&self, checks: &[(Limit, &str)]) -> Result<(), RetryAfter> {
         let mut refused = None;
         for (limit, key) in checks {
@@ -133,7 +147,7 @@ impl Limiter {
 
     /// Forgets keys whose allowance is full again (bounds memory).
     pub fn shrink(&self) {
-        for (_, bucket) in self.buckets.iter().flatten() {
+        for bucket in self.buckets.iter().flatten() {
             bucket.retain_recent();
             bucket.shrink_to_fit();
         }
@@ -174,6 +188,13 @@ mod tests {
             .check_all(&[(Limit::LoginIp, "ip2"), (Limit::LoginAccount, "ann@example.com ")])
             .unwrap_err();
         assert!(wait > 3000, "the hourly account limit decides, got {wait}");
+    }
+
+    #[test]
+    fn every_limit_indexes_its_own_bucket() {
+        for (index, limit) in Limit::ALL.into_iter().enumerate() {
+            assert_eq!(limit as usize, index, "{limit:?}");
+        }
     }
 
     #[test]
