@@ -189,6 +189,16 @@ pub async fn find_link(
     }))
 }
 
+/// Spends a link inside `tx`: its user, or `None` if another request spent
+/// it first (or the user is gone).
+async fn spend_in(tx: &mut portcullis_store::WriteTx, link: &UserToken, now: i64) -> Result<Option<User>> {
+    let env = &link.environment_id;
+    if !repo::signin::claim(tx.conn(), "user_tokens", env, &link.id, now).await? {
+        return Ok(None);
+    }
+    Ok(record::find::<User>(tx.conn(), env, &link.user_id).await?)
+}
+
 /// Confirms the address a confirmation link was sent to. `None` when the
 /// link is unknown, used or expired.
 pub async fn confirm_email(
@@ -201,10 +211,7 @@ pub async fn confirm_email(
         return Ok(None);
     };
     let mut tx = core.db.write().await?;
-    if !repo::signin::claim(tx.conn(), "user_tokens", env.id(), &link.id, now_micros()).await? {
-        return Ok(None);
-    }
-    let Some(mut user) = record::find::<User>(tx.conn(), env.id(), &link.user_id).await? else {
+    let Some(mut user) = spend_in(&mut tx, &link, now_micros()).await? else {
         return Ok(None);
     };
     let was_verified = user.email_verified;
@@ -265,10 +272,7 @@ pub async fn reset_password(
     let hash = core.passwords.hash(password.to_owned()).await?;
     let mut tx = core.db.write().await?;
     let now = now_micros();
-    if !repo::signin::claim(tx.conn(), "user_tokens", env.id(), &link.id, now).await? {
-        return Ok(None);
-    }
-    let Some(mut user) = record::find::<User>(tx.conn(), env.id(), &link.user_id).await? else {
+    let Some(mut user) = spend_in(&mut tx, &link, now).await? else {
         return Ok(None);
     };
     user.password_hash = Some(hash);
