@@ -220,6 +220,7 @@ async fn seed_users(db: &Db, handle: &str, count: usize) -> anyhow::Result<usize
                 updated_at: now,
                 failed_logins: 0,
                 locked_until: None,
+                manager_id: None,
             };
             record::insert(&mut tx, &user).await?;
         }

@@ -76,6 +76,7 @@ pub async fn register(
         last_name: input.last_name,
         email_verified: false,
         blocked: false,
+        manager_id: None,
         metadata: None,
     };
     let user = users::build(core, env.id(), new_user).await?;

@@ -34,6 +34,40 @@ pub struct CoreConfig {
     pub mail: mail::MailSettings,
     /// `None` turns rate limiting off (benchmarks only).
     pub rate_limits: Option<limits::RateLimits>,
+    /// The lifecycle hub's workers.
+    pub hub: HubSettings,
+}
+
+/// How the lifecycle hub's relay and workers pace themselves.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    /// Run the relay and workers in this process.
+    pub enabled: bool,
+    /// How often the relay and the workers look for new work.
+    pub poll_interval: std::time::Duration,
+    /// How long a worker owns a step before another may take it over.
+    pub lease: std::time::Duration,
+    /// Attempts before a step fails for good.
+    pub max_attempts: i64,
+    /// Exponential backoff with full jitter between attempts.
+    pub backoff_base: std::time::Duration,
+    pub backoff_cap: std::time::Duration,
+    /// One call to an app, end to end.
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for HubSettings {
+    fn default() -> Self {
+        HubSettings {
+            enabled: true,
+            poll_interval: std::time::Duration::from_millis(500),
+            lease: std::time::Duration::from_secs(300),
+            max_attempts: 8,
+            backoff_base: std::time::Duration::from_secs(1),
+            backoff_cap: std::time::Duration::from_secs(60),
+            request_timeout: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for CoreConfig {
@@ -45,6 +79,7 @@ impl Default for CoreConfig {
             default_environment: None,
             mail: mail::MailSettings::default(),
             rate_limits: Some(limits::RateLimits::default()),
+            hub: HubSettings::default(),
         }
     }
 }

@@ -83,6 +83,9 @@ pub struct Environment {
     pub default_audience: Option<String>,
     pub inserted_at: i64,
     pub updated_at: i64,
+    /// A provisioning pass with more deprovisioning steps than this waits
+    /// for approval.
+    pub mass_change_threshold: i64,
 }
 
 record! {
@@ -105,6 +108,8 @@ record! {
         pub failed_logins: i64,
         /// Password logins are refused until then (exponential lockout).
         pub locked_until: Option<i64>,
+        /// Who the user reports to; apps receive it as the manager/approver.
+        pub manager_id: Option<String>,
     }
 }
 
@@ -434,4 +439,105 @@ pub struct Origin {
     pub actor: Actor,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+}
+
+record! {
+    /// A SaaS app the lifecycle hub provisions accounts in.
+    pub struct App in "apps" {
+        pub id: String,
+        pub environment_id: String,
+        pub name: String,
+        /// `expensify` or `stripe`.
+        pub kind: String,
+        pub base_url: String,
+        /// Sealed JSON under the master key (AAD: the app id); never shown.
+        pub credentials: Option<String>,
+        #[sqlx(try_from = "String")]
+        pub settings: JsonText<Value>,
+        #[sqlx(try_from = "String")]
+        pub access_role_ids: JsonText<Vec<String>>,
+        #[sqlx(try_from = "String")]
+        pub attribute_mappings: JsonText<Value>,
+        /// `soft` (deactivate) or `hard` (delete, after approval).
+        pub deprovision_mode: String,
+        #[sqlx(try_from = "crate::DbBool")]
+        pub enabled: bool,
+        pub last_reconciled_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    /// One account found or created in an app: a node of the identity graph.
+    pub struct AppAccount in "app_accounts" {
+        pub id: String,
+        pub environment_id: String,
+        pub app_id: String,
+        /// The linked user, or none for an orphan.
+        pub user_id: Option<String>,
+        pub external_id: String,
+        pub login: Option<String>,
+        /// `active`, `deactivated` or `deleted`.
+        pub status: String,
+        #[sqlx(try_from = "String")]
+        pub attributes: JsonText<Value>,
+        pub last_seen_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    /// A set of steps for one app: draft → approved → applying → applied | failed (or rejected).
+    pub struct ProvisioningPlan in "provisioning_plans" {
+        pub id: String,
+        pub environment_id: String,
+        pub app_id: String,
+        /// `event` (directory changes) or `reconcile`.
+        pub source: String,
+        pub status: String,
+        /// Why the plan waits for a person, if it does.
+        pub approval_reason: Option<String>,
+        #[sqlx(try_from = "String")]
+        pub summary: JsonText<Value>,
+        pub decided_by: Option<String>,
+        pub decided_at: Option<i64>,
+        pub finished_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    /// One change to one account, applied by a worker holding its lease.
+    pub struct ProvisioningStep in "provisioning_steps" {
+        pub id: String,
+        pub environment_id: String,
+        pub plan_id: String,
+        pub app_id: String,
+        pub user_id: Option<String>,
+        pub app_account_id: Option<String>,
+        /// `create`, `update`, `deactivate`, `delete` or `manual`.
+        pub action: String,
+        /// Apply order inside the plan (managers before their reports).
+        pub position: i64,
+        /// `pending`, `running`, `succeeded`, `failed`, `skipped` or `cancelled`.
+        pub status: String,
+        pub reason: Option<String>,
+        #[sqlx(try_from = "String")]
+        pub changes: JsonText<Value>,
+        /// The request body, fixed on the first attempt so retries resend it
+        /// byte for byte (idempotency keys depend on it).
+        pub request: Option<String>,
+        pub result: Option<String>,
+        pub attempts: i64,
+        pub next_attempt_at: i64,
+        pub lease_owner: Option<String>,
+        pub lease_expires_at: Option<i64>,
+        pub last_error: Option<String>,
+        pub completed_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
 }

@@ -32,8 +32,8 @@ pub async fn count_where(
 pub mod environments {
     use super::*;
 
-    const COLUMNS: &str =
-        "id, handle, name, session_ttl, registration_enabled, default_audience, inserted_at, updated_at";
+    const COLUMNS: &str = "id, handle, name, session_ttl, registration_enabled, default_audience, inserted_at, updated_at, \
+         mass_change_threshold";
 
     /// Holds the lock of an environment's row until the transaction ends:
     /// serialises changes that read, then rewrite, environment-wide state
@@ -56,6 +56,14 @@ pub mod environments {
             .map_err(classify)
     }
 
+    pub async fn by_id(conn: &mut AnyConnection, id: &str) -> Result<Option<Environment>> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM environments WHERE id = $1")))
+            .bind(id.to_owned())
+            .fetch_optional(conn)
+            .await
+            .map_err(classify)
+    }
+
     pub async fn all(conn: &mut AnyConnection) -> Result<Vec<Environment>> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM environments ORDER BY handle")))
             .fetch_all(conn)
@@ -65,7 +73,7 @@ pub mod environments {
 
     pub async fn insert(conn: &mut AnyConnection, env: &Environment) -> Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO environments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO environments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         )))
         .bind(env.id.clone())
         .bind(env.handle.clone())
@@ -75,6 +83,7 @@ pub mod environments {
         .bind(env.default_audience.clone())
         .bind(env.inserted_at)
         .bind(env.updated_at)
+        .bind(env.mass_change_threshold)
         .execute(conn)
         .await
         .map_err(classify)?;
@@ -84,13 +93,14 @@ pub mod environments {
     pub async fn update(conn: &mut AnyConnection, env: &Environment) -> Result<()> {
         sqlx::query(
             "UPDATE environments SET name = $1, session_ttl = $2, registration_enabled = $3, \
-             default_audience = $4, updated_at = $5 WHERE id = $6",
+             default_audience = $4, updated_at = $5, mass_change_threshold = $6 WHERE id = $7",
         )
         .bind(env.name.clone())
         .bind(env.session_ttl)
         .bind(env.registration_enabled)
         .bind(env.default_audience.clone())
         .bind(env.updated_at)
+        .bind(env.mass_change_threshold)
         .bind(env.id.clone())
         .execute(conn)
         .await
@@ -369,5 +379,210 @@ pub mod signin {
         let mut sql = Sql::new("SELECT id AS name FROM users WHERE blocked = ");
         sql.bind(true).push(" AND environment_id = ").bind(environment_id.to_owned());
         names(sql.fetch_rows(conn).await?)
+    }
+}
+
+/// The lifecycle hub: plan decisions, step leases and the outbox feed.
+pub mod provisioning {
+    use super::*;
+    use crate::model::{OutboxEvent, ProvisioningStep};
+
+    /// Moves a draft plan to `status` (`approved` or `rejected`); `false` if
+    /// it was no longer a draft, so of two concurrent decisions one wins.
+    pub async fn decide(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        plan_id: &str,
+        status: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE provisioning_plans SET status = ");
+        sql.bind(status.to_owned()).push(", decided_by = ").bind(by.to_owned());
+        sql.push(", decided_at = ").bind(now).push(", updated_at = ").bind(now);
+        sql.push(" WHERE id = ").bind(plan_id.to_owned());
+        sql.push(" AND environment_id = ").bind(environment_id.to_owned()).push(" AND status = 'draft'");
+        Ok(sql.execute(conn).await? == 1)
+    }
+
+    /// Cancels the steps of a rejected plan that have not run.
+    pub async fn cancel_steps(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        plan_id: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("UPDATE provisioning_steps SET status = 'cancelled', completed_at = ");
+        sql.bind(now).push(", updated_at = ").bind(now).push(" WHERE plan_id = ").bind(plan_id.to_owned());
+        sql.push(" AND environment_id = ").bind(environment_id.to_owned()).push(" AND status = 'pending'");
+        sql.execute(conn).await
+    }
+
+    /// Makes the pending steps of an approved plan due now.
+    pub async fn make_due(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        plan_id: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("UPDATE provisioning_steps SET next_attempt_at = ");
+        sql.bind(now).push(", updated_at = ").bind(now).push(" WHERE plan_id = ").bind(plan_id.to_owned());
+        sql.push(" AND environment_id = ").bind(environment_id.to_owned()).push(" AND status = 'pending'");
+        sql.execute(conn).await
+    }
+
+    /// Unpublished outbox events of the given types, oldest first, across
+    /// environments (the hub's relay is a system process).
+    pub async fn pending_events(
+        conn: &mut AnyConnection,
+        types: &[&str],
+        limit: i64,
+    ) -> Result<Vec<OutboxEvent>> {
+        let mut sql = Sql::new(format!(
+            "SELECT {} FROM outbox_events WHERE published_at IS NULL AND event_type IN (",
+            select_columns::<OutboxEvent>()
+        ));
+        let types: Vec<crate::SqlValue> = types.iter().map(|t| crate::SqlValue::from(*t)).collect();
+        sql.bind_list(&types).push(") ORDER BY id LIMIT ").bind(limit);
+        sql.fetch_all(conn).await
+    }
+
+    pub async fn mark_published(conn: &mut AnyConnection, ids: &[String], now: i64) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut sql = Sql::new("UPDATE outbox_events SET published_at = ");
+        sql.bind(now).push(" WHERE published_at IS NULL AND id IN (");
+        let ids: Vec<crate::SqlValue> = ids.iter().map(crate::SqlValue::from).collect();
+        sql.bind_list(&ids).push(")");
+        sql.execute(conn).await
+    }
+
+    /// Steps a worker may take now: pending and due, or running under a
+    /// lease that expired (its worker died), in plans that may be applied.
+    pub async fn due_steps(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<ProvisioningStep>> {
+        let columns =
+            ProvisioningStep::COLUMNS.iter().map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+        let mut sql = Sql::new(format!(
+            "SELECT {columns} FROM provisioning_steps s JOIN provisioning_plans p ON p.id = s.plan_id \
+             WHERE p.status IN ('approved', 'applying') AND ((s.status = 'pending' AND s.next_attempt_at <= "
+        ));
+        sql.bind(now).push(") OR (s.status = 'running' AND s.lease_expires_at < ").bind(now);
+        sql.push(")) ORDER BY s.plan_id, s.position, s.id LIMIT ").bind(limit);
+        sql.fetch_all(conn).await
+    }
+
+    /// Takes the lease of a due step; `false` if another worker has it.
+    pub async fn lease(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        step_id: &str,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE provisioning_steps SET status = 'running', lease_owner = ");
+        sql.bind(owner.to_owned()).push(", lease_expires_at = ").bind(until);
+        sql.push(", attempts = attempts + 1, updated_at = ").bind(now);
+        sql.push(" WHERE id = ").bind(step_id.to_owned()).push(" AND environment_id = ");
+        sql.bind(environment_id.to_owned())
+            .push(" AND (status = 'pending' OR (status = 'running' AND lease_expires_at < ");
+        sql.bind(now).push("))");
+        Ok(sql.execute(conn).await? == 1)
+    }
+
+    /// Marks approved plans as being applied.
+    pub async fn start_plans(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        plan_ids: &[String],
+        now: i64,
+    ) -> Result<u64> {
+        if plan_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut sql = Sql::new("UPDATE provisioning_plans SET status = 'applying', updated_at = ");
+        sql.bind(now).push(" WHERE environment_id = ").bind(environment_id.to_owned());
+        sql.push(" AND status = 'approved' AND id IN (");
+        let ids: Vec<crate::SqlValue> = plan_ids.iter().map(crate::SqlValue::from).collect();
+        sql.bind_list(&ids).push(")");
+        sql.execute(conn).await
+    }
+
+    /// Records that a complete roster read saw these accounts.
+    pub async fn touch_accounts(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        ids: &[String],
+        now: i64,
+    ) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let mut sql = Sql::new("UPDATE app_accounts SET last_seen_at = ");
+            sql.bind(now)
+                .push(" WHERE environment_id = ")
+                .bind(environment_id.to_owned())
+                .push(" AND id IN (");
+            let ids: Vec<crate::SqlValue> = chunk.iter().map(crate::SqlValue::from).collect();
+            sql.bind_list(&ids).push(")");
+            sql.execute(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Fixes a step's request on its first attempt.
+    pub async fn set_request(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        step_id: &str,
+        request: &str,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("UPDATE provisioning_steps SET request = ");
+        sql.bind(request.to_owned()).push(" WHERE id = ").bind(step_id.to_owned());
+        sql.push(" AND environment_id = ").bind(environment_id.to_owned());
+        sql.execute(conn).await
+    }
+
+    /// `(user_id, action)` of the unfinished steps for these users in an app.
+    pub async fn open_steps(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        app_id: &str,
+    ) -> Result<Vec<(Option<String>, Option<String>, String)>> {
+        let mut sql = Sql::new(
+            "SELECT user_id, app_account_id, action FROM provisioning_steps WHERE environment_id = ",
+        );
+        sql.bind(environment_id.to_owned()).push(" AND app_id = ").bind(app_id.to_owned());
+        sql.push(" AND status IN ('pending', 'running')");
+        let rows = sql.fetch_rows(conn).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<Option<String>, _>("user_id").map_err(classify)?,
+                    r.try_get::<Option<String>, _>("app_account_id").map_err(classify)?,
+                    r.try_get::<String, _>("action").map_err(classify)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Counts a plan's steps by status.
+    pub async fn step_counts(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        plan_id: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        let mut sql =
+            Sql::new("SELECT status, COUNT(*) AS n FROM provisioning_steps WHERE environment_id = ");
+        sql.bind(environment_id.to_owned()).push(" AND plan_id = ").bind(plan_id.to_owned());
+        sql.push(" GROUP BY status");
+        let rows = sql.fetch_rows(conn).await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("status").map_err(classify)?,
+                    r.try_get::<i64, _>("n").map_err(classify)?,
+                ))
+            })
+            .collect()
     }
 }

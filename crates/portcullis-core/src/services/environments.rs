@@ -12,6 +12,8 @@ use crate::{Core, Ctx, EnvState, Result, ServiceError};
 
 pub const KIND: &str = "environment";
 pub const SESSION_TTL_DEFAULT: i64 = 30 * 24 * 3600;
+/// Deprovisioning steps one provisioning pass may take without approval.
+pub const MASS_CHANGE_THRESHOLD_DEFAULT: i64 = 10;
 
 pub fn present(env: &EnvState) -> ResourceObject {
     let e = &env.environment;
@@ -26,6 +28,7 @@ pub fn present(env: &EnvState) -> ResourceObject {
             "session_ttl": e.session_ttl,
             "registration_enabled": e.registration_enabled,
             "default_audience": e.default_audience,
+            "mass_change_threshold": e.mass_change_threshold,
             "inserted_at": timestamp(e.inserted_at),
             "updated_at": timestamp(e.updated_at),
         })),
@@ -80,6 +83,7 @@ pub async fn create(
         default_audience: None,
         inserted_at: now,
         updated_at: now,
+        mass_change_threshold: MASS_CHANGE_THRESHOLD_DEFAULT,
     };
     let env_id = environment.id.clone();
     let pair = signing_keys::generate(key).await?;
@@ -180,6 +184,8 @@ pub struct EnvironmentChanges {
     pub registration_enabled: Patch<bool>,
     #[serde(default)]
     pub default_audience: Patch<String>,
+    #[serde(default)]
+    pub mass_change_threshold: Patch<i64>,
 }
 
 pub const SESSION_TTL_MIN: i64 = 300;
@@ -210,6 +216,15 @@ pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result
     if let Some(enabled) = input.registration_enabled.required("registration_enabled")? {
         env.registration_enabled = enabled;
     }
+    if let Some(threshold) = input.mass_change_threshold.required("mass_change_threshold")? {
+        if !(0..=1_000_000).contains(&threshold) {
+            return Err(ServiceError::invalid(
+                "mass_change_threshold",
+                "mass_change_threshold must be between 0 and 1000000",
+            ));
+        }
+        env.mass_change_threshold = threshold;
+    }
     input.default_audience.apply_to(&mut env.default_audience);
     if let Some(audience) = &env.default_audience
         && !apis.by_identifier.contains_key(audience)
@@ -227,6 +242,7 @@ pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result
     changes.track("session_ttl", &before.session_ttl, &env.session_ttl);
     changes.track("registration_enabled", &before.registration_enabled, &env.registration_enabled);
     changes.track("default_audience", &before.default_audience, &env.default_audience);
+    changes.track("mass_change_threshold", &before.mass_change_threshold, &env.mass_change_threshold);
     let event = Event {
         action: "environment.updated",
         targets: vec![target(KIND, &env.id, Some(&env.handle))],

@@ -2,11 +2,14 @@
 //! records, and how the resource is presented (JSON:API attributes, which the
 //! event payloads reuse).
 
+pub mod app_accounts;
+pub mod apps;
 pub mod audit_events;
 pub mod clients;
 pub mod environments;
 pub mod grants;
 pub mod permissions;
+pub mod provisioning_plans;
 pub mod resource_servers;
 pub mod role_permissions;
 pub mod roles;
@@ -171,6 +174,7 @@ fn deleted_action(kind: &'static str) -> &'static str {
         "scope" => "scope.deleted",
         "client_resource_server_grant" => "client_resource_server_grant.deleted",
         "session" => "session.deleted",
+        "app" => "app.deleted",
         _ => "resource.deleted",
     }
 }

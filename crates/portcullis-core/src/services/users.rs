@@ -23,6 +23,7 @@ pub fn present(user: &User) -> ResourceObject {
             "first_name": user.first_name,
             "last_name": user.last_name,
             "blocked": user.blocked,
+            "manager_id": user.manager_id,
             "metadata": user.metadata.0,
             "inserted_at": timestamp(user.inserted_at),
             "updated_at": timestamp(user.updated_at),
@@ -50,6 +51,8 @@ pub struct NewUser {
     #[serde(default)]
     pub blocked: bool,
     #[serde(default)]
+    pub manager_id: Option<String>,
+    #[serde(default)]
     pub metadata: Option<Value>,
 }
 
@@ -66,6 +69,8 @@ pub struct UserChanges {
     pub email_verified: Patch<bool>,
     #[serde(default)]
     pub blocked: Patch<bool>,
+    #[serde(default)]
+    pub manager_id: Patch<String>,
     #[serde(default)]
     pub metadata: Patch<Value>,
     #[serde(default)]
@@ -136,8 +141,12 @@ fn validate_metadata(metadata: Value) -> Result<Value> {
 const EMAIL_TAKEN: &str = "email has already been taken";
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
-    let user = build(core, ctx.environment_id(), input).await?;
+    let manager_id = input.manager_id.clone();
+    let mut user = build(core, ctx.environment_id(), input).await?;
     let mut tx = core.db.write().await?;
+    if let Some(manager_id) = manager_id {
+        user.manager_id = Some(check_manager(&mut tx, ctx.environment_id(), &user.id, manager_id).await?);
+    }
     insert_in(&mut tx, &user).await?;
     finish(tx, ctx, created_event("user.created", &user)).await?;
     Ok(user)
@@ -166,7 +175,34 @@ pub(crate) async fn build(core: &Core, environment_id: &str, input: NewUser) -> 
         updated_at: now,
         failed_logins: 0,
         locked_until: None,
+        manager_id: None,
     })
+}
+
+/// A manager must be another user of this environment, and making them one
+/// must not close a reporting loop.
+async fn check_manager(
+    tx: &mut WriteTx,
+    environment_id: &str,
+    user_id: &str,
+    manager_id: String,
+) -> Result<String> {
+    let invalid = |detail: &str| ServiceError::invalid("manager_id", detail.to_owned());
+    let mut next = Some(manager_id.clone());
+    // Walk up the chain; real org charts are far shallower than this bound.
+    for _ in 0..64 {
+        let Some(id) = next else { return Ok(manager_id) };
+        if id == user_id {
+            return Err(invalid("manager_id would make the user their own manager"));
+        }
+        let manager: Option<User> = record::find(tx.conn(), environment_id, &id).await?;
+        match manager {
+            Some(manager) => next = manager.manager_id,
+            None if id == manager_id => return Err(invalid("manager_id is not a user in this environment")),
+            None => return Ok(manager_id),
+        }
+    }
+    Err(invalid("manager_id chain is too deep"))
 }
 
 /// Inserts a built user; a taken email is a conflict on `email`.
@@ -222,6 +258,13 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Res
     if let Some(v) = input.metadata.required("metadata")? {
         user.metadata = JsonText(validate_metadata(v)?);
     }
+    match input.manager_id {
+        Patch::Absent => {}
+        Patch::Null => user.manager_id = None,
+        Patch::Value(manager_id) => {
+            user.manager_id = Some(check_manager(&mut tx, ctx.environment_id(), &user.id, manager_id).await?);
+        }
+    }
     let password_changed = new_password.is_some();
     if let Some(hash) = new_password {
         user.password_hash = Some(hash);
@@ -239,6 +282,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Res
     changes.track("last_name", &before.last_name, &user.last_name);
     changes.track("email_verified", &before.email_verified, &user.email_verified);
     changes.track("blocked", &before.blocked, &user.blocked);
+    changes.track("manager_id", &before.manager_id, &user.manager_id);
     if before.blocked != user.blocked {
         // Blocking must take effect for cached token checks at once.
         tx.invalidate(ctx.environment_id());

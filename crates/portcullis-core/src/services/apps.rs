@@ -1,0 +1,433 @@
+//! Apps: the SaaS applications the lifecycle hub provisions accounts in.
+//!
+//! An app names its kind (which connector talks to it), where it lives, its
+//! credentials (sealed under the master key, write-only), kind-specific
+//! settings, which roles give a user an account, how user attributes map to
+//! the app's, and whether deprovisioning deactivates (`soft`) or deletes
+//! (`hard`, always after approval).
+
+use portcullis_jsonapi::ResourceObject;
+use portcullis_store::model::{App, Event, Role};
+use portcullis_store::types::JsonText;
+use portcullis_store::{new_id, now_micros, record};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Changes, Patch, attrs, fetch_in, finish, require_text, target, timestamp, unique};
+use crate::error::{Field, conflict_on};
+use crate::{Core, Ctx, Result, ServiceError};
+
+pub const KIND: &str = "app";
+const NAME_TAKEN: &str = "an app with this name already exists";
+
+/// The connectors the hub has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    Expensify,
+    Stripe,
+}
+
+impl AppKind {
+    pub fn parse(kind: &str) -> Result<Self> {
+        match kind {
+            "expensify" => Ok(AppKind::Expensify),
+            "stripe" => Ok(AppKind::Stripe),
+            _ => Err(ServiceError::invalid("kind", "kind must be one of: expensify, stripe")),
+        }
+    }
+
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            AppKind::Expensify => "https://integrations.expensify.com",
+            AppKind::Stripe => "https://api.stripe.com",
+        }
+    }
+
+    /// App attributes an operator may map, besides the fixed ones the
+    /// connector always sends (email, the user id, the manager).
+    fn mappable(self, attribute: &str) -> bool {
+        match self {
+            AppKind::Expensify => {
+                matches!(
+                    attribute,
+                    "firstName" | "lastName" | "customField1" | "customField2" | "workerStatus"
+                )
+            }
+            AppKind::Stripe => {
+                matches!(attribute, "name" | "description" | "phone")
+                    || attribute
+                        .strip_prefix("metadata.")
+                        .is_some_and(|k| !k.is_empty() && !k.starts_with("idp_"))
+            }
+        }
+    }
+
+    /// The mappings every app of this kind starts from.
+    pub fn default_mappings(self) -> Map<String, Value> {
+        let defaults = match self {
+            AppKind::Expensify => json!({"firstName": "first_name", "lastName": "last_name"}),
+            AppKind::Stripe => json!({"name": "name"}),
+        };
+        attrs(defaults)
+    }
+}
+
+/// Credentials as stored (sealed). Which fields a kind needs is checked on write.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Expensify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner_user_secret: Option<String>,
+    /// Stripe: `sk_…` or `rk_…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    /// Stripe: the `whsec_…` secret that signs webhooks to `/hooks/apps/:id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+impl Credentials {
+    fn validate(&self, kind: AppKind) -> Result<()> {
+        let missing = |name: &str| {
+            ServiceError::invalid(
+                "credentials",
+                format!("credentials.{name} is required for this kind of app"),
+            )
+        };
+        let blank = |v: &Option<String>| v.as_deref().is_none_or(|v| v.trim().is_empty());
+        match kind {
+            AppKind::Expensify => {
+                if blank(&self.partner_user_id) {
+                    return Err(missing("partner_user_id"));
+                }
+                if blank(&self.partner_user_secret) {
+                    return Err(missing("partner_user_secret"));
+                }
+            }
+            AppKind::Stripe => {
+                let key = self.secret_key.as_deref().unwrap_or_default();
+                if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+                    return Err(ServiceError::invalid(
+                        "credentials",
+                        "credentials.secret_key must be a Stripe secret (sk_…) or restricted (rk_…) key",
+                    ));
+                }
+                if self.webhook_secret.as_deref().is_some_and(|s| !s.starts_with("whsec_")) {
+                    return Err(ServiceError::invalid(
+                        "credentials",
+                        "credentials.webhook_secret must be a Stripe endpoint secret (whsec_…)",
+                    ));
+                }
+            }
+        }
+        if self.partner_user_id.is_some() && kind != AppKind::Expensify
+            || (self.secret_key.is_some() || self.webhook_secret.is_some()) && kind != AppKind::Stripe
+        {
+            return Err(ServiceError::invalid(
+                "credentials",
+                "credentials hold a field this kind of app does not use",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The credentials of an app, unsealed.
+pub fn credentials(core: &Core, app: &App) -> Result<Credentials> {
+    let Some(sealed) = &app.credentials else { return Ok(Credentials::default()) };
+    let plain = core.master_key.open(sealed, &app.id)?;
+    serde_json::from_slice(&plain).map_err(|e| ServiceError::Internal(format!("stored credentials: {e}")))
+}
+
+fn seal(core: &Core, app_id: &str, credentials: &Credentials) -> Result<String> {
+    let plain = serde_json::to_vec(credentials).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    Ok(core.master_key.seal(&plain, app_id)?)
+}
+
+fn validate_settings(kind: AppKind, settings: Value) -> Result<Value> {
+    let Value::Object(map) = settings else {
+        return Err(ServiceError::invalid("settings", "settings must be an object"));
+    };
+    let invalid = |message: &str| ServiceError::invalid("settings", message.to_owned());
+    for (key, value) in &map {
+        let ok = match (kind, key.as_str()) {
+            // Expensify policy IDs are 16 hex characters (examples show 17 and
+            // 18 too), so accept 8–32 hex characters.
+            (AppKind::Expensify, "policy_id") => value
+                .as_str()
+                .is_some_and(|v| (8..=32).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit())),
+            (AppKind::Expensify, "employee_role") => {
+                matches!(value.as_str(), Some("user" | "auditor" | "admin"))
+            }
+            (AppKind::Expensify, "default_manager_email") => value.as_str().is_some_and(|v| v.contains('@')),
+            _ => return Err(invalid(&format!("settings.{key} is not a setting of this kind of app"))),
+        };
+        if !ok {
+            return Err(invalid(&format!("settings.{key} has an invalid value")));
+        }
+    }
+    if kind == AppKind::Expensify && !map.contains_key("policy_id") {
+        return Err(invalid("settings.policy_id (the Expensify policy to provision into) is required"));
+    }
+    Ok(Value::Object(map))
+}
+
+/// A mapping source: where a user attribute comes from.
+pub fn valid_source(source: &str) -> bool {
+    matches!(source, "email" | "first_name" | "last_name" | "name" | "id" | "manager.email")
+        || source.strip_prefix("metadata.").is_some_and(|k| !k.is_empty())
+}
+
+fn validate_mappings(kind: AppKind, mappings: Value) -> Result<Value> {
+    let Value::Object(map) = mappings else {
+        return Err(ServiceError::invalid("attribute_mappings", "attribute_mappings must be an object"));
+    };
+    for (attribute, source) in &map {
+        if !kind.mappable(attribute) {
+            return Err(ServiceError::invalid(
+                "attribute_mappings",
+                format!("attribute_mappings.{attribute} is not an attribute this app accepts"),
+            ));
+        }
+        if !source.as_str().is_some_and(valid_source) {
+            return Err(ServiceError::invalid(
+                "attribute_mappings",
+                format!(
+                    "attribute_mappings.{attribute} must name a user attribute: email, first_name, \
+                     last_name, name, id, manager.email or metadata.<key>"
+                ),
+            ));
+        }
+    }
+    Ok(Value::Object(map))
+}
+
+fn validate_mode(mode: &str) -> Result<String> {
+    match mode {
+        "soft" | "hard" => Ok(mode.to_owned()),
+        _ => Err(ServiceError::invalid("deprovision_mode", "deprovision_mode must be soft or hard")),
+    }
+}
+
+fn validate_base_url(url: &str) -> Result<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let ok = (trimmed.starts_with("https://") || trimmed.starts_with("http://"))
+        && trimmed.len() > "https://".len()
+        && !trimmed.contains(['?', '#', ' ']);
+    if ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(ServiceError::invalid(
+            "base_url",
+            "base_url must be an absolute http(s) URL without query or fragment",
+        ))
+    }
+}
+
+/// Roles must exist in this environment.
+async fn validate_roles(
+    tx: &mut portcullis_store::WriteTx,
+    ctx: &Ctx,
+    ids: Vec<String>,
+) -> Result<Vec<String>> {
+    let ids = unique(ids);
+    let found: Vec<Role> = record::find_in(tx.conn(), ctx.environment_id(), "id", &ids).await?;
+    if found.len() != ids.len() {
+        return Err(ServiceError::invalid(
+            "access_role_ids",
+            "access_role_ids must name roles of this environment",
+        ));
+    }
+    Ok(ids)
+}
+
+pub fn present(app: &App) -> ResourceObject {
+    ResourceObject::new(
+        KIND,
+        &app.id,
+        attrs(json!({
+            "name": app.name,
+            "kind": app.kind,
+            "base_url": app.base_url,
+            "credentials_set": app.credentials.is_some(),
+            "settings": app.settings.0,
+            "access_role_ids": app.access_role_ids.0,
+            "attribute_mappings": app.attribute_mappings.0,
+            "deprovision_mode": app.deprovision_mode,
+            "enabled": app.enabled,
+            "last_reconciled_at": app.last_reconciled_at.map(timestamp),
+            "inserted_at": timestamp(app.inserted_at),
+            "updated_at": timestamp(app.updated_at),
+        })),
+    )
+}
+
+pub fn name(app: &App) -> Option<&str> {
+    Some(&app.name)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewApp {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    pub credentials: Credentials,
+    #[serde(default)]
+    pub settings: Option<Value>,
+    #[serde(default)]
+    pub access_role_ids: Vec<String>,
+    #[serde(default)]
+    pub attribute_mappings: Option<Value>,
+    #[serde(default)]
+    pub deprovision_mode: Option<String>,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppChanges {
+    #[serde(default)]
+    pub name: Patch<String>,
+    #[serde(default)]
+    pub base_url: Patch<String>,
+    #[serde(default)]
+    pub credentials: Patch<Credentials>,
+    #[serde(default)]
+    pub settings: Patch<Value>,
+    #[serde(default)]
+    pub access_role_ids: Patch<Vec<String>>,
+    #[serde(default)]
+    pub attribute_mappings: Patch<Value>,
+    #[serde(default)]
+    pub deprovision_mode: Patch<String>,
+    #[serde(default)]
+    pub enabled: Patch<bool>,
+}
+
+fn event(action: &'static str, app: &App, changes: Value) -> Event {
+    Event {
+        action,
+        targets: vec![target(KIND, &app.id, Some(&app.name))],
+        changes,
+        data: serde_json::to_value(present(app)).unwrap_or_default(),
+    }
+}
+
+pub async fn create(core: &Core, ctx: &Ctx, input: NewApp) -> Result<App> {
+    let kind = AppKind::parse(&input.kind)?;
+    input.credentials.validate(kind)?;
+    let now = now_micros();
+    let id = new_id();
+    let mut mappings = kind.default_mappings();
+    if let Some(extra) = input.attribute_mappings
+        && let Value::Object(extra) = validate_mappings(kind, extra)?
+    {
+        mappings.extend(extra);
+    }
+    let mut app = App {
+        credentials: Some(seal(core, &id, &input.credentials)?),
+        id,
+        environment_id: ctx.environment_id().to_owned(),
+        name: require_text("name", &input.name, 100)?,
+        kind: input.kind,
+        base_url: validate_base_url(input.base_url.as_deref().unwrap_or(kind.default_base_url()))?,
+        settings: JsonText(validate_settings(kind, input.settings.unwrap_or_else(|| json!({})))?),
+        access_role_ids: JsonText(Vec::new()),
+        attribute_mappings: JsonText(Value::Object(mappings)),
+        deprovision_mode: validate_mode(input.deprovision_mode.as_deref().unwrap_or("soft"))?,
+        enabled: input.enabled.unwrap_or(true),
+        last_reconciled_at: None,
+        inserted_at: now,
+        updated_at: now,
+    };
+    let mut tx = core.db.write().await?;
+    app.access_role_ids = JsonText(validate_roles(&mut tx, ctx, input.access_role_ids).await?);
+    record::insert(tx.conn(), &app).await.map_err(conflict_on(
+        &["apps_name_key", "apps.environment_id"],
+        Field::Attribute("name"),
+        NAME_TAKEN,
+    ))?;
+    let changes = json!({"name": {"from": null, "to": app.name}, "kind": {"from": null, "to": app.kind}});
+    finish(tx, ctx, event("app.created", &app, changes)).await?;
+    Ok(app)
+}
+
+pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Result<App> {
+    let mut tx = core.db.write().await?;
+    let before: App = fetch_in(&mut tx, ctx, KIND, id).await?;
+    let kind = AppKind::parse(&before.kind)?;
+    let mut app = before.clone();
+    if let Some(name) = input.name.required("name")? {
+        app.name = require_text("name", &name, 100)?;
+    }
+    match input.base_url {
+        Patch::Absent => {}
+        Patch::Null => app.base_url = kind.default_base_url().to_owned(),
+        Patch::Value(url) => app.base_url = validate_base_url(&url)?,
+    }
+    let credentials_changed = match input.credentials.required("credentials")? {
+        Some(credentials) => {
+            credentials.validate(kind)?;
+            app.credentials = Some(seal(core, &app.id, &credentials)?);
+            true
+        }
+        None => false,
+    };
+    if let Some(settings) = input.settings.required("settings")? {
+        app.settings = JsonText(validate_settings(kind, settings)?);
+    }
+    if let Some(roles) = input.access_role_ids.required("access_role_ids")? {
+        app.access_role_ids = JsonText(validate_roles(&mut tx, ctx, roles).await?);
+    }
+    match input.attribute_mappings {
+        Patch::Absent => {}
+        Patch::Null => app.attribute_mappings = JsonText(Value::Object(kind.default_mappings())),
+        Patch::Value(mappings) => app.attribute_mappings = JsonText(validate_mappings(kind, mappings)?),
+    }
+    if let Some(mode) = input.deprovision_mode.required("deprovision_mode")? {
+        app.deprovision_mode = validate_mode(&mode)?;
+    }
+    if let Some(enabled) = input.enabled.required("enabled")? {
+        app.enabled = enabled;
+    }
+    app.updated_at = now_micros();
+    record::update(tx.conn(), ctx.environment_id(), &app).await.map_err(conflict_on(
+        &["apps_name_key", "apps.environment_id"],
+        Field::Attribute("name"),
+        NAME_TAKEN,
+    ))?;
+    let mut changes = Changes::default();
+    changes.track("name", &before.name, &app.name);
+    changes.track("base_url", &before.base_url, &app.base_url);
+    changes.track("settings", &before.settings.0, &app.settings.0);
+    changes.track("access_role_ids", &before.access_role_ids.0, &app.access_role_ids.0);
+    changes.track("attribute_mappings", &before.attribute_mappings.0, &app.attribute_mappings.0);
+    changes.track("deprovision_mode", &before.deprovision_mode, &app.deprovision_mode);
+    changes.track("enabled", &before.enabled, &app.enabled);
+    let mut changes = changes.into_value();
+    if credentials_changed {
+        // Say that they changed, never what they are.
+        changes["credentials"] = json!({"from": "[redacted]", "to": "[redacted]"});
+    }
+    finish(tx, ctx, event("app.updated", &app, changes)).await?;
+    Ok(app)
+}
+
+pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    super::delete::<App>(core, ctx, KIND, id, present, name, false).await
+}
+
+/// Records the end of a complete roster read.
+pub async fn mark_reconciled(core: &Core, ctx: &Ctx, app: &App) -> Result<()> {
+    let mut tx = core.db.write().await?;
+    let mut row: App = fetch_in(&mut tx, ctx, KIND, &app.id).await?;
+    row.last_reconciled_at = Some(now_micros());
+    record::update(tx.conn(), ctx.environment_id(), &row).await?;
+    finish(tx, ctx, event("app.reconciled", &row, json!({}))).await
+}
