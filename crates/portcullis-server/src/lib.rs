@@ -25,6 +25,11 @@ pub(crate) const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The whole HTTP application.
 pub fn app(core: Arc<Core>) -> Router {
+    // Reconciliation and inbound app webhooks use the hub's connectors.
+    let worker = portcullis_provision::Worker::new(
+        core.clone(),
+        portcullis_provision::connector::http::shared_throttle(),
+    );
     Router::new()
         .merge(api::router(&core))
         .merge(oauth::router())
@@ -32,6 +37,7 @@ pub fn app(core: Arc<Core>) -> Router {
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::Extension(worker))
         .layer(middleware::from_fn_with_state(core.clone(), env::resolve))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(middleware::map_response(payload_too_large))

@@ -218,7 +218,9 @@ pub fn document(issuer: &str) -> Value {
                 Map::from_iter([("200".to_owned(), one(def, "Updated"))]),
             );
             op["parameters"] = id_param.clone();
-            paths.insert(format!("/api/{}/{{id}}/{action}", def.path), json!({"patch": op}));
+            // Actions modify their resource (PATCH) unless documented as POST.
+            let method = if description.starts_with("POST:") { "post" } else { "patch" };
+            paths.insert(format!("/api/{}/{{id}}/{action}", def.path), json!({method: op}));
         }
     }
     let environment_op = |verb: &str, summary: &str| {
@@ -227,7 +229,7 @@ pub fn document(issuer: &str) -> Value {
     };
     paths.insert("/api/environment".into(), json!({
         "get": environment_op("read", "Get this environment's settings"),
-        "patch": environment_op("write", "Update session_ttl, registration_enabled, default_audience or name"),
+        "patch": environment_op("write", "Update session_ttl, registration_enabled, default_audience, mass_change_threshold or name"),
     }));
     let scopes: Map<String, Value> = management_scopes().into_iter().map(|s| (s, json!(""))).collect();
     json!({

@@ -95,6 +95,7 @@ impl Config {
                 },
             },
             rate_limits: self.rate_limits.then(RateLimits::default),
+            hub: portcullis_core::HubSettings::default(),
         }
     }
 

@@ -40,6 +40,29 @@ enum Command {
     /// Manage environments.
     #[command(subcommand)]
     Env(EnvCommand),
+    /// Read apps' rosters, refresh the identity graph and propose a plan of
+    /// fixes (approve it with `PATCH /api/provisioning-plans/:id/approve`).
+    Reconcile {
+        /// The environment's handle.
+        #[arg(long = "env")]
+        handle: String,
+        /// One app's id (default: every enabled app of the environment).
+        #[arg(long)]
+        app: Option<String>,
+        /// Report what differs without storing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run a simulator of a SaaS app on loopback, for trying the hub out.
+    Sim {
+        /// `expensify` or `stripe`.
+        app: String,
+        #[arg(long, default_value_t = 12111)]
+        port: u16,
+        /// Seeds the simulator's generated ids.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +99,10 @@ fn init_tracing(format: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Sim { app, port, seed } = &cli.command {
+        init_tracing("text");
+        return run_simulator(app, *port, *seed).await;
+    }
     let config = Config::load(cli.config.as_deref())?;
     init_tracing(&config.log_format);
     let db = Db::connect(&config.database_url).await.context("cannot open the database")?;
@@ -90,7 +117,95 @@ async fn main() -> anyhow::Result<()> {
             let core = start_core(&config, db)?;
             env_command(&core, command).await
         }
+        Command::Reconcile { handle, app, dry_run } => {
+            let core = start_core(&config, db)?;
+            reconcile_command(core, &handle, app.as_deref(), dry_run).await
+        }
+        Command::Sim { .. } => unreachable!("handled before the database opens"),
     }
+}
+
+/// Reconciles one app or every enabled app, with a progress bar per app and
+/// a summary table.
+async fn reconcile_command(
+    core: Arc<Core>,
+    handle: &str,
+    app_id: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    use portcullis_provision::reconcile;
+    use portcullis_store::model::App;
+    let env = core
+        .environment(handle)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no environment `{handle}`"))?;
+    let apps: Vec<App> = {
+        let mut conn = core.db.read().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        portcullis_store::repo::all(&mut conn, env.id()).await.map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    let apps: Vec<App> = match app_id {
+        Some(id) => apps.into_iter().filter(|a| a.id == id).collect(),
+        None => apps.into_iter().filter(|a| a.enabled).collect(),
+    };
+    if apps.is_empty() {
+        anyhow::bail!("no such app in `{handle}`");
+    }
+    let worker = portcullis_provision::Worker::new(
+        core.clone(),
+        portcullis_provision::connector::http::shared_throttle(),
+    );
+    let bars = indicatif::MultiProgress::new();
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for app in &apps {
+        let bar = bars.add(indicatif::ProgressBar::new_spinner());
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix:20} {pos} accounts read  {elapsed}")
+                .expect("template"),
+        );
+        bar.set_prefix(app.name.clone());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let progress = |n: usize| bar.set_position(n as u64);
+        let outcome = reconcile::reconcile(&worker, app, dry_run, &progress).await;
+        bar.finish();
+        match outcome {
+            Ok(report) => rows.push((app.name.clone(), Ok(report))),
+            Err(error) => {
+                failed = true;
+                rows.push((app.name.clone(), Err(error.to_string())));
+            }
+        }
+    }
+    println!(
+        "{:<20} {:>8} {:>7} {:>8} {:>9} {:>14} {:>6} {:>10}  plan",
+        "app", "accounts", "linked", "missing", "orphaned", "should-not-be", "drift", "unmanaged"
+    );
+    for (name, row) in rows {
+        match row {
+            Ok(r) => println!(
+                "{:<20} {:>8} {:>7} {:>8} {:>9} {:>14} {:>6} {:>10}  {}",
+                name,
+                r.accounts_read,
+                r.linked,
+                r.missing,
+                r.orphaned,
+                r.active_but_should_not,
+                r.drift,
+                r.unmanaged,
+                match (&r.plan_id, dry_run) {
+                    (_, true) => format!("dry run: {} steps", r.steps.len()),
+                    (Some(id), false) => format!("{id} (draft, {} steps)", r.steps.len()),
+                    (None, false) => "nothing to do".into(),
+                }
+            ),
+            Err(error) => println!("{name:<20} failed: {error}"),
+        }
+    }
+    if failed {
+        anyhow::bail!("some apps could not be reconciled");
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
@@ -119,6 +234,8 @@ async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
         }
         Err(error) => return Err(anyhow::anyhow!("cannot read environments: {error}")),
     }
+    // The lifecycle hub's relay and workers run beside the server.
+    let _hub = portcullis_provision::Hub::start(core.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -132,6 +249,24 @@ async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
         .await
         .context("server error")?;
     tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// `portcullis sim`: a simulator on loopback until Ctrl-C.
+async fn run_simulator(app: &str, port: u16, seed: u64) -> anyhow::Result<()> {
+    let running = match app {
+        "expensify" => {
+            let config = portcullis_sim::expensify::Config { seed, ..Default::default() };
+            portcullis_sim::expensify::ExpensifySim::start(config, port).await?.1
+        }
+        "stripe" => {
+            let config = portcullis_sim::stripe::Config { seed, ..Default::default() };
+            portcullis_sim::stripe::StripeSim::start(config, port).await?.1
+        }
+        other => anyhow::bail!("no simulator for `{other}` (expensify, stripe)"),
+    };
+    tracing::info!(url = %running.base_url(), "{app} simulator listening; back door under /_sim");
+    shutdown_signal().await;
     Ok(())
 }
 

@@ -3,11 +3,14 @@
 //! filters, sorts, includes, scope family, operations) and implements
 //! [`Resource`]; list/get are generic, create/update/delete call its service.
 
+pub mod app_accounts;
+pub mod apps;
 pub mod audit_events;
 pub mod clients;
 pub mod environment;
 pub mod grants;
 pub mod permissions;
+pub mod provisioning_plans;
 pub mod resource_servers;
 pub mod role_permissions;
 pub mod roles;
@@ -333,6 +336,7 @@ async fn load_related(
             "permission" => present_many::<permissions::Permissions>(core, ctx, &ids).await?,
             "client" => present_many::<clients::Clients>(core, ctx, &ids).await?,
             "resource_server" => present_many::<resource_servers::ResourceServers>(core, ctx, &ids).await?,
+            "provisioning_step" => present_many::<provisioning_plans::Steps>(core, ctx, &ids).await?,
             _ => Vec::new(),
         });
     }
@@ -340,7 +344,10 @@ async fn load_related(
 }
 
 fn static_kind(kind: &str) -> &'static str {
-    ["user", "role", "permission", "client", "resource_server"].into_iter().find(|k| *k == kind).unwrap_or("")
+    ["user", "role", "permission", "client", "resource_server", "provisioning_step"]
+        .into_iter()
+        .find(|k| *k == kind)
+        .unwrap_or("")
 }
 
 async fn present_many<R: Resource>(
@@ -443,6 +450,10 @@ pub fn definitions() -> Vec<&'static ResourceDef> {
         grants::Grants::DEF,
         signing_keys::SigningKeys::DEF,
         audit_events::AuditEvents::DEF,
+        apps::Apps::DEF,
+        app_accounts::AppAccounts::DEF,
+        provisioning_plans::Plans::DEF,
+        provisioning_plans::Steps::DEF,
     ]
 }
 
@@ -460,5 +471,8 @@ pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
         .merge(grants::router(core))
         .merge(signing_keys::router(core))
         .merge(audit_events::router(core))
+        .merge(apps::router(core))
+        .merge(app_accounts::router(core))
+        .merge(provisioning_plans::router(core))
         .merge(environment::router(core))
 }

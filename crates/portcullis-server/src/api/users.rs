@@ -31,6 +31,7 @@ impl Resource for Users {
                 ("last_name", FieldKind::Text),
                 ("email_verified", FieldKind::Bool),
                 ("blocked", FieldKind::Bool),
+                ("manager_id", FieldKind::Text),
             ],
             sorts: &[
                 ("email", FieldKind::TextCi),
@@ -48,6 +49,7 @@ impl Resource for Users {
             ("last_name", "COALESCE(last_name, '')"),
             ("email_verified", "email_verified"),
             ("blocked", "blocked"),
+            ("manager_id", "manager_id"),
             ("inserted_at", "inserted_at"),
             ("updated_at", "updated_at"),
         ],
@@ -69,6 +71,12 @@ impl Resource for Users {
             attr("last_name", "string", Access::ReadWrite, "Family name."),
             attr("email_verified", "boolean", Access::ReadWrite, "Whether the email address is confirmed."),
             attr("blocked", "boolean", Access::ReadWrite, "A blocked user can get no tokens."),
+            attr(
+                "manager_id",
+                "string",
+                Access::ReadWrite,
+                "The user's manager (another user); apps receive them as manager or approver.",
+            ),
             attr("metadata", "object", Access::ReadWrite, "Free-form JSON object."),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),

@@ -40,6 +40,8 @@ pub struct TestServer {
     _dir: tempfile::TempDir,
     schema: Option<(String, String)>,
     server: tokio::task::JoinHandle<()>,
+    /// The lifecycle hub's relay and workers, when the test turned them on.
+    _hub: portcullis_provision::Hub,
 }
 
 static SKIP_NOTE: Once = Once::new();
@@ -108,6 +110,7 @@ impl TestServer {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
+        let hub = portcullis_provision::Hub::start(core.clone());
         let created = environments::create(&core, "acme-test", Some("Acme Test"), es256())
             .await
             .expect("create environment");
@@ -122,6 +125,7 @@ impl TestServer {
             _dir: dir,
             schema,
             server,
+            _hub: hub,
         }
     }
 
@@ -326,6 +330,17 @@ pub fn core_config(port: u16, dir: &std::path::Path) -> CoreConfig {
         mail: MailSettings {
             from: "Acme Test <no-reply@acme-test.localhost>".into(),
             transport: MailTransport::Outbox(dir.join("outbox")),
+        },
+        // Off unless a test turns it on. Tests wait on the hub: poll often,
+        // back off briefly, give up on a silent app quickly.
+        hub: portcullis_core::HubSettings {
+            enabled: false,
+            poll_interval: std::time::Duration::from_millis(50),
+            lease: std::time::Duration::from_secs(5),
+            max_attempts: 6,
+            backoff_base: std::time::Duration::from_millis(100),
+            backoff_cap: std::time::Duration::from_secs(2),
+            request_timeout: std::time::Duration::from_secs(2),
         },
         ..CoreConfig::default()
     }

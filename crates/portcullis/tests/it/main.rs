@@ -53,6 +53,15 @@ mod oauth {
     mod token;
 }
 
+/// The lifecycle hub against the app simulators: provisioning, approvals,
+/// faults and reconciliation.
+mod hub {
+    pub mod support;
+
+    mod expensify;
+    mod stripe;
+}
+
 /// End-user sign-in: the authorization endpoint, hosted pages, sessions,
 /// the code and refresh grants, ID tokens, UserInfo and logout.
 mod signin {

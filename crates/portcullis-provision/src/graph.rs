@@ -1,0 +1,218 @@
+//! The identity graph's rules: who should have an account in an app, what
+//! that account should look like, and what step (if any) closes the gap.
+//! Pure functions over rows, so the relay, the workers and reconciliation
+//! all decide the same way.
+
+use std::collections::{HashMap, HashSet};
+
+use portcullis_core::services::apps::AppKind;
+use portcullis_store::model::{App, AppAccount, User};
+use portcullis_store::{StoreError, record, repo};
+use serde_json::{Map, Value, json};
+use sqlx::AnyConnection;
+
+use crate::connector::Desired;
+
+/// The directory facts the rules need about some users.
+#[derive(Default)]
+pub struct Directory {
+    pub users: HashMap<String, User>,
+    /// Role ids per user.
+    pub roles: HashMap<String, HashSet<String>>,
+    /// Email per user id, for managers.
+    pub emails: HashMap<String, String>,
+}
+
+impl Directory {
+    /// Loads these users (missing ones are deleted users), their roles and
+    /// their managers' emails.
+    pub async fn load(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        ids: &[String],
+    ) -> Result<Self, StoreError> {
+        let mut directory = Directory::default();
+        for chunk in ids.chunks(500) {
+            let users: Vec<User> = record::find_in(conn, environment_id, "id", chunk).await?;
+            for user in users {
+                directory.emails.insert(user.id.clone(), user.email.clone());
+                directory.users.insert(user.id.clone(), user);
+            }
+            for (user, role) in
+                repo::rbac::linked_ids(conn, "user_roles", "user_id", "role_id", chunk).await?
+            {
+                directory.roles.entry(user).or_default().insert(role);
+            }
+        }
+        let managers: Vec<String> = directory
+            .users
+            .values()
+            .filter_map(|u| u.manager_id.clone())
+            .filter(|m| !directory.emails.contains_key(m))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in managers.chunks(500) {
+            let found: Vec<User> = record::find_in(conn, environment_id, "id", chunk).await?;
+            for manager in found {
+                directory.emails.insert(manager.id, manager.email);
+            }
+        }
+        Ok(directory)
+    }
+
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.get(id)
+    }
+
+    /// Whether this user should have an account in the app: they exist, are
+    /// not blocked, and hold one of the roles that give access.
+    pub fn wants_account(&self, app: &App, user_id: &str) -> bool {
+        let Some(user) = self.users.get(user_id) else { return false };
+        !user.blocked
+            && self
+                .roles
+                .get(user_id)
+                .is_some_and(|roles| app.access_role_ids.0.iter().any(|r| roles.contains(r)))
+    }
+
+    /// How deep the user sits in the reporting chain (managers first).
+    pub fn depth(&self, user_id: &str) -> i64 {
+        let mut depth = 0;
+        let mut next = self.users.get(user_id).and_then(|u| u.manager_id.clone());
+        while let Some(id) = next {
+            depth += 1;
+            if depth > 64 {
+                break;
+            }
+            next = self.users.get(&id).and_then(|u| u.manager_id.clone());
+        }
+        depth
+    }
+
+    /// The account the app should hold for this user.
+    pub fn render(&self, app: &App, user: &User) -> Desired {
+        let mut attributes = Map::new();
+        if let Some(mappings) = app.attribute_mappings.0.as_object() {
+            for (attribute, source) in mappings {
+                let value = source.as_str().map_or(Value::Null, |s| self.source(user, s));
+                attributes.insert(attribute.clone(), value);
+            }
+        }
+        if matches!(AppKind::parse(&app.kind), Ok(AppKind::Expensify)) {
+            // The updater requires a manager: the user's, else the app's
+            // default approver, else themselves (the top of the chain).
+            let manager = user
+                .manager_id
+                .as_ref()
+                .and_then(|m| self.emails.get(m).cloned())
+                .or_else(|| {
+                    app.settings.0.get("default_manager_email").and_then(Value::as_str).map(str::to_owned)
+                })
+                .unwrap_or_else(|| user.email.clone());
+            attributes.insert("managerEmail".into(), json!(manager));
+        }
+        Desired { user_id: user.id.clone(), email: user.email.clone(), attributes }
+    }
+
+    fn source(&self, user: &User, source: &str) -> Value {
+        let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+        match source {
+            "email" => json!(user.email),
+            "first_name" => text(&user.first_name),
+            "last_name" => text(&user.last_name),
+            "id" => json!(user.id),
+            "name" => {
+                let parts: Vec<&str> =
+                    [user.first_name.as_deref(), user.last_name.as_deref()].into_iter().flatten().collect();
+                if parts.is_empty() { Value::Null } else { json!(parts.join(" ")) }
+            }
+            "manager.email" => text(&user.manager_id.as_ref().and_then(|m| self.emails.get(m).cloned())),
+            other => match other.strip_prefix("metadata.").and_then(|k| user.metadata.0.get(k)) {
+                Some(Value::String(s)) => json!(s),
+                Some(Value::Null) | None => Value::Null,
+                Some(value) => json!(value.to_string()),
+            },
+        }
+    }
+}
+
+/// A step the rules call for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub action: &'static str,
+    /// `{"attribute": {"from", "to"}}` for review.
+    pub changes: Value,
+    pub reason: String,
+}
+
+/// The attributes that differ, as `{"attr": {"from", "to"}}`; the login
+/// counts as `email`, compared without case.
+pub fn drift(desired: &Desired, login: Option<&str>, attributes: &Map<String, Value>) -> Map<String, Value> {
+    let mut changes = Map::new();
+    if !login.is_some_and(|l| l.eq_ignore_ascii_case(&desired.email)) {
+        changes.insert("email".into(), json!({"from": login, "to": desired.email}));
+    }
+    for (key, want) in &desired.attributes {
+        let have = attributes.get(key).unwrap_or(&Value::Null);
+        if have != want {
+            changes.insert(key.clone(), json!({"from": have, "to": want}));
+        }
+    }
+    changes
+}
+
+/// What to do about one user's account in one app. `account` is the user's
+/// current (not deleted) account, if any.
+pub fn decide(
+    app: &App,
+    wanted: bool,
+    desired: Option<&Desired>,
+    account: Option<&AppAccount>,
+) -> Option<Verdict> {
+    match (wanted, desired, account) {
+        (true, Some(desired), None) => Some(Verdict {
+            action: "create",
+            changes: Value::Object(drift(desired, None, &Map::new())),
+            reason: "the user holds a role that gives access and has no account".into(),
+        }),
+        (true, Some(desired), Some(account)) => {
+            let changes = drift(
+                desired,
+                account.login.as_deref(),
+                account.attributes.0.as_object().unwrap_or(&Map::new()),
+            );
+            if account.status != "active" {
+                let mut changes = changes;
+                changes.insert("status".into(), json!({"from": account.status, "to": "active"}));
+                Some(Verdict {
+                    action: "update",
+                    changes: Value::Object(changes),
+                    reason: "the user should have access again".into(),
+                })
+            } else if !changes.is_empty() {
+                Some(Verdict {
+                    action: "update",
+                    changes: Value::Object(changes),
+                    reason: "the account differs from the directory".into(),
+                })
+            } else {
+                None
+            }
+        }
+        (false, _, Some(account)) if account.status == "active" => {
+            Some(deprovision(app, account, "the user no longer has access"))
+        }
+        _ => None,
+    }
+}
+
+/// The deprovisioning step for an account, per the app's mode.
+pub fn deprovision(app: &App, account: &AppAccount, why: &str) -> Verdict {
+    let hard = app.deprovision_mode == "hard";
+    Verdict {
+        action: if hard { "delete" } else { "deactivate" },
+        changes: json!({"status": {"from": account.status, "to": if hard { "deleted" } else { "deactivated" }}}),
+        reason: why.to_owned(),
+    }
+}

@@ -1,0 +1,183 @@
+//! `/api/apps`: the SaaS apps the lifecycle hub provisions, and
+//! `POST /api/apps/:id/reconcile`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::{patch, post};
+use axum::{Extension, Router};
+use portcullis_core::services::apps::{self, AppChanges, NewApp};
+use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_jsonapi::{
+    ApiError, Direction, Document, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update,
+};
+use portcullis_provision::Worker;
+use portcullis_provision::reconcile::{self, ReconcileError};
+use portcullis_store::model::App;
+use serde_json::{Value, json};
+
+use super::{
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, required,
+    resource_router, respond,
+};
+use crate::error::{ApiFailure, ApiResult};
+
+pub struct Apps;
+
+impl Resource for Apps {
+    type Model = App;
+    const DEF: &'static ResourceDef = &ResourceDef {
+        kind: "app",
+        path: "apps",
+        scope: "apps",
+        summary: "SaaS apps the lifecycle hub keeps in step with the directory.",
+        query: QuerySpec {
+            filters: &[("name", FieldKind::Text), ("kind", FieldKind::Text), ("enabled", FieldKind::Bool)],
+            sorts: &[("name", FieldKind::Text), ("inserted_at", FieldKind::Timestamp)],
+            includes: &[],
+            default_sort: &[("inserted_at", Direction::Asc)],
+        },
+        columns: &[
+            ("name", "name"),
+            ("kind", "kind"),
+            ("enabled", "enabled"),
+            ("inserted_at", "inserted_at"),
+        ],
+        attributes: &[
+            required("name", "string", Access::ReadWrite, "Unique in the environment."),
+            required("kind", "string", Access::CreateOnly, "`expensify` or `stripe`."),
+            attr("base_url", "string", Access::ReadWrite, "The app's API origin; defaults to the vendor's."),
+            required(
+                "credentials",
+                "object",
+                Access::WriteOnly,
+                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. Stored encrypted, never returned.",
+            ),
+            attr("credentials_set", "boolean", Access::ReadOnly, "Whether credentials are stored."),
+            attr(
+                "settings",
+                "object",
+                Access::ReadWrite,
+                "Expensify: `policy_id` (required), `employee_role`, `default_manager_email`.",
+            ),
+            attr(
+                "access_role_ids",
+                "array",
+                Access::ReadWrite,
+                "Users holding any of these roles get an account; none means no one.",
+            ),
+            attr(
+                "attribute_mappings",
+                "object",
+                Access::ReadWrite,
+                "App attribute → user source (`first_name`, `name`, `metadata.<key>`, …).",
+            ),
+            attr(
+                "deprovision_mode",
+                "string",
+                Access::ReadWrite,
+                "`soft` (deactivate, default) or `hard` (delete after approval; Stripe only).",
+            ),
+            attr("enabled", "boolean", Access::ReadWrite, "A disabled app is left alone."),
+            attr(
+                "last_reconciled_at",
+                "date-time",
+                Access::ReadOnly,
+                "End of the last complete roster read.",
+            ),
+            attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
+            attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
+        ],
+        relationships: &[],
+        ops: CRUD,
+        actions: &[(
+            "reconcile",
+            "POST: reads the app's roster, refreshes the identity graph and proposes a draft plan; `{\"dry_run\": true}` only reports.",
+        )],
+    };
+
+    fn present(_: &Ctx, app: &App) -> ResourceObject {
+        apps::present(app)
+    }
+}
+
+async fn create(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, _) = parse_create::<NewApp>(&body, Apps::DEF.kind)?;
+    Ok(created(apps::present(&apps::create(&core, &ctx, input).await?)))
+}
+
+async fn update(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, _) = parse_update::<AppChanges>(&body, Apps::DEF.kind, &id)?;
+    Ok(ok(apps::present(&apps::update(&core, &ctx, &id, input).await?)))
+}
+
+async fn delete(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    apps::delete(&core, &ctx, &id).await?;
+    Ok(no_content())
+}
+
+/// Reconciles now. The body is optional: `{"dry_run": true}` (plain JSON or
+/// a JSON:API `meta` member) reports without storing anything.
+async fn reconcile_app(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Extension(worker): Extension<Arc<Worker>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let dry_run = if body.is_empty() {
+        false
+    } else {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|_| ApiError::new(400, "invalid_json", "Invalid JSON", "the body is not JSON"))?;
+        let flag = value.get("dry_run").or_else(|| value.pointer("/meta/dry_run"));
+        match flag {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ServiceError::invalid("dry_run", "dry_run must be a boolean").into()),
+        }
+    };
+    let app: App = services::fetch(&core, &ctx, Apps::DEF.kind, &id).await?;
+    let report = match reconcile::reconcile(&worker, &app, dry_run, &|_| {}).await {
+        Ok(report) => report,
+        Err(ReconcileError::Service(error)) => return Err(error.into()),
+        Err(ReconcileError::Roster(error)) => {
+            let failure: ApiFailure = ApiError::new(
+                502,
+                "roster_read_failed",
+                "Roster read failed",
+                format!("{error}; nothing was changed"),
+            )
+            .into();
+            return Err(failure);
+        }
+    };
+    let app: App = services::fetch(&core, &ctx, Apps::DEF.kind, &id).await?;
+    let document = Document::one(apps::present(&app))
+        .with_meta("reconciliation", json!(report))
+        .with_meta("dry_run", json!(dry_run));
+    Ok(respond(axum::http::StatusCode::OK, &document))
+}
+
+pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
+    resource_router::<Apps>(
+        core,
+        post(create),
+        patch(update).delete(delete),
+        vec![("reconcile", post(reconcile_app))],
+    )
+}
