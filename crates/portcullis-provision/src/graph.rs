@@ -31,13 +31,26 @@ impl Directory {
         environment_id: &str,
         ids: &[String],
     ) -> Result<Self, StoreError> {
-        let mut directory = Directory::default();
+        let mut users = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let users: Vec<User> = record::find_in(conn, environment_id, "id", chunk).await?;
-            for user in users {
-                directory.emails.insert(user.id.clone(), user.email.clone());
-                directory.users.insert(user.id.clone(), user);
-            }
+            users.extend(record::find_in::<User>(conn, environment_id, "id", chunk).await?);
+        }
+        Self::with_users(conn, environment_id, users).await
+    }
+
+    /// The same, for users already read.
+    pub async fn with_users(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        users: Vec<User>,
+    ) -> Result<Self, StoreError> {
+        let mut directory = Directory::default();
+        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+        for user in users {
+            directory.emails.insert(user.id.clone(), user.email.clone());
+            directory.users.insert(user.id.clone(), user);
+        }
+        for chunk in ids.chunks(500) {
             for (user, role) in
                 repo::rbac::linked_ids(conn, "user_roles", "user_id", "role_id", chunk).await?
             {

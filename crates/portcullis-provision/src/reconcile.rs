@@ -80,8 +80,7 @@ pub async fn reconcile(
         let users: Vec<User> = repo::all(&mut conn, env).await?;
         let accounts: Vec<AppAccount> =
             record::find_in(&mut conn, env, "app_id", std::slice::from_ref(&app.id)).await?;
-        let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
-        let directory = Directory::load(&mut conn, env, &ids).await?;
+        let directory = Directory::with_users(&mut conn, env, users.clone()).await?;
         (users, accounts, directory)
     };
     let by_email: HashMap<String, &User> = users.iter().map(|u| (u.email.to_lowercase(), u)).collect();
@@ -205,10 +204,11 @@ pub async fn reconcile(
         }
     }
     steps.sort_by_key(|s| s.position);
+    let rows_by_id: HashMap<&str, &AppAccount> = graph_rows.values().map(|r| (r.id.as_str(), r)).collect();
     report.steps = steps
         .iter()
         .map(|s| {
-            let row = s.app_account_id.as_ref().and_then(|id| graph_rows.values().find(|r| &r.id == id));
+            let row = s.app_account_id.as_deref().and_then(|id| rows_by_id.get(id).copied());
             ProposedStep {
                 action: s.verdict.action,
                 user_id: s.user_id.clone(),

@@ -120,7 +120,10 @@ async fn plan_environment(
         }
         let ids: Vec<String> = scope.into_iter().collect();
         let directory = Directory::load(tx.conn(), environment_id, &ids).await?;
-        let open = open_work(tx, environment_id, &app.id).await?;
+        // A burst of events about one user plans one step: skip what is
+        // already planned and unfinished.
+        let open: HashSet<(String, String)> =
+            repo::provisioning::open_steps(tx.conn(), environment_id, &app.id).await?.into_iter().collect();
         let mut by_user: HashMap<&str, &AppAccount> = HashMap::new();
         for account in accounts.iter().filter(|a| a.status != "deleted") {
             if let Some(user) = &account.user_id {
@@ -133,7 +136,7 @@ async fn plan_environment(
             let desired = directory.user(user_id).map(|u| directory.render(app, u));
             let account = by_user.get(user_id.as_str()).copied();
             let Some(verdict) = graph::decide(app, wanted, desired.as_ref(), account) else { continue };
-            if open.contains(&(user_id.clone(), verdict.action)) {
+            if open.contains(&(user_id.clone(), verdict.action.to_owned())) {
                 continue;
             }
             steps.push(Planned {
@@ -146,21 +149,4 @@ async fn plan_environment(
         plan::store(tx, app, "event", threshold, steps, json!({}), now).await?;
     }
     Ok(())
-}
-
-/// `(user, action)` pairs already planned and not finished, so a burst of
-/// events about one user plans one step.
-async fn open_work(
-    tx: &mut WriteTx,
-    environment_id: &str,
-    app_id: &str,
-) -> Result<HashSet<(String, &'static str)>, StoreError> {
-    let open = repo::provisioning::open_steps(tx.conn(), environment_id, app_id).await?;
-    Ok(open
-        .into_iter()
-        .filter_map(|(user, _, action)| {
-            let action = ["create", "update", "deactivate", "delete"].into_iter().find(|a| *a == action)?;
-            Some((user?, action))
-        })
-        .collect())
 }

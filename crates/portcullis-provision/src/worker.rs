@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis_core::Core;
-use portcullis_core::services::apps;
+use portcullis_core::services::{apps, unique};
 use portcullis_store::model::{App, AppAccount, Event, ProvisioningPlan, ProvisioningStep, Target};
 use portcullis_store::types::JsonText;
 use portcullis_store::{StoreError, WriteTx, new_id, now_micros, record, repo};
@@ -178,8 +178,7 @@ impl Worker {
             let wanted = step.user_id.as_ref().is_some_and(|id| directory.wants_account(app, id));
             let desired = user.map(|u| directory.render(app, u));
             let op = match (step.action.as_str(), desired, account) {
-                ("create" | "update", Some(desired), _) if !wanted => {
-                    let _ = desired;
+                ("create" | "update", _, _) if !wanted => {
                     done.push((
                         step,
                         Outcome::Superseded("the user no longer should have an account".into()),
@@ -318,16 +317,6 @@ fn backoff(base: Duration, cap: Duration, attempts: i64, retry_after: Option<Dur
         Some(after) => jittered.max(after.min(Duration::from_secs(3600))),
         None => jittered,
     }
-}
-
-fn unique(items: impl Iterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for item in items {
-        if !out.contains(&item) {
-            out.push(item);
-        }
-    }
-    out
 }
 
 /// Writes what the app now holds into the graph: the step's account, or the

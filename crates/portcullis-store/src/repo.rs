@@ -418,19 +418,6 @@ pub mod provisioning {
         sql.execute(conn).await
     }
 
-    /// Makes the pending steps of an approved plan due now.
-    pub async fn make_due(
-        conn: &mut AnyConnection,
-        environment_id: &str,
-        plan_id: &str,
-        now: i64,
-    ) -> Result<u64> {
-        let mut sql = Sql::new("UPDATE provisioning_steps SET next_attempt_at = ");
-        sql.bind(now).push(", updated_at = ").bind(now).push(" WHERE plan_id = ").bind(plan_id.to_owned());
-        sql.push(" AND environment_id = ").bind(environment_id.to_owned()).push(" AND status = 'pending'");
-        sql.execute(conn).await
-    }
-
     /// Unpublished outbox events of the given types, oldest first, across
     /// environments (the hub's relay is a system process).
     pub async fn pending_events(
@@ -542,23 +529,20 @@ pub mod provisioning {
         sql.execute(conn).await
     }
 
-    /// `(user_id, action)` of the unfinished steps for these users in an app.
+    /// `(user_id, action)` of an app's unfinished steps for users.
     pub async fn open_steps(
         conn: &mut AnyConnection,
         environment_id: &str,
         app_id: &str,
-    ) -> Result<Vec<(Option<String>, Option<String>, String)>> {
-        let mut sql = Sql::new(
-            "SELECT user_id, app_account_id, action FROM provisioning_steps WHERE environment_id = ",
-        );
+    ) -> Result<Vec<(String, String)>> {
+        let mut sql = Sql::new("SELECT user_id, action FROM provisioning_steps WHERE environment_id = ");
         sql.bind(environment_id.to_owned()).push(" AND app_id = ").bind(app_id.to_owned());
-        sql.push(" AND status IN ('pending', 'running')");
+        sql.push(" AND status IN ('pending', 'running') AND user_id IS NOT NULL");
         let rows = sql.fetch_rows(conn).await?;
         rows.iter()
             .map(|r| {
                 Ok((
-                    r.try_get::<Option<String>, _>("user_id").map_err(classify)?,
-                    r.try_get::<Option<String>, _>("app_account_id").map_err(classify)?,
+                    r.try_get::<String, _>("user_id").map_err(classify)?,
                     r.try_get::<String, _>("action").map_err(classify)?,
                 ))
             })

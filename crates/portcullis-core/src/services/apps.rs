@@ -422,12 +422,3 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Resu
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     super::delete::<App>(core, ctx, KIND, id, present, name, false).await
 }
-
-/// Records the end of a complete roster read.
-pub async fn mark_reconciled(core: &Core, ctx: &Ctx, app: &App) -> Result<()> {
-    let mut tx = core.db.write().await?;
-    let mut row: App = fetch_in(&mut tx, ctx, KIND, &app.id).await?;
-    row.last_reconciled_at = Some(now_micros());
-    record::update(tx.conn(), ctx.environment_id(), &row).await?;
-    finish(tx, ctx, event("app.reconciled", &row, json!({}))).await
-}

@@ -152,7 +152,7 @@ pub(crate) async fn delete_in<R: Record>(
 }
 
 /// `items` without repeats, in first-seen order.
-pub(crate) fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+pub fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
     let mut out: Vec<T> = Vec::new();
     for item in items {
         if !out.contains(&item) {

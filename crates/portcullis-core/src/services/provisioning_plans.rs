@@ -62,7 +62,7 @@ fn decided_by(ctx: &Ctx) -> String {
     ctx.actor.name.clone().or_else(|| ctx.actor.id.clone()).unwrap_or_else(|| ctx.actor.kind.to_owned())
 }
 
-/// Approves a draft: its pending steps become due now.
+/// Approves a draft: workers take its steps on their next pass.
 pub async fn approve(core: &Core, ctx: &Ctx, id: &str) -> Result<ProvisioningPlan> {
     decide(core, ctx, id, "approved").await
 }
@@ -84,10 +84,10 @@ async fn decide(core: &Core, ctx: &Ctx, id: &str, status: &'static str) -> Resul
             format!("only a draft plan can be {status}; this one is {}", plan.status),
         ));
     }
+    // Approved steps are due already (from their creation); rejected ones
+    // must never run.
     if status == "rejected" {
         repo::provisioning::cancel_steps(tx.conn(), ctx.environment_id(), id, now).await?;
-    } else {
-        repo::provisioning::make_due(tx.conn(), ctx.environment_id(), id, now).await?;
     }
     let plan: ProvisioningPlan = fetch_in(&mut tx, ctx, KIND, id).await?;
     let event = Event {

@@ -58,10 +58,6 @@ impl ConnectorError {
         }
     }
 
-    pub fn is_retryable(&self) -> bool {
-        matches!(self.retry, Retry::After(_))
-    }
-
     /// A failed request: timeouts and connection errors are transient. The
     /// message never includes the URL's query or any header.
     pub fn from_reqwest(error: reqwest::Error) -> Self {
