@@ -4,7 +4,8 @@
 //! - [`relay`] reads directory changes from the outbox and plans steps;
 //! - [`worker`] applies due steps through the app's [`connector`], under
 //!   leases, with retries, and writes the outcome into the identity graph;
-//! - [`reconcile`] reads an app's roster, finds drift and proposes a plan.
+//! - [`reconcile`] reads an app's roster, finds drift and proposes a plan;
+//! - [`webhook`] hears an app's signed change events and refreshes the graph.
 //!
 //! The rules that decide who should have which account live in [`graph`];
 //! [`plan`] decides which steps may apply on their own.
@@ -14,6 +15,7 @@ pub mod graph;
 pub mod plan;
 pub mod reconcile;
 pub mod relay;
+pub mod webhook;
 pub mod worker;
 
 use std::sync::Arc;

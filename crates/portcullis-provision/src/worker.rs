@@ -207,7 +207,10 @@ impl Worker {
             };
             let request = Request { op, generation: 0 };
             let text = serde_json::to_string(&request).unwrap_or_default();
-            repo::provisioning::set_request(tx.conn(), env, &step.id, &text).await?;
+            if !repo::provisioning::set_request(tx.conn(), env, &step.id, &self.owner, &text).await? {
+                tracing::debug!(step = %step.id, "lease lost before the first attempt; leaving the step");
+                continue;
+            }
             step.request = Some(text);
             ready.push((step, request));
         }
@@ -223,8 +226,16 @@ impl Worker {
         let origin = plan::origin(env);
         let now = now_micros();
         let mut tx = self.core.db.write_state().await?;
+        let ids: Vec<String> = outcomes.iter().map(|(step, _)| step.id.clone()).collect();
+        let held = repo::provisioning::leases_held(tx.conn(), env, &self.owner, &ids).await?;
         let mut plans: Vec<String> = Vec::new();
         for (mut step, outcome) in outcomes {
+            if !held.contains(&step.id) {
+                // Our lease ran out and another worker took the step over: it
+                // resends the same request and records the outcome.
+                tracing::info!(step = %step.id, "lease lost mid-step; the new owner will record the outcome");
+                continue;
+            }
             if !plans.contains(&step.plan_id) {
                 plans.push(step.plan_id.clone());
             }

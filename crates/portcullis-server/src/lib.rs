@@ -1,10 +1,12 @@
 //! HTTP transport for Portcullis: the environment resolver, the JSON:API
-//! Management API under `/api/`, the OAuth endpoints and discovery.
+//! Management API under `/api/`, the OAuth endpoints and discovery, hosted
+//! pages, and inbound app webhooks under `/hooks/`.
 
 pub mod api;
 pub mod auth;
 pub mod env;
 pub mod error;
+pub mod hooks;
 pub mod oauth;
 pub mod openapi;
 pub mod pages;
@@ -34,6 +36,7 @@ pub fn app(core: Arc<Core>) -> Router {
         .merge(api::router(&core))
         .merge(oauth::router())
         .merge(pages::router())
+        .merge(hooks::router())
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -516,17 +516,43 @@ pub mod provisioning {
         Ok(())
     }
 
-    /// Fixes a step's request on its first attempt.
+    /// Fixes a step's request on its first attempt; `false` if `owner` no
+    /// longer holds the step's lease (another worker took it over).
     pub async fn set_request(
         conn: &mut AnyConnection,
         environment_id: &str,
         step_id: &str,
+        owner: &str,
         request: &str,
-    ) -> Result<u64> {
+    ) -> Result<bool> {
         let mut sql = Sql::new("UPDATE provisioning_steps SET request = ");
         sql.bind(request.to_owned()).push(" WHERE id = ").bind(step_id.to_owned());
         sql.push(" AND environment_id = ").bind(environment_id.to_owned());
-        sql.execute(conn).await
+        sql.push(" AND status = 'running' AND lease_owner = ").bind(owner.to_owned());
+        Ok(sql.execute(conn).await? == 1)
+    }
+
+    /// Those of `step_ids` whose lease `owner` still holds: a worker records
+    /// an outcome only for these, so a slow worker whose lease expired
+    /// cannot overwrite the outcome of the worker that took the step over.
+    pub async fn leases_held(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        owner: &str,
+        step_ids: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        let mut held = std::collections::HashSet::new();
+        for chunk in step_ids.chunks(500) {
+            let mut sql = Sql::new("SELECT id FROM provisioning_steps WHERE environment_id = ");
+            sql.bind(environment_id.to_owned()).push(" AND status = 'running' AND lease_owner = ");
+            sql.bind(owner.to_owned()).push(" AND id IN (");
+            let ids: Vec<crate::SqlValue> = chunk.iter().map(crate::SqlValue::from).collect();
+            sql.bind_list(&ids).push(")");
+            for row in sql.fetch_rows(conn).await? {
+                held.insert(row.try_get::<String, _>("id").map_err(classify)?);
+            }
+        }
+        Ok(held)
     }
 
     /// `(user_id, action)` of an app's unfinished steps for users.
@@ -547,6 +573,51 @@ pub mod provisioning {
                 ))
             })
             .collect()
+    }
+
+    /// Whether an app's webhook event was already processed.
+    pub async fn webhook_seen(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        app_id: &str,
+        event_id: &str,
+    ) -> Result<bool> {
+        let mut sql = Sql::new("SELECT event_id FROM app_webhook_events WHERE environment_id = ");
+        sql.bind(environment_id.to_owned()).push(" AND app_id = ").bind(app_id.to_owned());
+        sql.push(" AND event_id = ").bind(event_id.to_owned());
+        Ok(!sql.fetch_rows(conn).await?.is_empty())
+    }
+
+    /// Records a processed webhook event; `false` if it already was (a
+    /// concurrent redelivery won), so the caller changes nothing.
+    pub async fn record_webhook(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        app_id: &str,
+        event_id: &str,
+        event_type: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut sql = Sql::new(
+            "INSERT INTO app_webhook_events (app_id, event_id, environment_id, event_type, received_at) VALUES (",
+        );
+        sql.bind(app_id.to_owned()).push(", ").bind(event_id.to_owned()).push(", ");
+        sql.bind(environment_id.to_owned()).push(", ").bind(event_type.to_owned()).push(", ").bind(now);
+        sql.push(") ON CONFLICT (app_id, event_id) DO NOTHING");
+        Ok(sql.execute(conn).await? == 1)
+    }
+
+    /// Forgets an app's webhook events received before `before`.
+    pub async fn prune_webhooks(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        app_id: &str,
+        before: i64,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("DELETE FROM app_webhook_events WHERE environment_id = ");
+        sql.bind(environment_id.to_owned()).push(" AND app_id = ").bind(app_id.to_owned());
+        sql.push(" AND received_at < ").bind(before);
+        sql.execute(conn).await
     }
 
     /// Counts a plan's steps by status.

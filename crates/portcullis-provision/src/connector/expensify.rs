@@ -14,7 +14,7 @@ use portcullis_core::services::apps::Credentials;
 use portcullis_store::model::App;
 use serde_json::{Map, Value, json};
 
-use super::http::{ConnectorError, Throttle, retry_after};
+use super::http::{ConnectorError, Throttle, read_with_retries, retry_after};
 use super::{AccountStatus, Applied, Job, Op, RemoteAccount, text};
 
 /// Employees per updater feed: one call carries many steps, which matters
@@ -158,13 +158,13 @@ impl Expensify {
         &self,
         progress: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<RemoteAccount>, ConnectorError> {
-        let owner = self.policy_owner().await?;
+        let owner = read_with_retries(|| self.policy_owner()).await?;
         let job = json!({
             "type": "get",
             "credentials": self.credentials(),
             "inputSettings": {"type": "policy", "policyIDList": [self.policy_id], "fields": ["employees"]},
         });
-        let envelope = self.call(job, None).await?;
+        let envelope = read_with_retries(|| self.call(job.clone(), None)).await?;
         let employees = envelope
             .get("policyInfo")
             .and_then(|p| p.get(&self.policy_id))

@@ -72,6 +72,33 @@ impl ConnectorError {
     }
 }
 
+/// How many times a roster read tries each call.
+pub const READ_ATTEMPTS: u32 = 3;
+/// The longest a roster read waits between attempts, whatever the app asks.
+const READ_WAIT_CAP: Duration = Duration::from_secs(30);
+
+/// Runs a read again after a transient failure, waiting as long as the app
+/// asked (else 1 s, then 2 s): one 429 on page 87 of a roster must not throw
+/// away the 86 pages before it. A refusal, or the last failure, is returned.
+pub async fn read_with_retries<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, ConnectorError>
+where
+    Fut: std::future::Future<Output = Result<T, ConnectorError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(error) if attempt < READ_ATTEMPTS && error.retry != Retry::Never => {
+                let Retry::After(after) = error.retry else { return Err(error) };
+                let wait = after.unwrap_or(Duration::from_secs(1 << (attempt - 1))).min(READ_WAIT_CAP);
+                tracing::debug!(%error, ?wait, attempt, "roster read failed; trying again");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();

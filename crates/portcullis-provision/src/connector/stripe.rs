@@ -14,7 +14,7 @@ use portcullis_core::services::apps::Credentials;
 use portcullis_store::model::App;
 use serde_json::{Map, Value};
 
-use super::http::{ConnectorError, Throttle, retry_after};
+use super::http::{ConnectorError, Throttle, read_with_retries, retry_after};
 use super::{AccountStatus, Applied, Desired, Job, Op, RemoteAccount, Request, text};
 
 /// The API version the connector is written against; pinned per request so
@@ -146,7 +146,10 @@ impl Stripe {
                 query.push_str("&starting_after=");
                 query.push_str(&encode(id));
             }
-            let page = self.send("customers.list", reqwest::Method::GET, &query, None, None).await?.body;
+            let page =
+                read_with_retries(|| self.send("customers.list", reqwest::Method::GET, &query, None, None))
+                    .await?
+                    .body;
             let data = page
                 .get("data")
                 .and_then(Value::as_array)
@@ -163,6 +166,17 @@ impl Stripe {
                 }
                 _ => return Ok(accounts),
             }
+        }
+    }
+
+    /// One customer as it is now; `None` once deleted (Stripe answers with a
+    /// tombstone, or 404 for an id it never had).
+    pub async fn account(&self, external_id: &str) -> Result<Option<RemoteAccount>, ConnectorError> {
+        let path = format!("/customers/{}", encode(external_id));
+        match self.send("customers.retrieve", reqwest::Method::GET, &path, None, None).await {
+            Ok(answer) => Ok(remote(&answer.body)),
+            Err(error) if error.not_found => Ok(None),
+            Err(error) => Err(error),
         }
     }
 

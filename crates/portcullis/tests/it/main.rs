@@ -59,7 +59,9 @@ mod hub {
     pub mod support;
 
     mod expensify;
+    mod leases;
     mod stripe;
+    mod webhooks;
 }
 
 /// End-user sign-in: the authorization endpoint, hosted pages, sessions,

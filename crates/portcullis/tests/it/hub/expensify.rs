@@ -214,10 +214,21 @@ db_test!(a_failed_roster_read_changes_nothing, config = hub_on, |server| {
     assert_eq!(directory.settled(&server, &app).await, 0);
     let before = directory.accounts(&server, &app).await;
 
+    // One failure is tried again and the read completes.
     sim.faults().add(FaultRule {
         operation: "get.policy".into(),
         fault: Fault::ServerError { status: 500 },
         times: 1,
+    });
+    let (status, body) = directory.reconcile(&server, &app, true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["meta"]["reconciliation"]["linked"], 1, "{body}");
+
+    // A read that keeps failing gives up and changes nothing.
+    sim.faults().add(FaultRule {
+        operation: "get.policy".into(),
+        fault: Fault::ServerError { status: 500 },
+        times: portcullis_provision::connector::http::READ_ATTEMPTS,
     });
     let (status, body) = directory.reconcile(&server, &app, false).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");

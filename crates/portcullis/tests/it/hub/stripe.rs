@@ -11,7 +11,7 @@ use super::support::{Directory, eventually, hub_on};
 use crate::db_test;
 use crate::harness::TestServer;
 
-async fn setup(
+pub(super) async fn setup(
     server: &TestServer,
     mode: &str,
 ) -> (std::sync::Arc<StripeSim>, portcullis_sim::Running, Directory, String) {
@@ -36,7 +36,7 @@ async fn setup(
     (sim, running, directory, app)
 }
 
-fn customers_of(sim: &StripeSim, user: &str) -> Vec<Customer> {
+pub(super) fn customers_of(sim: &StripeSim, user: &str) -> Vec<Customer> {
     sim.customers()
         .into_iter()
         .filter(|c| c.metadata.get("idp_user_id").map(String::as_str) == Some(user))
@@ -188,19 +188,6 @@ db_test!(faults_never_duplicate_a_customer, config = hub_on, |server| {
         assert_eq!(customers_of(&sim, &user).len(), 1, "exactly one customer after {}", fault.label());
     }
     assert_eq!(sim.customers().len(), faults.len());
-
-    // A killed worker: the step was leased and its request fixed, then the
-    // process died mid-call. Once the lease expires another worker resends
-    // the same request and the customer is still made once.
-    sim.faults().add(FaultRule {
-        operation: "customers.create".into(),
-        fault: Fault::TimeoutAfterCommit { secs: 3 },
-        times: 1,
-    });
-    let user = directory.employee(&server, "killed@acme.test", "Killed", None).await;
-    eventually("the killed worker's customer", || async { customers_of(&sim, &user).pop() }).await;
-    assert_eq!(directory.settled(&server, &app).await, 0);
-    assert_eq!(customers_of(&sim, &user).len(), 1);
 
     // A refusal is final: no retry, the step fails with Stripe's message.
     sim.faults().add(FaultRule {
