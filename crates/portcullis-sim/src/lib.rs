@@ -13,6 +13,7 @@
 
 pub mod common;
 pub mod expensify;
+pub mod scim;
 pub mod stripe;
 
 pub use common::{Fault, FaultRule, LoggedRequest, Running};

@@ -55,13 +55,17 @@ enum Command {
     },
     /// Run a simulator of a SaaS app on loopback, for trying the hub out.
     Sim {
-        /// `expensify` or `stripe`.
+        /// `expensify`, `stripe` or `scim`.
         app: String,
         #[arg(long, default_value_t = 12111)]
         port: u16,
         /// Seeds the simulator's generated ids.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// The SCIM dialect (scim only): strict-rfc, entra-tolerant,
+        /// okta-tolerant, aws-identity-center, stripe-dashboard or travelperk.
+        #[arg(long, default_value = "strict-rfc")]
+        profile: String,
     },
 }
 
@@ -99,9 +103,9 @@ fn init_tracing(format: &str) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Command::Sim { app, port, seed } = &cli.command {
+    if let Command::Sim { app, port, seed, profile } = &cli.command {
         init_tracing("text");
-        return run_simulator(app, *port, *seed).await;
+        return run_simulator(app, *port, *seed, profile).await;
     }
     let config = Config::load(cli.config.as_deref())?;
     init_tracing(&config.log_format);
@@ -253,7 +257,7 @@ async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
 }
 
 /// `portcullis sim`: a simulator on loopback until Ctrl-C.
-async fn run_simulator(app: &str, port: u16, seed: u64) -> anyhow::Result<()> {
+async fn run_simulator(app: &str, port: u16, seed: u64, profile: &str) -> anyhow::Result<()> {
     let running = match app {
         "expensify" => {
             let config = portcullis_sim::expensify::Config { seed, ..Default::default() };
@@ -263,7 +267,21 @@ async fn run_simulator(app: &str, port: u16, seed: u64) -> anyhow::Result<()> {
             let config = portcullis_sim::stripe::Config { seed, ..Default::default() };
             portcullis_sim::stripe::StripeSim::start(config, port).await?.1
         }
-        other => anyhow::bail!("no simulator for `{other}` (expensify, stripe)"),
+        "scim" => {
+            let profile: portcullis_sim::scim::Profile = profile.parse().map_err(anyhow::Error::msg)?;
+            let config =
+                portcullis_sim::scim::Config { seed, ..portcullis_sim::scim::Config::profile(profile) };
+            let running = portcullis_sim::scim::ScimSim::start(config, port).await?.1;
+            tracing::info!(
+                profile = profile.name(),
+                token = portcullis_sim::scim::DEFAULT_TOKEN,
+                "SCIM API under {}{}",
+                running.base_url(),
+                portcullis_sim::scim::BASE_PATH
+            );
+            running
+        }
+        other => anyhow::bail!("no simulator for `{other}` (expensify, stripe, scim)"),
     };
     tracing::info!(url = %running.base_url(), "{app} simulator listening; back door under /_sim");
     shutdown_signal().await;
