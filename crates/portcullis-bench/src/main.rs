@@ -15,7 +15,10 @@
 //! - `load-refresh` and `load-code` drive the `refresh_token` and
 //!   `authorization_code` grants over HTTP (see `load.rs`: wrk cannot chain
 //!   rotating refresh tokens or spend each code once).
+//! - `hub` reconciles N users against each simulator in-process, beside the
+//!   floor set by that app's rate limits (see `hub.rs`).
 
+mod hub;
 mod load;
 
 use std::sync::Arc;
@@ -97,6 +100,9 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         codes: usize,
     },
+    /// Prints a markdown table: reconciling `users` users against the Stripe
+    /// and Expensify simulators, beside each app's rate-limit floor.
+    Hub(hub::Args),
 }
 
 #[tokio::main]
@@ -136,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::LoadRefresh(target) => println!("{}", load::refresh(target).await?),
         Command::LoadCode { target, codes } => println!("{}", load::code(target, codes).await?),
+        Command::Hub(args) => hub::run(args).await?,
     }
     Ok(())
 }

@@ -73,16 +73,20 @@ pub async fn reconcile(
     let core: &Core = &worker.core;
     let env = app.environment_id.as_str();
     let connector = worker.connector(app).map_err(ReconcileError::Roster)?;
-    let roster = connector.roster(progress).await.map_err(ReconcileError::Roster)?;
-
-    let (users, accounts, directory) = {
+    // The directory is read while the roster pages in: a paginated read
+    // spends most of its time waiting on the app's rate limits.
+    let loaded_at = now_micros();
+    let load = async {
         let mut conn = core.db.read().await?;
         let users: Vec<User> = repo::all(&mut conn, env).await?;
         let accounts: Vec<AppAccount> =
             record::find_in(&mut conn, env, "app_id", std::slice::from_ref(&app.id)).await?;
         let directory = Directory::with_users(&mut conn, env, users.clone()).await?;
-        (users, accounts, directory)
+        Ok::<_, portcullis_store::StoreError>((users, accounts, directory))
     };
+    let (roster, loaded) = tokio::join!(connector.roster(progress), load);
+    let roster = roster.map_err(ReconcileError::Roster)?;
+    let (users, accounts, directory) = loaded?;
     let by_email: HashMap<String, &User> = users.iter().map(|u| (u.email.to_lowercase(), u)).collect();
     let stored: HashMap<&str, &AppAccount> = accounts.iter().map(|a| (a.external_id.as_str(), a)).collect();
     let kind = AppKind::parse(&app.kind)?;
@@ -227,9 +231,8 @@ pub async fn reconcile(
     let (new_rows, known_rows): (Vec<AppAccount>, Vec<AppAccount>) =
         graph_rows.into_values().partition(|row| !stored.contains_key(row.external_id.as_str()));
     record::insert_many(tx.conn(), &new_rows).await?;
-    for row in known_rows.iter().chain(&vanished) {
-        let before = accounts.iter().find(|a| a.id == row.id);
-        let changed = before.is_none_or(|b| {
+    for row in &known_rows {
+        let changed = stored.get(row.external_id.as_str()).is_none_or(|b| {
             b.user_id != row.user_id
                 || b.login != row.login
                 || b.status != row.status
@@ -239,13 +242,22 @@ pub async fn reconcile(
             record::update(tx.conn(), env, row).await?;
         }
     }
-    repo::provisioning::touch_accounts(
-        tx.conn(),
-        env,
-        &known_rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
-        now,
-    )
-    .await?;
+    for row in &vanished {
+        record::update(tx.conn(), env, row).await?;
+    }
+    // Every account the read saw is touched; usually that is all of the
+    // app's accounts but a few, so the statement names the few. Accounts
+    // made while the roster was read were not seen by it and keep theirs.
+    let seen_ids: HashSet<&str> = known_rows.iter().map(|r| r.id.as_str()).collect();
+    let unseen: Vec<String> =
+        accounts.iter().filter(|a| !seen_ids.contains(a.id.as_str())).map(|a| a.id.clone()).collect();
+    if unseen.len() <= repo::provisioning::TOUCH_EXCEPT_MAX {
+        repo::provisioning::touch_app_accounts_except(tx.conn(), env, &app.id, &unseen, loaded_at, now)
+            .await?;
+    } else {
+        let seen: Vec<String> = known_rows.iter().map(|r| r.id.clone()).collect();
+        repo::provisioning::touch_accounts(tx.conn(), env, &seen, now).await?;
+    }
     let threshold = repo::environments::by_id(tx.conn(), env)
         .await?
         .map_or(portcullis_core::services::environments::MASS_CHANGE_THRESHOLD_DEFAULT, |e| {

@@ -496,6 +496,32 @@ pub mod provisioning {
         sql.execute(conn).await
     }
 
+    /// The most ids [`touch_app_accounts_except`] takes (bind parameters
+    /// are limited); beyond it, name the seen accounts to [`touch_accounts`].
+    pub const TOUCH_EXCEPT_MAX: usize = 10_000;
+
+    /// Records that a complete roster read saw all of an app's accounts
+    /// that existed before `inserted_before` but `except`, in one statement.
+    pub async fn touch_app_accounts_except(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        app_id: &str,
+        except: &[String],
+        inserted_before: i64,
+        now: i64,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("UPDATE app_accounts SET last_seen_at = ");
+        sql.bind(now).push(" WHERE environment_id = ").bind(environment_id.to_owned());
+        sql.push(" AND app_id = ").bind(app_id.to_owned());
+        sql.push(" AND inserted_at < ").bind(inserted_before);
+        if !except.is_empty() {
+            sql.push(" AND id NOT IN (");
+            let ids: Vec<crate::SqlValue> = except.iter().map(crate::SqlValue::from).collect();
+            sql.bind_list(&ids).push(")");
+        }
+        sql.execute(conn).await
+    }
+
     /// Records that a complete roster read saw these accounts.
     pub async fn touch_accounts(
         conn: &mut AnyConnection,

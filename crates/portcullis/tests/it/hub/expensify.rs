@@ -152,6 +152,42 @@ db_test!(reconciliation_reports_and_fixes_out_of_band_changes, config = hub_on, 
     assert_eq!(applied["data"]["attributes"]["status"], "applied");
 });
 
+db_test!(a_complete_read_marks_the_accounts_it_saw, config = hub_on, |server| {
+    let (sim, _running, directory, app) = setup(&server).await;
+    let boss = directory.employee(&server, "boss@acme.test", "Grace", None).await;
+    let ada = directory.employee(&server, "ada@acme.test", "Ada", Some(&boss)).await;
+    eventually("ada on the policy", || async { employee(&sim, "ada@acme.test") }).await;
+    assert_eq!(directory.settled(&server, &app).await, 0);
+    let seen = |accounts: &[serde_json::Value], user: &str| {
+        let account = accounts
+            .iter()
+            .find(|a| a["relationships"]["user"]["data"]["id"] == user)
+            .unwrap_or_else(|| panic!("{user} in {accounts:?}"));
+        (account["attributes"]["last_seen_at"].clone(), account["attributes"]["status"].clone())
+    };
+
+    let (status, body) = directory.reconcile(&server, &app, false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let first = directory.accounts(&server, &app).await;
+    let (ada_first, _) = seen(&first, &ada);
+    let (boss_first, _) = seen(&first, &boss);
+    assert!(ada_first.is_string() && boss_first.is_string(), "{first:?}");
+
+    // Ada leaves the policy behind the hub's back; the next complete read
+    // sees only Grace.
+    assert!(sim.remove_employee(POLICY, "ada@acme.test"));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (status, body) = directory.reconcile(&server, &app, false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = directory.accounts(&server, &app).await;
+    let (ada_second, ada_status) = seen(&second, &ada);
+    let (boss_second, boss_status) = seen(&second, &boss);
+    assert_eq!(ada_second, ada_first, "an account the read did not see keeps its last sighting");
+    assert_eq!(ada_status, "deactivated");
+    assert_ne!(boss_second, boss_first, "an account the read saw is marked seen again");
+    assert_eq!(boss_status, "active");
+});
+
 db_test!(every_fault_ends_in_the_right_state, config = hub_on, |server| {
     let (sim, _running, directory, app) = setup(&server).await;
     // Each fault hits one feed; the step is retried until it lands.
