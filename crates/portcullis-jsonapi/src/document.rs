@@ -14,11 +14,27 @@ pub struct ResourceObject {
     pub relationships: Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub links: Option<Value>,
+    /// Non-standard facts about this resource in this answer (JSON:API
+    /// §7.2's resource `meta`), e.g. how an account compares with the directory.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub meta: Map<String, Value>,
 }
 
 impl ResourceObject {
     pub fn new(kind: &'static str, id: impl Into<String>, attributes: Map<String, Value>) -> Self {
-        ResourceObject { kind, id: id.into(), attributes, relationships: Map::new(), links: None }
+        ResourceObject {
+            kind,
+            id: id.into(),
+            attributes,
+            relationships: Map::new(),
+            links: None,
+            meta: Map::new(),
+        }
+    }
+
+    pub fn with_meta(mut self, key: &str, value: Value) -> Self {
+        self.meta.insert(key.to_owned(), value);
+        self
     }
 
     /// Adds a to-one relationship (`null` when `id` is `None`).

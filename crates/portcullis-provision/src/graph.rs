@@ -229,3 +229,84 @@ pub fn deprovision(app: &App, account: &AppAccount, why: &str) -> Verdict {
         reason: why.to_owned(),
     }
 }
+
+/// One person across every app: the graph's rows for them, how each
+/// compares with what the directory wants, and the apps where they should
+/// have an account but have none.
+pub struct Person {
+    /// `None` for a deleted user whose accounts are still in the graph.
+    pub user: Option<User>,
+    pub accounts: Vec<PersonAccount>,
+    pub missing: Vec<(App, String)>,
+}
+
+pub struct PersonAccount {
+    pub app: App,
+    pub account: AppAccount,
+    /// Whether the directory wants the person to have an account there.
+    pub expected: bool,
+    /// `in_step`, `drift`, `should_be_active`, `should_not_have`,
+    /// `deprovisioned`, `superseded` (an older row beside the current one)
+    /// or `app_disabled`.
+    pub state: &'static str,
+    /// What differs, `{"attribute": {"from", "to"}}`.
+    pub changes: Value,
+}
+
+/// The person view of `user_id`, or `None` when the id names neither a
+/// user nor any account.
+pub async fn person(
+    conn: &mut AnyConnection,
+    environment_id: &str,
+    user_id: &str,
+) -> Result<Option<Person>, StoreError> {
+    let user: Option<User> = record::find(conn, environment_id, user_id).await?;
+    let accounts: Vec<AppAccount> =
+        record::find_in(conn, environment_id, "user_id", &[user_id.to_owned()]).await?;
+    if user.is_none() && accounts.is_empty() {
+        return Ok(None);
+    }
+    let apps: Vec<App> = repo::all(conn, environment_id).await?;
+    let directory = Directory::with_users(conn, environment_id, user.iter().cloned().collect()).await?;
+    let mut person = Person { user, accounts: Vec::new(), missing: Vec::new() };
+    for app in apps {
+        let wanted = directory.wants_account(&app, user_id);
+        let desired = person.user.as_ref().map(|u| directory.render(&app, u));
+        let mine: Vec<&AppAccount> = accounts.iter().filter(|a| a.app_id == app.id).collect();
+        // The account the hub acts on: the newest that is not deleted.
+        let current = mine.iter().filter(|a| a.status != "deleted").max_by_key(|a| a.inserted_at).copied();
+        let verdict = decide(&app, wanted, desired.as_ref(), current);
+        if current.is_none()
+            && app.enabled
+            && let Some(verdict) = verdict.as_ref().filter(|v| v.action == "create")
+        {
+            person.missing.push((app.clone(), verdict.reason.clone()));
+        }
+        for account in mine {
+            let is_current = current.is_some_and(|c| c.id == account.id);
+            let (state, changes) = match (&verdict, is_current) {
+                _ if !app.enabled => ("app_disabled", json!({})),
+                (_, false) if account.status == "deleted" => ("deprovisioned", json!({})),
+                (_, false) => ("superseded", json!({})),
+                (None, true) if account.status == "active" => ("in_step", json!({})),
+                (None, true) => ("deprovisioned", json!({})),
+                (Some(v), true) => {
+                    let state = match v.action {
+                        "update" if account.status != "active" => "should_be_active",
+                        "update" => "drift",
+                        _ => "should_not_have",
+                    };
+                    (state, v.changes.clone())
+                }
+            };
+            person.accounts.push(PersonAccount {
+                app: app.clone(),
+                account: account.clone(),
+                expected: wanted,
+                state,
+                changes,
+            });
+        }
+    }
+    Ok(Some(person))
+}

@@ -231,6 +231,21 @@ pub fn document(issuer: &str) -> Value {
         "get": environment_op("read", "Get this environment's settings"),
         "patch": environment_op("write", "Update session_ttl, registration_enabled, default_audience, mass_change_threshold or name"),
     }));
+    let accounts = <crate::api::app_accounts::AppAccounts as crate::api::Resource>::DEF;
+    let mut of_user = operation(
+        accounts,
+        "One user's accounts in every app, each with `meta.graph` (`state`, `expected`, `changes`); `meta.missing` lists the apps where the user should have an account and has none".into(),
+        "read",
+        Map::from_iter([(
+            "200".to_owned(),
+            json!({"description": "The user's accounts", "content": {MEDIA: {"schema": {"type": "object", "properties": {
+                "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{}", accounts.kind)}},
+                "meta": {"type": "object"}}}}}}),
+        )]),
+    );
+    of_user["parameters"] =
+        json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    paths.insert(crate::api::app_accounts::OF_USER_PATH.into(), json!({"get": of_user}));
     let scopes: Map<String, Value> = management_scopes().into_iter().map(|s| (s, json!(""))).collect();
     json!({
         "openapi": "3.1.0",

@@ -53,6 +53,15 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// One person across every app: their accounts with status and drift,
+    /// and the apps where they should have an account and have none.
+    Graph {
+        /// The environment's handle.
+        #[arg(long = "env")]
+        handle: String,
+        /// The user's id or email (the id also finds a deleted user's accounts).
+        user: String,
+    },
     /// Run a simulator of a SaaS app on loopback, for trying the hub out.
     Sim {
         /// `expensify`, `stripe` or `scim`.
@@ -124,6 +133,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Reconcile { handle, app, dry_run } => {
             let core = start_core(&config, db)?;
             reconcile_command(core, &handle, app.as_deref(), dry_run).await
+        }
+        Command::Graph { handle, user } => {
+            let core = start_core(&config, db)?;
+            graph_command(&core, &handle, &user).await
         }
         Command::Sim { .. } => unreachable!("handled before the database opens"),
     }
@@ -208,6 +221,68 @@ async fn reconcile_command(
     }
     if failed {
         anyhow::bail!("some apps could not be reconciled");
+    }
+    Ok(())
+}
+
+/// `portcullis graph`: the person view of `GET /api/users/:id/app-accounts`
+/// as a table.
+async fn graph_command(core: &Core, handle: &str, user: &str) -> anyhow::Result<()> {
+    use portcullis_store::model::User;
+    let failed = |e: portcullis_store::StoreError| anyhow::anyhow!("{e}");
+    let env = core
+        .environment(handle)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no environment `{handle}`"))?;
+    let mut conn = core.db.read().await.map_err(failed)?;
+    let user_id = if user.contains('@') {
+        let found: Option<User> = portcullis_store::record::find_by(
+            &mut conn,
+            env.id(),
+            "lower(email)",
+            &user.trim().to_lowercase(),
+        )
+        .await
+        .map_err(failed)?;
+        found.with_context(|| format!("no user with the email {user} in `{handle}`"))?.id
+    } else {
+        user.to_owned()
+    };
+    let person = portcullis_provision::graph::person(&mut conn, env.id(), &user_id)
+        .await
+        .map_err(failed)?
+        .with_context(|| format!("no user or account `{user}` in `{handle}`"))?;
+    match &person.user {
+        Some(u) => println!("{} ({}){}", u.email, u.id, if u.blocked { ", blocked" } else { "" }),
+        None => println!("{user_id} (deleted user)"),
+    }
+    println!(
+        "{:<20} {:<10} {:<32} {:<24} {:<12} {:<16} {}",
+        "app", "kind", "login", "external id", "status", "state", "drift"
+    );
+    for entry in &person.accounts {
+        let drift: Vec<&str> =
+            entry.changes.as_object().map(|c| c.keys().map(String::as_str).collect()).unwrap_or_default();
+        println!(
+            "{:<20} {:<10} {:<32} {:<24} {:<12} {:<16} {}",
+            entry.app.name,
+            entry.app.kind,
+            entry.account.login.as_deref().unwrap_or("-"),
+            entry.account.external_id,
+            entry.account.status,
+            entry.state,
+            drift.join(", ")
+        );
+    }
+    for (app, reason) in &person.missing {
+        println!(
+            "{:<20} {:<10} {:<32} {:<24} {:<12} {:<16} {}",
+            app.name, app.kind, "-", "-", "none", "missing", reason
+        );
+    }
+    if person.accounts.is_empty() && person.missing.is_empty() {
+        println!("no accounts in any app");
     }
     Ok(())
 }

@@ -2,14 +2,23 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::routing::MethodRouter;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{MethodRouter, get};
+use axum::{Extension, Router, middleware};
 use portcullis_core::services::app_accounts;
-use portcullis_core::{Core, Ctx};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject};
+use portcullis_core::{Core, Ctx, ServiceError};
+use portcullis_jsonapi::{Direction, Document, FieldKind, QuerySpec, ResourceObject};
+use portcullis_provision::graph;
 use portcullis_store::model::AppAccount;
+use serde_json::json;
 
-use super::{Access, Ops, Resource, ResourceDef, attr, resource_router};
+use super::{Access, ApiResult, Ops, Resource, ResourceDef, attr, resource_router, respond};
+use crate::auth;
+
+/// The person view's path: one user's accounts across every app.
+pub const OF_USER_PATH: &str = "/api/users/{id}/app-accounts";
 
 pub struct AppAccounts;
 
@@ -66,6 +75,53 @@ impl Resource for AppAccounts {
     }
 }
 
+/// `GET /api/users/:id/app-accounts`: the user's accounts in every app,
+/// each with `meta` saying how it compares with the directory (`state`,
+/// `expected`, `changes`), and in the document's `meta.missing` the enabled
+/// apps where the user should have an account and has none. A deleted user
+/// whose accounts remain still has a view: that is when it matters most.
+async fn of_user(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let person = {
+        let mut conn = core.db.read().await.map_err(ServiceError::from)?;
+        graph::person(&mut conn, ctx.environment_id(), &id).await.map_err(ServiceError::from)?
+    };
+    let person = person.ok_or(ServiceError::NotFound("user"))?;
+    let data = person
+        .accounts
+        .iter()
+        .map(|entry| {
+            app_accounts::present(&entry.account).with_meta(
+                "graph",
+                json!({
+                    "app_name": entry.app.name,
+                    "app_kind": entry.app.kind,
+                    "expected": entry.expected,
+                    "state": entry.state,
+                    "changes": entry.changes,
+                }),
+            )
+        })
+        .collect();
+    let missing: Vec<_> = person
+        .missing
+        .iter()
+        .map(|(app, reason)| json!({"app_id": app.id, "app_name": app.name, "app_kind": app.kind, "reason": reason}))
+        .collect();
+    let document = Document::many(data)
+        .with_meta("user_exists", json!(person.user.is_some()))
+        .with_meta("missing", json!(missing));
+    Ok(respond(StatusCode::OK, &document))
+}
+
 pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<AppAccounts>(core, MethodRouter::new(), MethodRouter::new(), vec![])
+    // Under the user's path, but it reads the identity graph: the `apps`
+    // scope guards it, as it does /api/app-accounts.
+    let of_user = Router::new().route(OF_USER_PATH, get(of_user)).route_layer(
+        middleware::from_fn_with_state((core.clone(), AppAccounts::DEF.scope), auth::require_scope),
+    );
+    resource_router::<AppAccounts>(core, MethodRouter::new(), MethodRouter::new(), vec![]).merge(of_user)
 }

@@ -60,6 +60,7 @@ mod hub {
 
     mod expensify;
     mod leases;
+    mod person;
     mod stripe;
     mod webhooks;
 }
