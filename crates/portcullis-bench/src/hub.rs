@@ -175,6 +175,7 @@ async fn measure(url: &str, args: &Args) -> anyhow::Result<Vec<Line>> {
         access_role_ids: vec![role.id.clone()],
         attribute_mappings: mappings,
         deprovision_mode: None,
+        provisioning: None,
         enabled: None,
     };
     let stripe_app = apps::create(

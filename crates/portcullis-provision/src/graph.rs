@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use portcullis_core::services::apps::AppKind;
-use portcullis_store::model::{App, AppAccount, User};
+use portcullis_store::model::{App, AppAccount, ManualTask, User};
 use portcullis_store::{StoreError, record, repo};
 use serde_json::{Map, Value, json};
 use sqlx::AnyConnection;
@@ -251,6 +251,8 @@ pub struct PersonAccount {
     pub state: &'static str,
     /// What differs, `{"attribute": {"from", "to"}}`.
     pub changes: Value,
+    /// The manual task open for this person in this app, if any.
+    pub open_task: Option<String>,
 }
 
 /// The person view of `user_id`, or `None` when the id names neither a
@@ -268,6 +270,13 @@ pub async fn person(
     }
     let apps: Vec<App> = repo::all(conn, environment_id).await?;
     let directory = Directory::with_users(conn, environment_id, user.iter().cloned().collect()).await?;
+    let tasks: Vec<ManualTask> =
+        record::find_in(conn, environment_id, "user_id", &[user_id.to_owned()]).await?;
+    let open_task = |app: &App| {
+        tasks
+            .iter()
+            .find(|t| t.app_id == app.id && matches!(t.status.as_str(), "open" | "verification_failed"))
+    };
     let mut person = Person { user, accounts: Vec::new(), missing: Vec::new() };
     for app in apps {
         let wanted = directory.wants_account(&app, user_id);
@@ -280,7 +289,11 @@ pub async fn person(
             && app.enabled
             && let Some(verdict) = verdict.as_ref().filter(|v| v.action == "create")
         {
-            person.missing.push((app.clone(), verdict.reason.clone()));
+            let reason = match open_task(&app) {
+                Some(task) => format!("{}; manual task {} is {}", verdict.reason, task.id, task.status),
+                None => verdict.reason.clone(),
+            };
+            person.missing.push((app.clone(), reason));
         }
         for account in mine {
             let is_current = current.is_some_and(|c| c.id == account.id);
@@ -305,6 +318,7 @@ pub async fn person(
                 expected: wanted,
                 state,
                 changes,
+                open_task: open_task(&app).filter(|_| is_current).map(|t| t.id.clone()),
             });
         }
     }

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod plan;
 pub mod reconcile;
 pub mod relay;
+pub mod tasks;
 pub mod webhook;
 pub mod worker;
 

@@ -24,6 +24,9 @@ use crate::worker::Worker;
 pub enum ReconcileError {
     #[error("reading the app's roster failed, so nothing was changed: {0}")]
     Roster(ConnectorError),
+    /// A manual app has no API to read a roster from.
+    #[error("{0} has no API to read its accounts from: its manual tasks are the record")]
+    NotReadable(String),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -46,6 +49,10 @@ pub struct Report {
     /// Accounts the hub does not manage: a Stripe customer that is no one in
     /// the directory and was not made by the hub, an Expensify policy owner.
     pub unmanaged: usize,
+    /// Manual tasks whose completion this read confirmed, and those whose
+    /// account it found otherwise (they are open for completion again).
+    pub tasks_verified: usize,
+    pub tasks_failed_verification: usize,
     /// The proposed steps, in apply order.
     pub steps: Vec<ProposedStep>,
     /// The stored plan (none on a dry run or when nothing differs).
@@ -72,6 +79,10 @@ pub async fn reconcile(
 ) -> Result<Report, ReconcileError> {
     let core: &Core = &worker.core;
     let env = app.environment_id.as_str();
+    let kind = AppKind::parse(&app.kind)?;
+    if kind == AppKind::Manual {
+        return Err(ReconcileError::NotReadable(app.name.clone()));
+    }
     let connector = worker.connector(app).map_err(ReconcileError::Roster)?;
     // The directory is read while the roster pages in: a paginated read
     // spends most of its time waiting on the app's rate limits.
@@ -89,7 +100,6 @@ pub async fn reconcile(
     let (users, accounts, directory) = loaded?;
     let by_email: HashMap<String, &User> = users.iter().map(|u| (u.email.to_lowercase(), u)).collect();
     let stored: HashMap<&str, &AppAccount> = accounts.iter().map(|a| (a.external_id.as_str(), a)).collect();
-    let kind = AppKind::parse(&app.kind)?;
 
     let mut report = Report { accounts_read: roster.len(), ..Report::default() };
     // Correlate: stored link, the app's claim, then email.
@@ -128,9 +138,23 @@ pub async fn reconcile(
 
     // Refresh the graph from the complete read, then plan from it.
     let now = now_micros();
+    let seen: HashSet<&str> = roster.iter().map(|r| r.external_id.as_str()).collect();
+    // A user's row the read did not find under its stored id (a task done
+    // by hand records the login until the app's own id is known) moves onto
+    // the account the read found for that user rather than linger beside it.
+    let mut unseen_of_user: HashMap<&str, &AppAccount> = accounts
+        .iter()
+        .filter(|a| !seen.contains(a.external_id.as_str()) && a.status != "deleted")
+        .filter_map(|a| a.user_id.as_deref().map(|u| (u, a)))
+        .collect();
+    let mut rekeyed: HashSet<String> = HashSet::new();
     let mut graph_rows: HashMap<String, AppAccount> = HashMap::new();
     for (remote, user) in &correlated {
-        let existing = stored.get(remote.external_id.as_str());
+        let existing = stored.get(remote.external_id.as_str()).copied().or_else(|| {
+            let stale = unseen_of_user.remove((*user)?)?;
+            rekeyed.insert(stale.id.clone());
+            Some(stale)
+        });
         let row = AppAccount {
             id: existing.map_or_else(new_id, |a| a.id.clone()),
             environment_id: env.to_owned(),
@@ -146,13 +170,14 @@ pub async fn reconcile(
         };
         graph_rows.insert(remote.external_id.clone(), row);
     }
-    let seen: HashSet<&str> = roster.iter().map(|r| r.external_id.as_str()).collect();
     // Accounts the graph knew that the app no longer lists: Expensify
     // removed them from the policy, Stripe deleted them.
     let gone_status = if kind == AppKind::Expensify { "deactivated" } else { "deleted" };
     let vanished: Vec<AppAccount> = accounts
         .iter()
-        .filter(|a| !seen.contains(a.external_id.as_str()) && a.status == "active")
+        .filter(|a| {
+            !seen.contains(a.external_id.as_str()) && a.status == "active" && !rekeyed.contains(&a.id)
+        })
         .map(|a| AppAccount { status: gone_status.to_owned(), updated_at: now, ..a.clone() })
         .collect();
 
@@ -228,12 +253,14 @@ pub async fn reconcile(
     }
 
     let mut tx = core.db.write_state().await?;
+    let by_id: HashMap<&str, &AppAccount> = accounts.iter().map(|a| (a.id.as_str(), a)).collect();
     let (new_rows, known_rows): (Vec<AppAccount>, Vec<AppAccount>) =
-        graph_rows.into_values().partition(|row| !stored.contains_key(row.external_id.as_str()));
+        graph_rows.into_values().partition(|row| !by_id.contains_key(row.id.as_str()));
     record::insert_many(tx.conn(), &new_rows).await?;
     for row in &known_rows {
-        let changed = stored.get(row.external_id.as_str()).is_none_or(|b| {
+        let changed = by_id.get(row.id.as_str()).is_none_or(|b| {
             b.user_id != row.user_id
+                || b.external_id != row.external_id
                 || b.login != row.login
                 || b.status != row.status
                 || b.attributes.0 != row.attributes.0
@@ -273,6 +300,20 @@ pub async fn reconcile(
         "unmanaged": report.unmanaged,
     });
     let origin = plan::origin(env);
+    // Tasks done by hand, checked against the graph as this read left it.
+    let mut after: HashMap<String, Vec<AppAccount>> = HashMap::new();
+    let mut final_rows: HashMap<&str, &AppAccount> = by_id.clone();
+    for row in known_rows.iter().chain(&new_rows).chain(&vanished) {
+        final_rows.insert(row.id.as_str(), row);
+    }
+    for row in final_rows.values() {
+        if let Some(user) = &row.user_id {
+            after.entry(user.clone()).or_default().push((*row).clone());
+        }
+    }
+    let verified = crate::tasks::verify(&mut tx, &origin, app, &after, now).await?;
+    report.tasks_verified = verified.verified;
+    report.tasks_failed_verification = verified.failed;
     let plans: Vec<ProvisioningPlan> =
         plan::store(&mut tx, app, "reconcile", threshold, steps, summary.clone(), now).await?;
     let mut row: App = record::find(tx.conn(), env, &app.id).await?.ok_or(ServiceError::NotFound("app"))?;

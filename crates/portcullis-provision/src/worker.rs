@@ -32,6 +32,9 @@ enum Outcome {
     /// The directory changed since the step was planned; nothing to do.
     Superseded(String),
     Failed(ConnectorError),
+    /// The app is provisioned by hand: a person gets a task and the step
+    /// waits for it.
+    Handoff,
 }
 
 pub struct Worker {
@@ -125,6 +128,11 @@ impl Worker {
         if !app.enabled {
             let outcomes =
                 leased.into_iter().map(|s| (s, Outcome::Superseded("the app is disabled".into()))).collect();
+            return self.record(&app, outcomes).await;
+        }
+        if app.provisioning == "manual" {
+            let (ready, mut outcomes) = self.prepare(&app, leased).await?;
+            outcomes.extend(ready.into_iter().map(|(step, _)| (step, Outcome::Handoff)));
             return self.record(&app, outcomes).await;
         }
         let connector = match self.connector(&app) {
@@ -261,6 +269,19 @@ impl Worker {
                     };
                     tx.record(&origin, &account_event(action, app, &account, &step)).await?;
                 }
+                Outcome::Handoff => {
+                    let request =
+                        step.request.as_deref().and_then(|r| serde_json::from_str::<Request>(r).ok());
+                    let Some(request) = request else {
+                        tracing::error!(step = %step.id, "a step handed to a person has no request");
+                        continue;
+                    };
+                    let task = crate::tasks::open(app, &step, &request, now);
+                    record::insert(tx.conn(), &task).await?;
+                    tx.record(&origin, &crate::tasks::opened_event(&task)).await?;
+                    step.status = "waiting".into();
+                    step.last_error = None;
+                }
                 Outcome::Superseded(why) => {
                     step.status = "skipped".into();
                     step.last_error = Some(why);
@@ -332,7 +353,7 @@ fn backoff(base: Duration, cap: Duration, attempts: i64, retry_after: Option<Dur
 
 /// Writes what the app now holds into the graph: the step's account, or the
 /// row already keyed by the same external id (which it merges into).
-async fn upsert_account(
+pub(crate) async fn upsert_account(
     tx: &mut WriteTx,
     app: &App,
     step: &ProvisioningStep,
@@ -424,7 +445,12 @@ fn step_targets(app: &App, step: &ProvisioningStep) -> Vec<Target> {
     targets
 }
 
-fn account_event(action: &'static str, app: &App, account: &AppAccount, step: &ProvisioningStep) -> Event {
+pub(crate) fn account_event(
+    action: &'static str,
+    app: &App,
+    account: &AppAccount,
+    step: &ProvisioningStep,
+) -> Event {
     let mut targets =
         vec![Target { kind: "app_account".into(), id: account.id.clone(), name: account.login.clone() }];
     targets.extend(step_targets(app, step));
@@ -439,10 +465,17 @@ fn account_event(action: &'static str, app: &App, account: &AppAccount, step: &P
 
 /// Closes a plan whose steps have all finished: `applied`, or `failed` if
 /// any step failed.
-async fn finish_plan(tx: &mut WriteTx, app: &App, plan_id: &str, now: i64) -> Result<(), StoreError> {
+pub(crate) async fn finish_plan(
+    tx: &mut WriteTx,
+    app: &App,
+    plan_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
     let env = app.environment_id.as_str();
     let counts = repo::provisioning::step_counts(tx.conn(), env, plan_id).await?;
-    if counts.iter().any(|(status, n)| (status == "pending" || status == "running") && *n > 0) {
+    // A step waiting on a person keeps its plan open.
+    if counts.iter().any(|(status, n)| matches!(status.as_str(), "pending" | "running" | "waiting") && *n > 0)
+    {
         return Ok(());
     }
     let Some(mut plan) = record::find::<ProvisioningPlan>(tx.conn(), env, plan_id).await? else {

@@ -447,7 +447,7 @@ record! {
         pub id: String,
         pub environment_id: String,
         pub name: String,
-        /// `expensify` or `stripe`.
+        /// `expensify`, `stripe`, `scim` or `manual`.
         pub kind: String,
         pub base_url: String,
         /// Sealed JSON under the master key (AAD: the app id); never shown.
@@ -463,6 +463,38 @@ record! {
         #[sqlx(try_from = "crate::DbBool")]
         pub enabled: bool,
         pub last_reconciled_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+        /// `automatic` (the connector makes the changes) or `manual` (people
+        /// do, from tasks; the connector, if any, only reads).
+        pub provisioning: String,
+    }
+}
+
+record! {
+    /// A step of a plan handed to a person: an app with no API, or one the
+    /// hub may only read.
+    pub struct ManualTask in "manual_tasks" {
+        pub id: String,
+        pub environment_id: String,
+        pub app_id: String,
+        pub plan_id: String,
+        pub step_id: String,
+        pub user_id: Option<String>,
+        /// The step's action: `create`, `update`, `deactivate` or `delete`.
+        pub action: String,
+        pub title: String,
+        #[sqlx(try_from = "String")]
+        pub instructions: JsonText<Vec<String>>,
+        pub assignee: Option<String>,
+        pub due_at: i64,
+        /// `open`, `done`, `verified`, `verification_failed` or `cancelled`.
+        pub status: String,
+        pub completed_by: Option<String>,
+        pub completed_at: Option<i64>,
+        pub note: Option<String>,
+        pub verified_at: Option<i64>,
+        pub verification: Option<String>,
         pub inserted_at: i64,
         pub updated_at: i64,
     }
@@ -522,7 +554,8 @@ record! {
         pub action: String,
         /// Apply order inside the plan (managers before their reports).
         pub position: i64,
-        /// `pending`, `running`, `succeeded`, `failed`, `skipped` or `cancelled`.
+        /// `pending`, `running`, `waiting` (on a manual task), `succeeded`,
+        /// `failed`, `skipped` or `cancelled`.
         pub status: String,
         pub reason: Option<String>,
         #[sqlx(try_from = "String")]

@@ -62,6 +62,27 @@ enum Command {
         /// The user's id or email (the id also finds a deleted user's accounts).
         user: String,
     },
+    /// Manual tasks: lists the open ones (or all), or completes one.
+    Tasks {
+        /// The environment's handle.
+        #[arg(long = "env")]
+        handle: String,
+        /// List done and verified tasks too.
+        #[arg(long)]
+        all: bool,
+        /// Marks this task done (its step succeeds, the graph records it).
+        #[arg(long, value_name = "TASK_ID", requires = "by")]
+        complete: Option<String>,
+        /// Who did it, recorded on the task and in the audit log.
+        #[arg(long, requires = "complete")]
+        by: Option<String>,
+        /// What differed, a ticket number.
+        #[arg(long, requires = "complete")]
+        note: Option<String>,
+        /// The account's id in the app, if known.
+        #[arg(long, requires = "complete")]
+        external_id: Option<String>,
+    },
     /// Run a simulator of a SaaS app on loopback, for trying the hub out.
     Sim {
         /// `expensify`, `stripe` or `scim`.
@@ -138,6 +159,17 @@ async fn main() -> anyhow::Result<()> {
             let core = start_core(&config, db)?;
             graph_command(&core, &handle, &user).await
         }
+        Command::Tasks { handle, all, complete, by, note, external_id } => {
+            let core = start_core(&config, db)?;
+            match complete {
+                Some(id) => {
+                    let by = by.context("--by names who did the task")?;
+                    let completion = portcullis_provision::tasks::Completion { note, external_id };
+                    complete_task(&core, &handle, &id, &by, completion).await
+                }
+                None => list_tasks(&core, &handle, all).await,
+            }
+        }
         Command::Sim { .. } => unreachable!("handled before the database opens"),
     }
 }
@@ -188,6 +220,10 @@ async fn reconcile_command(
         bar.finish();
         match outcome {
             Ok(report) => rows.push((app.name.clone(), Ok(report))),
+            // Nothing to read is not a failure of the run.
+            Err(error @ reconcile::ReconcileError::NotReadable(_)) => {
+                rows.push((app.name.clone(), Err(error.to_string())));
+            }
             Err(error) => {
                 failed = true;
                 rows.push((app.name.clone(), Err(error.to_string())));
@@ -225,6 +261,68 @@ async fn reconcile_command(
     Ok(())
 }
 
+/// `portcullis tasks`: the open manual tasks (or all), oldest first.
+async fn list_tasks(core: &Core, handle: &str, all: bool) -> anyhow::Result<()> {
+    use portcullis_store::model::ManualTask;
+    let env = core
+        .environment(handle)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no environment `{handle}`"))?;
+    let mut conn = core.db.read().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut tasks: Vec<ManualTask> =
+        portcullis_store::repo::all(&mut conn, env.id()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    tasks.retain(|t| all || matches!(t.status.as_str(), "open" | "verification_failed"));
+    tasks.sort_by_key(|t| (t.due_at, t.inserted_at));
+    if tasks.is_empty() {
+        println!("no {}tasks", if all { "" } else { "open " });
+        return Ok(());
+    }
+    println!("{:<36} {:<20} {:<17} {:<24} title", "id", "status", "due (UTC)", "assignee");
+    for task in &tasks {
+        let due = portcullis_store::listing_time(task.due_at);
+        println!(
+            "{:<36} {:<20} {:<17} {:<24} {}",
+            task.id,
+            task.status,
+            due.get(..16).unwrap_or(&due),
+            task.assignee.as_deref().unwrap_or("-"),
+            task.title
+        );
+        for line in &task.instructions.0 {
+            println!("{:<36} - {line}", "");
+        }
+        if let Some(found) = task.verification.as_deref().filter(|_| task.status == "verification_failed") {
+            println!("{:<36} ! {found}", "");
+        }
+    }
+    Ok(())
+}
+
+/// `portcullis tasks --complete`: as `POST /api/manual-tasks/:id/complete`,
+/// by an operator at the console.
+async fn complete_task(
+    core: &Arc<Core>,
+    handle: &str,
+    id: &str,
+    by: &str,
+    completion: portcullis_provision::tasks::Completion,
+) -> anyhow::Result<()> {
+    let env = core
+        .environment(handle)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no environment `{handle}`"))?;
+    let actor = portcullis_store::model::Actor { kind: "operator", id: None, name: Some(by.to_owned()) };
+    let ctx =
+        portcullis_core::Ctx { env, actor, ip_address: None, user_agent: Some("portcullis CLI".into()) };
+    let task = portcullis_provision::tasks::complete(core, &ctx, id, completion)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot complete task {id}: {e}"))?;
+    println!("{} is {} (by {})", task.title, task.status, by);
+    Ok(())
+}
+
 /// `portcullis graph`: the person view of `GET /api/users/:id/app-accounts`
 /// as a table.
 async fn graph_command(core: &Core, handle: &str, user: &str) -> anyhow::Result<()> {
@@ -258,8 +356,8 @@ async fn graph_command(core: &Core, handle: &str, user: &str) -> anyhow::Result<
         None => println!("{user_id} (deleted user)"),
     }
     println!(
-        "{:<20} {:<10} {:<32} {:<24} {:<12} {:<16} {}",
-        "app", "kind", "login", "external id", "status", "state", "drift"
+        "{:<20} {:<10} {:<32} {:<24} {:<12} {:<16} drift",
+        "app", "kind", "login", "external id", "status", "state"
     );
     for entry in &person.accounts {
         let drift: Vec<&str> =

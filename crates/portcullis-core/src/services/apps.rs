@@ -25,21 +25,67 @@ const NAME_TAKEN: &str = "an app with this name already exists";
 pub enum AppKind {
     Expensify,
     Stripe,
+    /// Any SCIM 2.0 service provider (RFC 7643/7644).
+    Scim,
+    /// An app with no API: people make every change, from manual tasks.
+    Manual,
 }
+
+/// The SCIM core User attributes an operator may map (sub-attributes of
+/// `name` with a dot), as RFC 7643 §4.1 names them.
+pub const SCIM_CORE_ATTRIBUTES: [&str; 14] = [
+    "displayName",
+    "nickName",
+    "title",
+    "userType",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "profileUrl",
+    "name.formatted",
+    "name.givenName",
+    "name.familyName",
+    "name.middleName",
+    "name.honorificPrefix",
+    "name.honorificSuffix",
+];
+/// The Enterprise User extension (RFC 7643 §4.3); mapped with its URN as
+/// the prefix, as SCIM paths write it: `urn:…:enterprise:2.0:User:department`.
+pub const SCIM_ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const SCIM_ENTERPRISE_ATTRIBUTES: [&str; 5] =
+    ["employeeNumber", "costCenter", "organization", "division", "department"];
 
 impl AppKind {
     pub fn parse(kind: &str) -> Result<Self> {
         match kind {
             "expensify" => Ok(AppKind::Expensify),
             "stripe" => Ok(AppKind::Stripe),
-            _ => Err(ServiceError::invalid("kind", "kind must be one of: expensify, stripe")),
+            "scim" => Ok(AppKind::Scim),
+            "manual" => Ok(AppKind::Manual),
+            _ => Err(ServiceError::invalid("kind", "kind must be one of: expensify, stripe, scim, manual")),
         }
     }
 
-    pub fn default_base_url(self) -> &'static str {
+    /// Where the vendor's API lives; a SCIM app has no default (its base
+    /// URL is the service provider's SCIM root, e.g. `…/scim/v2`).
+    pub fn default_base_url(self) -> Option<&'static str> {
         match self {
-            AppKind::Expensify => "https://integrations.expensify.com",
-            AppKind::Stripe => "https://api.stripe.com",
+            AppKind::Expensify => Some("https://integrations.expensify.com"),
+            AppKind::Stripe => Some("https://api.stripe.com"),
+            AppKind::Scim | AppKind::Manual => None,
+        }
+    }
+
+    fn base_url(self, given: Option<&str>) -> Result<String> {
+        match given.or(self.default_base_url()) {
+            Some(url) => validate_base_url(url),
+            // A manual app's base URL is only its admin console, for the
+            // tasks' instructions.
+            None if self == AppKind::Manual => Ok(String::new()),
+            None => Err(ServiceError::invalid(
+                "base_url",
+                "base_url (the service provider's SCIM root, e.g. https://app.example/scim/v2) is required",
+            )),
         }
     }
 
@@ -59,6 +105,19 @@ impl AppKind {
                         .strip_prefix("metadata.")
                         .is_some_and(|k| !k.is_empty() && !k.starts_with("idp_"))
             }
+            AppKind::Scim => {
+                SCIM_CORE_ATTRIBUTES.contains(&attribute)
+                    || attribute
+                        .strip_prefix(SCIM_ENTERPRISE)
+                        .and_then(|a| a.strip_prefix(':'))
+                        .is_some_and(|a| SCIM_ENTERPRISE_ATTRIBUTES.contains(&a))
+            }
+            // Named only in the tasks' instructions.
+            AppKind::Manual => {
+                !attribute.trim().is_empty()
+                    && attribute.len() <= 64
+                    && !attribute.chars().any(char::is_control)
+            }
         }
     }
 
@@ -67,6 +126,10 @@ impl AppKind {
         let defaults = match self {
             AppKind::Expensify => json!({"firstName": "first_name", "lastName": "last_name"}),
             AppKind::Stripe => json!({"name": "name"}),
+            AppKind::Scim => {
+                json!({"name.givenName": "first_name", "name.familyName": "last_name", "displayName": "name"})
+            }
+            AppKind::Manual => json!({"name": "name"}),
         };
         attrs(defaults)
     }
@@ -87,6 +150,9 @@ pub struct Credentials {
     /// Stripe: the `whsec_…` secret that signs webhooks to `/hooks/apps/:id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// SCIM: the service provider's API token, sent as `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
 }
 
 impl Credentials {
@@ -122,9 +188,16 @@ impl Credentials {
                     ));
                 }
             }
+            AppKind::Scim => {
+                if blank(&self.bearer_token) {
+                    return Err(missing("bearer_token"));
+                }
+            }
+            AppKind::Manual => {}
         }
         if self.partner_user_id.is_some() && kind != AppKind::Expensify
             || (self.secret_key.is_some() || self.webhook_secret.is_some()) && kind != AppKind::Stripe
+            || self.bearer_token.is_some() && kind != AppKind::Scim
         {
             return Err(ServiceError::invalid(
                 "credentials",
@@ -154,6 +227,10 @@ fn validate_settings(kind: AppKind, settings: Value) -> Result<Value> {
     let invalid = |message: &str| ServiceError::invalid("settings", message.to_owned());
     for (key, value) in &map {
         let ok = match (kind, key.as_str()) {
+            // Manual tasks, for any app provisioned by hand: who gets them
+            // (an email or a team's name) and how many days they have.
+            (_, "task_assignee") => value.as_str().is_some_and(|v| !v.trim().is_empty() && v.len() <= 200),
+            (_, "task_due_days") => value.as_u64().is_some_and(|n| (1..=90).contains(&n)),
             // Expensify policy IDs are 16 hex characters (examples show 17 and
             // 18 too), so accept 8–32 hex characters.
             (AppKind::Expensify, "policy_id") => value
@@ -163,6 +240,12 @@ fn validate_settings(kind: AppKind, settings: Value) -> Result<Value> {
                 matches!(value.as_str(), Some("user" | "auditor" | "admin"))
             }
             (AppKind::Expensify, "default_manager_email") => value.as_str().is_some_and(|v| v.contains('@')),
+            // How a deactivation is sent: a PATCH with `path: "active"`
+            // (RFC 7644's usual form), or path-less as Okta sends it, for
+            // servers only ever tested against Okta.
+            (AppKind::Scim, "deactivate_style") => matches!(value.as_str(), Some("path" | "pathless")),
+            // SCIM publishes no rate limits: the hub's own pace, per app.
+            (AppKind::Scim, "requests_per_second") => value.as_u64().is_some_and(|n| (1..=100).contains(&n)),
             _ => return Err(invalid(&format!("settings.{key} is not a setting of this kind of app"))),
         };
         if !ok {
@@ -203,6 +286,19 @@ fn validate_mappings(kind: AppKind, mappings: Value) -> Result<Value> {
         }
     }
     Ok(Value::Object(map))
+}
+
+/// Who makes the changes: the connector (`automatic`) or people, from
+/// manual tasks (`manual`); an app with no API is always manual.
+fn validate_provisioning(kind: AppKind, provisioning: &str) -> Result<String> {
+    match (kind, provisioning) {
+        (AppKind::Manual, "automatic") => Err(ServiceError::invalid(
+            "provisioning",
+            "a manual app has no API: its provisioning can only be manual",
+        )),
+        (_, "automatic" | "manual") => Ok(provisioning.to_owned()),
+        _ => Err(ServiceError::invalid("provisioning", "provisioning must be automatic or manual")),
+    }
 }
 
 fn validate_mode(mode: &str) -> Result<String> {
@@ -257,6 +353,7 @@ pub fn present(app: &App) -> ResourceObject {
             "access_role_ids": app.access_role_ids.0,
             "attribute_mappings": app.attribute_mappings.0,
             "deprovision_mode": app.deprovision_mode,
+            "provisioning": app.provisioning,
             "enabled": app.enabled,
             "last_reconciled_at": app.last_reconciled_at.map(timestamp),
             "inserted_at": timestamp(app.inserted_at),
@@ -276,6 +373,7 @@ pub struct NewApp {
     pub kind: String,
     #[serde(default)]
     pub base_url: Option<String>,
+    #[serde(default)]
     pub credentials: Credentials,
     #[serde(default)]
     pub settings: Option<Value>,
@@ -285,6 +383,8 @@ pub struct NewApp {
     pub attribute_mappings: Option<Value>,
     #[serde(default)]
     pub deprovision_mode: Option<String>,
+    #[serde(default)]
+    pub provisioning: Option<String>,
     #[serde(default)]
     pub enabled: Option<bool>,
 }
@@ -306,6 +406,8 @@ pub struct AppChanges {
     pub attribute_mappings: Patch<Value>,
     #[serde(default)]
     pub deprovision_mode: Patch<String>,
+    #[serde(default)]
+    pub provisioning: Patch<String>,
     #[serde(default)]
     pub enabled: Patch<bool>,
 }
@@ -336,11 +438,19 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewApp) -> Result<App> {
         environment_id: ctx.environment_id().to_owned(),
         name: require_text("name", &input.name, 100)?,
         kind: input.kind,
-        base_url: validate_base_url(input.base_url.as_deref().unwrap_or(kind.default_base_url()))?,
+        base_url: kind.base_url(input.base_url.as_deref())?,
         settings: JsonText(validate_settings(kind, input.settings.unwrap_or_else(|| json!({})))?),
         access_role_ids: JsonText(Vec::new()),
         attribute_mappings: JsonText(Value::Object(mappings)),
         deprovision_mode: validate_mode(input.deprovision_mode.as_deref().unwrap_or("soft"))?,
+        provisioning: validate_provisioning(
+            kind,
+            input.provisioning.as_deref().unwrap_or(if kind == AppKind::Manual {
+                "manual"
+            } else {
+                "automatic"
+            }),
+        )?,
         enabled: input.enabled.unwrap_or(true),
         last_reconciled_at: None,
         inserted_at: now,
@@ -368,7 +478,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Resu
     }
     match input.base_url {
         Patch::Absent => {}
-        Patch::Null => app.base_url = kind.default_base_url().to_owned(),
+        Patch::Null => app.base_url = kind.base_url(None)?,
         Patch::Value(url) => app.base_url = validate_base_url(&url)?,
     }
     let credentials_changed = match input.credentials.required("credentials")? {
@@ -393,6 +503,9 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Resu
     if let Some(mode) = input.deprovision_mode.required("deprovision_mode")? {
         app.deprovision_mode = validate_mode(&mode)?;
     }
+    if let Some(provisioning) = input.provisioning.required("provisioning")? {
+        app.provisioning = validate_provisioning(kind, &provisioning)?;
+    }
     if let Some(enabled) = input.enabled.required("enabled")? {
         app.enabled = enabled;
     }
@@ -409,6 +522,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Resu
     changes.track("access_role_ids", &before.access_role_ids.0, &app.access_role_ids.0);
     changes.track("attribute_mappings", &before.attribute_mappings.0, &app.attribute_mappings.0);
     changes.track("deprovision_mode", &before.deprovision_mode, &app.deprovision_mode);
+    changes.track("provisioning", &before.provisioning, &app.provisioning);
     changes.track("enabled", &before.enabled, &app.enabled);
     let mut changes = changes.into_value();
     if credentials_changed {

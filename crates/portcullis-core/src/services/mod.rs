@@ -8,6 +8,7 @@ pub mod audit_events;
 pub mod clients;
 pub mod environments;
 pub mod grants;
+pub mod manual_tasks;
 pub mod permissions;
 pub mod provisioning_plans;
 pub mod resource_servers;

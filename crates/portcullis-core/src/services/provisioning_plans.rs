@@ -58,7 +58,7 @@ pub fn present_step(step: &ProvisioningStep) -> ResourceObject {
     .to_one("app_account", "app_account", step.app_account_id.as_deref())
 }
 
-fn decided_by(ctx: &Ctx) -> String {
+pub fn decided_by(ctx: &Ctx) -> String {
     ctx.actor.name.clone().or_else(|| ctx.actor.id.clone()).unwrap_or_else(|| ctx.actor.kind.to_owned())
 }
 

@@ -4,6 +4,7 @@
 
 pub mod expensify;
 pub mod http;
+pub mod scim;
 pub mod stripe;
 
 use std::sync::Arc;
@@ -100,6 +101,7 @@ pub struct Job<'a> {
 pub enum Connector {
     Expensify(expensify::Expensify),
     Stripe(stripe::Stripe),
+    Scim(scim::Scim),
 }
 
 impl Connector {
@@ -115,6 +117,10 @@ impl Connector {
                 Connector::Expensify(expensify::Expensify::new(app, credentials, client, throttle)?)
             }
             AppKind::Stripe => Connector::Stripe(stripe::Stripe::new(app, credentials, client, throttle)?),
+            AppKind::Scim => Connector::Scim(scim::Scim::new(app, credentials, client, throttle)?),
+            AppKind::Manual => {
+                return Err(ConnectorError::permanent("a manual app has no API: people make its changes"));
+            }
         })
     }
 
@@ -127,6 +133,7 @@ impl Connector {
         match self {
             Connector::Expensify(c) => c.roster(progress).await,
             Connector::Stripe(c) => c.roster(progress).await,
+            Connector::Scim(c) => c.roster(progress).await,
         }
     }
 
@@ -136,6 +143,7 @@ impl Connector {
         match self {
             Connector::Expensify(c) => c.apply(jobs).await,
             Connector::Stripe(c) => c.apply(jobs).await,
+            Connector::Scim(c) => c.apply(jobs).await,
         }
     }
 
@@ -143,9 +151,15 @@ impl Connector {
     pub fn batch_size(&self) -> usize {
         match self {
             Connector::Expensify(_) => expensify::FEED_ROWS,
-            Connector::Stripe(_) => 50,
+            Connector::Stripe(_) | Connector::Scim(_) => 50,
         }
     }
+}
+
+/// A short, non-secret name for a credential, for throttle buckets and caches.
+pub(crate) fn fingerprint(secret: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    hex::encode(&digest.as_ref()[..8])
 }
 
 /// The string at `key` of a JSON object, if any and not empty.

@@ -15,7 +15,7 @@ use portcullis_store::model::App;
 use serde_json::{Map, Value};
 
 use super::http::{ConnectorError, Throttle, read_with_retries, retry_after};
-use super::{AccountStatus, Applied, Desired, Job, Op, RemoteAccount, Request, text};
+use super::{AccountStatus, Applied, Desired, Job, Op, RemoteAccount, Request, fingerprint, text};
 
 /// The API version the connector is written against; pinned per request so
 /// an account's default version cannot change the shapes under us.
@@ -377,12 +377,6 @@ fn encode(value: &str) -> String {
     const UNRESERVED: &percent_encoding::AsciiSet =
         &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
     percent_encoding::utf8_percent_encode(value, UNRESERVED).to_string()
-}
-
-/// A short, non-secret name for a key, for throttle buckets.
-fn fingerprint(key: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-    hex::encode(&digest.as_ref()[..8])
 }
 
 /// Checks a `Stripe-Signature` header: `t=<unix>,v1=<hex>[,v1=…]`, HMAC-SHA256

@@ -102,6 +102,7 @@ async fn of_user(
                     "expected": entry.expected,
                     "state": entry.state,
                     "changes": entry.changes,
+                    "open_task": entry.open_task,
                 }),
             )
         })

@@ -46,20 +46,30 @@ impl Resource for Apps {
         ],
         attributes: &[
             required("name", "string", Access::ReadWrite, "Unique in the environment."),
-            required("kind", "string", Access::CreateOnly, "`expensify` or `stripe`."),
-            attr("base_url", "string", Access::ReadWrite, "The app's API origin; defaults to the vendor's."),
+            required(
+                "kind",
+                "string",
+                Access::CreateOnly,
+                "`expensify`, `stripe`, `scim` (any SCIM 2.0 service provider) or `manual` (no API: people make the changes from manual tasks).",
+            ),
+            attr(
+                "base_url",
+                "string",
+                Access::ReadWrite,
+                "The app's API origin; defaults to the vendor's. SCIM: the service provider's SCIM root (e.g. `https://app.example/scim/v2`), required. Manual: the admin console, optional, for the tasks' instructions.",
+            ),
             required(
                 "credentials",
                 "object",
                 Access::WriteOnly,
-                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. Stored encrypted, never returned.",
+                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. SCIM: `bearer_token`. Stored encrypted, never returned.",
             ),
             attr("credentials_set", "boolean", Access::ReadOnly, "Whether credentials are stored."),
             attr(
                 "settings",
                 "object",
                 Access::ReadWrite,
-                "Expensify: `policy_id` (required), `employee_role`, `default_manager_email`.",
+                "Expensify: `policy_id` (required), `employee_role`, `default_manager_email`. SCIM: `deactivate_style` (`path`, the default, or `pathless` as Okta sends it), `requests_per_second` (1-100, default 10). Any kind: `task_assignee` and `task_due_days` (1-90, default 2) for manual tasks.",
             ),
             attr(
                 "access_role_ids",
@@ -71,13 +81,19 @@ impl Resource for Apps {
                 "attribute_mappings",
                 "object",
                 Access::ReadWrite,
-                "App attribute → user source (`first_name`, `name`, `metadata.<key>`, …).",
+                "App attribute → user source (`first_name`, `name`, `metadata.<key>`, …). SCIM attributes are paths: `name.givenName`, `title`, `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department`.",
             ),
             attr(
                 "deprovision_mode",
                 "string",
                 Access::ReadWrite,
-                "`soft` (deactivate, default) or `hard` (delete after approval; Stripe only).",
+                "`soft` (deactivate, default) or `hard` (delete, always after approval; Expensify has no delete and refuses it).",
+            ),
+            attr(
+                "provisioning",
+                "string",
+                Access::ReadWrite,
+                "`automatic` (the connector makes the changes; default) or `manual` (people do, from manual tasks; the connector only reads, to verify them). A `manual` app is always `manual`.",
             ),
             attr("enabled", "boolean", Access::ReadWrite, "A disabled app is left alone."),
             attr(
@@ -155,6 +171,9 @@ async fn reconcile_app(
     let report = match reconcile::reconcile(&worker, &app, dry_run, &|_| {}).await {
         Ok(report) => report,
         Err(ReconcileError::Service(error)) => return Err(error.into()),
+        Err(error @ ReconcileError::NotReadable(_)) => {
+            return Err(ApiError::new(422, "not_readable", "Nothing to reconcile", error.to_string()).into());
+        }
         Err(ReconcileError::Roster(error)) => {
             let failure: ApiFailure = ApiError::new(
                 502,

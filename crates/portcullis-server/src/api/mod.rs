@@ -9,6 +9,7 @@ pub mod audit_events;
 pub mod clients;
 pub mod environment;
 pub mod grants;
+pub mod manual_tasks;
 pub mod permissions;
 pub mod provisioning_plans;
 pub mod resource_servers;
@@ -454,6 +455,7 @@ pub fn definitions() -> Vec<&'static ResourceDef> {
         app_accounts::AppAccounts::DEF,
         provisioning_plans::Plans::DEF,
         provisioning_plans::Steps::DEF,
+        manual_tasks::ManualTasks::DEF,
     ]
 }
 
@@ -474,5 +476,6 @@ pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
         .merge(apps::router(core))
         .merge(app_accounts::router(core))
         .merge(provisioning_plans::router(core))
+        .merge(manual_tasks::router(core))
         .merge(environment::router(core))
 }

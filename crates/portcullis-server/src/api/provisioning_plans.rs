@@ -123,7 +123,7 @@ impl Resource for Steps {
                 "status",
                 "string",
                 Access::ReadOnly,
-                "`pending`, `running`, `succeeded`, `failed`, `skipped` or `cancelled`.",
+                "`pending`, `running`, `waiting` (on a manual task), `succeeded`, `failed`, `skipped` or `cancelled`.",
             ),
             attr("reason", "string", Access::ReadOnly, "Why the hub planned it."),
             attr("changes", "object", Access::ReadOnly, "`{attribute: {from, to}}`."),

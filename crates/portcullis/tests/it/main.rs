@@ -61,7 +61,9 @@ mod hub {
     mod expensify;
     mod leases;
     mod person;
+    mod scim;
     mod stripe;
+    mod tasks;
     mod webhooks;
 }
 

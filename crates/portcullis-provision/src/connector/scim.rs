@@ -1,0 +1,722 @@
+//! Any SCIM 2.0 service provider (RFC 7643/7644), written to the RFCs and to
+//! what `../shared/spec/connectors.md` §5 and §7 record of real servers:
+//!
+//! - discovery: `/ServiceProviderConfig` is read once per app (cached) for
+//!   PATCH, ETag and `filter.maxResults` support; a server that does not
+//!   serve it is taken to have PATCH and no ETags;
+//! - no create without a lookup: `externalId eq` (the Portcullis user id,
+//!   which the hub writes) and then `userName eq`, and a 409 `uniqueness`
+//!   after a retried create is looked up and linked, never a failure;
+//! - updates as path-ful PATCH `replace`/`remove` operations in the RFC's
+//!   lower-case dialect, or GET-then-PUT (with `If-Match` where the server
+//!   has ETags, re-read on 412) when PATCH is not supported, keeping what
+//!   the hub does not manage;
+//! - roster reads page by `startIndex` until `totalResults`, never trusting
+//!   that the server honoured `count`; a page that ends early fails the read;
+//! - DELETE answered 404 is the goal reached.
+//!
+//! `userName` is the user's email, `externalId` the Portcullis user id,
+//! `emails` one primary work address; the mapped attributes are SCIM paths
+//! (`name.givenName`, `urn:…:enterprise:2.0:User:department`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use portcullis_core::services::apps::{
+    Credentials, SCIM_CORE_ATTRIBUTES, SCIM_ENTERPRISE, SCIM_ENTERPRISE_ATTRIBUTES,
+};
+use portcullis_store::model::App;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+use super::http::{ConnectorError, Throttle, read_with_retries, retry_after};
+use super::{AccountStatus, Applied, Desired, Job, Op, RemoteAccount, text};
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const MEDIA_TYPE: &str = "application/scim+json";
+/// The page size asked for; servers may answer with less.
+const PAGE: usize = 100;
+/// How long a server's advertised capabilities are trusted.
+const DISCOVERY_TTL: Duration = Duration::from_secs(600);
+/// Reads and writes of one GET-then-PUT that lost a race (412).
+const PRECONDITION_ATTEMPTS: u32 = 3;
+const DEFAULT_RPS: usize = 10;
+
+/// What the server advertises in `/ServiceProviderConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Capabilities {
+    patch: bool,
+    etag: bool,
+    /// `filter.maxResults`: the largest page worth asking for.
+    max_results: usize,
+}
+
+impl Capabilities {
+    /// For a server without discovery: PATCH is the RFC's and every client's
+    /// way to change a user; ETags are optional.
+    const ASSUMED: Capabilities = Capabilities { patch: true, etag: false, max_results: PAGE };
+
+    fn parse(config: &Value) -> Capabilities {
+        let supported =
+            |feature: &str| config.pointer(&format!("/{feature}/supported")).and_then(Value::as_bool);
+        let max_results = config
+            .pointer("/filter/maxResults")
+            .and_then(Value::as_u64)
+            .filter(|n| *n > 0)
+            .map_or(PAGE, |n| (n as usize).min(PAGE));
+        Capabilities {
+            patch: supported("patch").unwrap_or(true),
+            etag: supported("etag").unwrap_or(false),
+            max_results,
+        }
+    }
+}
+
+/// Discovery answers per app, base URL and token, for [`DISCOVERY_TTL`].
+static DISCOVERED: LazyLock<Mutex<HashMap<String, (Instant, Capabilities)>>> =
+    LazyLock::new(Default::default);
+
+pub struct Scim {
+    base: String,
+    token: String,
+    /// Names the app's cache entry and throttle bucket without the token.
+    bucket: String,
+    requests_per_second: usize,
+    pathless_deactivate: bool,
+    client: reqwest::Client,
+    throttle: Arc<Throttle>,
+}
+
+/// A refused or failed call, with what the caller may act on.
+struct Failure {
+    status: Option<u16>,
+    scim_type: Option<String>,
+    error: ConnectorError,
+}
+
+impl From<Failure> for ConnectorError {
+    fn from(failure: Failure) -> Self {
+        failure.error
+    }
+}
+
+/// A successful answer: its body (none for 204) and its `ETag`.
+struct Answer {
+    body: Option<Value>,
+    etag: Option<String>,
+}
+
+impl Scim {
+    pub fn new(
+        app: &App,
+        credentials: Credentials,
+        client: reqwest::Client,
+        throttle: Arc<Throttle>,
+    ) -> Result<Self, ConnectorError> {
+        let token = credentials
+            .bearer_token
+            .ok_or_else(|| ConnectorError::permanent("the app has no SCIM bearer token"))?;
+        let settings = &app.settings.0;
+        let bucket = format!("scim:{}:{}", app.id, super::fingerprint(&format!("{}\n{token}", app.base_url)));
+        Ok(Scim {
+            base: app.base_url.trim_end_matches('/').to_owned(),
+            token,
+            bucket,
+            requests_per_second: settings
+                .get("requests_per_second")
+                .and_then(Value::as_u64)
+                .map_or(DEFAULT_RPS, |n| n as usize),
+            pathless_deactivate: settings.get("deactivate_style").and_then(Value::as_str) == Some("pathless"),
+            client,
+            throttle,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<Answer, Failure> {
+        self.throttle
+            .acquire(&[(self.bucket.clone(), Duration::from_secs(1), self.requests_per_second)])
+            .await;
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("accept", MEDIA_TYPE);
+        if let Some(body) = body {
+            request = request.header("content-type", MEDIA_TYPE).body(body.to_string());
+        }
+        if let Some(version) = if_match {
+            request = request.header("if-match", version);
+        }
+        let failed = |error: ConnectorError| Failure { status: None, scim_type: None, error };
+        let response = request.send().await.map_err(|e| failed(ConnectorError::from_reqwest(e)))?;
+        let status = response.status().as_u16();
+        let after = retry_after(response.headers());
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = response.bytes().await.map_err(|e| failed(ConnectorError::from_reqwest(e)))?;
+        let body: Option<Value> = serde_json::from_slice(&bytes).ok();
+        if (200..300).contains(&status) {
+            if body.is_none() && status != 204 && !bytes.is_empty() {
+                // A proxy's page with a 200, or a truncated body.
+                return Err(failed(ConnectorError::transient(
+                    "the SCIM server answered without JSON",
+                    after,
+                )));
+            }
+            return Ok(Answer { body, etag });
+        }
+        // RFC 7644 §3.12: `status` (a string), `scimType`, `detail`.
+        let object = body.as_ref().and_then(Value::as_object);
+        let scim_type = object.and_then(|e| text(e, "scimType"));
+        let detail = object.and_then(|e| text(e, "detail")).unwrap_or_else(|| format!("HTTP {status}"));
+        let described = match &scim_type {
+            Some(kind) => format!("SCIM {status} {kind}: {detail}"),
+            None => format!("SCIM {status}: {detail}"),
+        };
+        let error = match status {
+            404 => ConnectorError::not_found(described),
+            429 | 500 | 502 | 503 | 504 => {
+                let mut error = ConnectorError::transient(described, after);
+                error.answered_server_error = status >= 500;
+                error
+            }
+            _ => ConnectorError::permanent(described),
+        };
+        Err(Failure { status: Some(status), scim_type, error })
+    }
+
+    /// The server's capabilities, from the cache or `/ServiceProviderConfig`.
+    async fn capabilities(&self) -> Result<Capabilities, ConnectorError> {
+        if let Some((at, known)) = DISCOVERED.lock().unwrap().get(&self.bucket)
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(*known);
+        }
+        let found = match self.send(Method::GET, "/ServiceProviderConfig", None, None).await {
+            Ok(Answer { body: Some(config), .. }) => Capabilities::parse(&config),
+            Ok(Answer { body: None, .. }) => Capabilities::ASSUMED,
+            // Not served (404, 501, 403 for a token scoped to Users).
+            Err(failure) if failure.error.retry == super::Retry::Never => Capabilities::ASSUMED,
+            Err(failure) => return Err(failure.error),
+        };
+        DISCOVERED.lock().unwrap().insert(self.bucket.clone(), (Instant::now(), found));
+        Ok(found)
+    }
+
+    pub async fn roster(
+        &self,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<RemoteAccount>, ConnectorError> {
+        let count = self.capabilities().await?.max_results;
+        let mut accounts: Vec<RemoteAccount> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut start = 1usize;
+        loop {
+            let path = format!("/Users?startIndex={start}&count={count}");
+            let page = read_with_retries(|| async {
+                let answer = self.send(Method::GET, &path, None, None).await?;
+                answer
+                    .body
+                    .ok_or_else(|| ConnectorError::transient("a SCIM list answer without a body", None))
+            })
+            .await?;
+            let total =
+                page.get("totalResults").and_then(Value::as_u64).ok_or_else(|| {
+                    ConnectorError::transient("a SCIM list answer without totalResults", None)
+                })? as usize;
+            let resources =
+                page.get("Resources").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+            for resource in resources {
+                let Some(account) = remote(resource) else { continue };
+                // A user that moved between pages while we read is kept once.
+                match seen.get(&account.external_id) {
+                    Some(&at) => accounts[at] = account,
+                    None => {
+                        seen.insert(account.external_id.clone(), accounts.len());
+                        accounts.push(account);
+                    }
+                }
+            }
+            progress(accounts.len());
+            start += resources.len();
+            if start > total {
+                return Ok(accounts);
+            }
+            if resources.is_empty() {
+                // Short of totalResults with nothing more to read: a partial
+                // roster, from which no deactivation may be derived.
+                return Err(ConnectorError::transient(
+                    format!("the SCIM server listed {} of {total} users and then an empty page", start - 1),
+                    None,
+                ));
+            }
+        }
+    }
+
+    pub async fn apply(&self, jobs: &[Job<'_>]) -> Vec<Result<Applied, ConnectorError>> {
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            results.push(self.apply_one(&job.request.op).await);
+        }
+        results
+    }
+
+    async fn apply_one(&self, op: &Op) -> Result<Applied, ConnectorError> {
+        match op {
+            Op::Create { desired } => self.create(desired).await,
+            Op::Update { external_id, desired } => self.update(external_id, desired).await,
+            Op::Deactivate { external_id, .. } => self.deactivate(external_id).await,
+            Op::Delete { external_id } => {
+                match self.send(Method::DELETE, &user_path(external_id), None, None).await {
+                    Ok(_) => {}
+                    Err(failure) if failure.error.not_found => {}
+                    Err(failure) => return Err(failure.error),
+                }
+                Ok(Applied {
+                    external_id: external_id.clone(),
+                    login: None,
+                    status: AccountStatus::Deleted,
+                    attributes: Map::new(),
+                })
+            }
+        }
+    }
+
+    async fn create(&self, desired: &Desired) -> Result<Applied, ConnectorError> {
+        if let Some(existing) = self.find(desired).await? {
+            // Made by an earlier attempt whose answer was lost, or out of
+            // band: link it and bring it to the desired state.
+            return self.update(&existing, desired).await;
+        }
+        match self.send(Method::POST, "/Users", Some(&user_resource(desired)), None).await {
+            Ok(answer) => applied_from(answer.body.as_ref(), desired, None),
+            Err(failure) if failure.status == Some(409) => {
+                // The user exists after all (a create that timed out, then
+                // committed): find it and link it.
+                let existing = self.find(desired).await?.ok_or_else(|| {
+                    ConnectorError::permanent(format!(
+                        "the SCIM server says {} exists but no lookup finds it: {}",
+                        desired.email, failure.error
+                    ))
+                })?;
+                self.update(&existing, desired).await
+            }
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    /// The user's existing account: the one whose `externalId` is this user,
+    /// else the one whose `userName` is the email, unless another identity
+    /// claims it.
+    async fn find(&self, desired: &Desired) -> Result<Option<String>, ConnectorError> {
+        let by_external_id = self.lookup("externalId", &desired.user_id).await?;
+        if let Some(user) = by_external_id.iter().find(|u| text_at(u, "externalId") == Some(&desired.user_id))
+        {
+            return Ok(text_at(user, "id").map(str::to_owned));
+        }
+        let by_user_name = self.lookup("userName", &desired.email).await?;
+        let Some(user) = by_user_name
+            .iter()
+            .find(|u| text_at(u, "userName").is_some_and(|n| n.eq_ignore_ascii_case(&desired.email)))
+        else {
+            return Ok(None);
+        };
+        match text_at(user, "externalId") {
+            Some(other) if other != desired.user_id => Err(ConnectorError::permanent(format!(
+                "the SCIM user {} belongs to another identity (externalId {other}); link or remove it by hand",
+                desired.email
+            ))),
+            _ => Ok(text_at(user, "id").map(str::to_owned)),
+        }
+    }
+
+    async fn lookup(&self, attribute: &str, value: &str) -> Result<Vec<Value>, ConnectorError> {
+        let filter = format!("{attribute} eq \"{}\"", escape_filter(value));
+        let path = format!("/Users?filter={}", encode(&filter));
+        match self.send(Method::GET, &path, None, None).await {
+            Ok(answer) => Ok(answer
+                .body
+                .and_then(|b| b.get("Resources").and_then(Value::as_array).cloned())
+                .unwrap_or_default()),
+            // A server that cannot filter on this attribute (400
+            // invalidFilter) has no match to offer by it.
+            Err(failure) if failure.scim_type.as_deref() == Some("invalidFilter") => Ok(Vec::new()),
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    async fn update(&self, external_id: &str, desired: &Desired) -> Result<Applied, ConnectorError> {
+        if self.capabilities().await?.patch {
+            let body = json!({"schemas": [PATCH_SCHEMA], "Operations": update_operations(desired)});
+            match self.send(Method::PATCH, &user_path(external_id), Some(&body), None).await {
+                Ok(answer) => return applied_from(answer.body.as_ref(), desired, Some(external_id)),
+                // Advertised but not implemented after all.
+                Err(failure) if failure.status == Some(501) => self.forget_patch(),
+                Err(failure) => return Err(failure.error),
+            }
+        }
+        let answer = self.replace(external_id, |user| merge_desired(user, desired)).await?;
+        applied_from(answer.body.as_ref(), desired, Some(external_id))
+    }
+
+    async fn deactivate(&self, external_id: &str) -> Result<Applied, ConnectorError> {
+        let gone = || Applied {
+            external_id: external_id.to_owned(),
+            login: None,
+            status: AccountStatus::Deleted,
+            attributes: Map::new(),
+        };
+        let result = if self.capabilities().await?.patch {
+            let operation = if self.pathless_deactivate {
+                json!({"op": "replace", "value": {"active": false}})
+            } else {
+                json!({"op": "replace", "path": "active", "value": false})
+            };
+            let body = json!({"schemas": [PATCH_SCHEMA], "Operations": [operation]});
+            match self.send(Method::PATCH, &user_path(external_id), Some(&body), None).await {
+                Err(failure) if failure.status == Some(501) => {
+                    self.forget_patch();
+                    self.replace(external_id, |user| {
+                        user.insert("active".into(), Value::Bool(false));
+                    })
+                    .await
+                }
+                other => other.map_err(ConnectorError::from),
+            }
+        } else {
+            self.replace(external_id, |user| {
+                user.insert("active".into(), Value::Bool(false));
+            })
+            .await
+        };
+        match result {
+            Ok(answer) => match answer.body.as_ref().and_then(remote) {
+                Some(account) => Ok(Applied {
+                    external_id: account.external_id,
+                    login: account.login,
+                    status: account.status,
+                    attributes: account.attributes,
+                }),
+                None => Ok(Applied { status: AccountStatus::Deactivated, ..gone() }),
+            },
+            // Already gone: nothing is left to deactivate.
+            Err(error) if error.not_found => Ok(gone()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// GET-then-PUT: the whole user as the server has it, changed by `edit`,
+    /// written back; with `If-Match` where the server has ETags, and read
+    /// again when someone else wrote in between (412).
+    async fn replace(
+        &self,
+        external_id: &str,
+        edit: impl Fn(&mut Map<String, Value>),
+    ) -> Result<Answer, ConnectorError> {
+        let path = user_path(external_id);
+        let etag = self.capabilities().await?.etag;
+        let mut attempt = 1;
+        loop {
+            let current = self.send(Method::GET, &path, None, None).await?;
+            let mut user = current.body.and_then(|b| b.as_object().cloned()).ok_or_else(|| {
+                ConnectorError::transient("the SCIM server answered a user without a body", None)
+            })?;
+            let version = current
+                .etag
+                .or_else(|| user.get("meta").and_then(|m| text_at(m, "version")).map(str::to_owned));
+            // Read-only attributes are the server's; PUT ignores or refuses them.
+            user.remove("meta");
+            user.remove("groups");
+            edit(&mut user);
+            let if_match = if etag { version.as_deref() } else { None };
+            match self.send(Method::PUT, &path, Some(&Value::Object(user)), if_match).await {
+                Err(failure) if failure.status == Some(412) && attempt < PRECONDITION_ATTEMPTS => {
+                    attempt += 1
+                }
+                other => return other.map_err(ConnectorError::from),
+            }
+        }
+    }
+
+    fn forget_patch(&self) {
+        let mut discovered = DISCOVERED.lock().unwrap();
+        let entry = discovered.entry(self.bucket.clone()).or_insert((Instant::now(), Capabilities::ASSUMED));
+        entry.1.patch = false;
+    }
+}
+
+fn user_path(id: &str) -> String {
+    format!("/Users/{}", encode(id))
+}
+
+/// A SCIM user as a roster entry.
+fn remote(user: &Value) -> Option<RemoteAccount> {
+    let id = text_at(user, "id")?.to_owned();
+    // Absent means active; some servers send the string "False".
+    let active = match user.get("active") {
+        Some(Value::Bool(active)) => *active,
+        Some(Value::String(s)) => !s.eq_ignore_ascii_case("false"),
+        _ => true,
+    };
+    Some(RemoteAccount {
+        external_id: id,
+        login: text_at(user, "userName").map(str::to_owned),
+        status: if active { AccountStatus::Active } else { AccountStatus::Deactivated },
+        attributes: snapshot(user),
+        claimed_user_id: text_at(user, "externalId").map(str::to_owned),
+        protected: false,
+    })
+}
+
+/// The mappable attributes the user has, keyed by their SCIM paths.
+fn snapshot(user: &Value) -> Map<String, Value> {
+    let mut attributes = Map::new();
+    for path in SCIM_CORE_ATTRIBUTES {
+        let pointer = format!("/{}", path.replace('.', "/"));
+        if let Some(value) = user.pointer(&pointer).filter(|v| !v.is_null()) {
+            attributes.insert(path.to_owned(), value.clone());
+        }
+    }
+    if let Some(extension) = user.get(SCIM_ENTERPRISE) {
+        for name in SCIM_ENTERPRISE_ATTRIBUTES {
+            if let Some(value) = extension.get(name).filter(|v| !v.is_null()) {
+                attributes.insert(format!("{SCIM_ENTERPRISE}:{name}"), value.clone());
+            }
+        }
+    }
+    attributes
+}
+
+/// Where a mapped attribute lives in a user resource: the extension's URN
+/// and the name, or the core path split at the dot.
+enum Place<'a> {
+    Core(&'a str, Option<&'a str>),
+    Enterprise(&'a str),
+}
+
+fn place(path: &str) -> Place<'_> {
+    if let Some(name) = path.strip_prefix(SCIM_ENTERPRISE).and_then(|p| p.strip_prefix(':')) {
+        return Place::Enterprise(name);
+    }
+    match path.split_once('.') {
+        Some((parent, sub)) => Place::Core(parent, Some(sub)),
+        None => Place::Core(path, None),
+    }
+}
+
+/// Sets (or, for null, removes) one mapped attribute in a user resource.
+fn set_attribute(user: &mut Map<String, Value>, path: &str, value: &Value) {
+    let (container, name) = match place(path) {
+        Place::Enterprise(name) => {
+            let extension = user.entry(SCIM_ENTERPRISE).or_insert_with(|| json!({}));
+            (extension, name)
+        }
+        Place::Core(parent, Some(sub)) => (user.entry(parent).or_insert_with(|| json!({})), sub),
+        Place::Core(name, None) => {
+            if value.is_null() {
+                user.remove(name);
+            } else {
+                user.insert(name.to_owned(), value.clone());
+            }
+            return;
+        }
+    };
+    if let Some(object) = container.as_object_mut() {
+        if value.is_null() {
+            object.remove(name);
+        } else {
+            object.insert(name.to_owned(), value.clone());
+        }
+    }
+}
+
+/// The identity the hub always writes: login, link, address and access.
+fn set_identity(user: &mut Map<String, Value>, desired: &Desired) {
+    user.insert("userName".into(), json!(desired.email));
+    user.insert("externalId".into(), json!(desired.user_id));
+    user.insert("active".into(), json!(true));
+    user.insert("emails".into(), json!([{"value": desired.email, "type": "work", "primary": true}]));
+}
+
+fn schemas(desired: &Desired) -> Value {
+    let enterprise = desired.attributes.iter().any(|(k, v)| !v.is_null() && k.starts_with(SCIM_ENTERPRISE));
+    if enterprise { json!([USER_SCHEMA, SCIM_ENTERPRISE]) } else { json!([USER_SCHEMA]) }
+}
+
+/// The user a create sends.
+fn user_resource(desired: &Desired) -> Value {
+    let mut user = Map::new();
+    user.insert("schemas".into(), schemas(desired));
+    set_identity(&mut user, desired);
+    for (path, value) in &desired.attributes {
+        if !value.is_null() {
+            set_attribute(&mut user, path, value);
+        }
+    }
+    Value::Object(user)
+}
+
+/// A PUT's body: the user as the server has it, with the hub's attributes
+/// (and nothing else) changed.
+fn merge_desired(user: &mut Map<String, Value>, desired: &Desired) {
+    set_identity(user, desired);
+    for (path, value) in &desired.attributes {
+        set_attribute(user, path, value);
+    }
+    let mut listed: Vec<Value> = user.get("schemas").and_then(Value::as_array).cloned().unwrap_or_default();
+    for schema in schemas(desired).as_array().into_iter().flatten() {
+        if !listed.contains(schema) {
+            listed.push(schema.clone());
+        }
+    }
+    user.insert("schemas".into(), Value::Array(listed));
+}
+
+/// PATCH operations that bring a user to `desired`: path-ful `replace` for
+/// each value and `remove` for each mapped attribute that should be empty.
+fn update_operations(desired: &Desired) -> Vec<Value> {
+    let mut operations = vec![
+        json!({"op": "replace", "path": "userName", "value": desired.email}),
+        json!({"op": "replace", "path": "externalId", "value": desired.user_id}),
+        json!({"op": "replace", "path": "emails", "value": [{"value": desired.email, "type": "work", "primary": true}]}),
+        json!({"op": "replace", "path": "active", "value": true}),
+    ];
+    for (path, value) in &desired.attributes {
+        operations.push(if value.is_null() {
+            json!({"op": "remove", "path": path})
+        } else {
+            json!({"op": "replace", "path": path, "value": value})
+        });
+    }
+    operations
+}
+
+/// The account after a write: from the server's answer, else (204) from
+/// what was sent.
+fn applied_from(
+    body: Option<&Value>,
+    desired: &Desired,
+    id: Option<&str>,
+) -> Result<Applied, ConnectorError> {
+    if let Some(account) = body.and_then(remote) {
+        return Ok(Applied {
+            external_id: account.external_id,
+            login: account.login,
+            status: account.status,
+            attributes: account.attributes,
+        });
+    }
+    let id = id.ok_or_else(|| {
+        ConnectorError::permanent("the SCIM server created a user without answering its id")
+    })?;
+    Ok(Applied {
+        external_id: id.to_owned(),
+        login: Some(desired.email.clone()),
+        status: AccountStatus::Active,
+        attributes: desired
+            .attributes
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
+}
+
+fn text_at<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+/// A filter literal (RFC 7644 §3.4.2.2 uses JSON strings): `"` and `\` escaped.
+fn escape_filter(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(attributes: Value) -> Desired {
+        Desired {
+            user_id: "usr_1".into(),
+            email: "ada@example.com".into(),
+            attributes: attributes.as_object().cloned().unwrap(),
+        }
+    }
+
+    #[test]
+    fn filter_literals_are_escaped() {
+        assert_eq!(escape_filter(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(
+            format!("userName eq \"{}\"", escape_filter(r#"x" or userName pr or """#)),
+            r#"userName eq "x\" or userName pr or \"\"""#
+        );
+    }
+
+    #[test]
+    fn a_create_carries_identity_and_mapped_paths() {
+        let enterprise = format!("{SCIM_ENTERPRISE}:department");
+        let user = user_resource(&desired(json!({
+            "name.givenName": "Ada", "displayName": "Ada Lovelace", "title": null, enterprise.clone(): "R&D"
+        })));
+        assert_eq!(user["userName"], "ada@example.com");
+        assert_eq!(user["externalId"], "usr_1");
+        assert_eq!(user["active"], true);
+        assert_eq!(user["emails"][0]["primary"], true);
+        assert_eq!(user["name"]["givenName"], "Ada");
+        assert!(user.get("title").is_none(), "null values are left out of a create");
+        assert_eq!(user[SCIM_ENTERPRISE]["department"], "R&D");
+        assert_eq!(user["schemas"], json!([USER_SCHEMA, SCIM_ENTERPRISE]));
+        // And reads back as the same attributes.
+        let account = remote(&json!({"id": "9", "userName": "ada@example.com", "name": {"givenName": "Ada"},
+            SCIM_ENTERPRISE: {"department": "R&D"}, "active": "False"}))
+        .unwrap();
+        assert_eq!(account.attributes["name.givenName"], "Ada");
+        assert_eq!(account.attributes[&enterprise], "R&D");
+        assert_eq!(account.status, AccountStatus::Deactivated);
+    }
+
+    #[test]
+    fn updates_replace_values_and_remove_empty_ones() {
+        let ops = update_operations(&desired(json!({"title": null, "name.familyName": "Lovelace"})));
+        assert!(ops.contains(&json!({"op": "remove", "path": "title"})));
+        assert!(ops.contains(&json!({"op": "replace", "path": "name.familyName", "value": "Lovelace"})));
+        assert!(ops.contains(&json!({"op": "replace", "path": "active", "value": true})));
+        assert!(ops.iter().all(|op| op["op"] == "replace" || op["op"] == "remove"), "lower-case ops");
+    }
+
+    #[test]
+    fn a_put_keeps_what_the_hub_does_not_manage() {
+        let mut user = json!({"id": "7", "userName": "old@example.com", "nickName": "Countess",
+            "phoneNumbers": [{"value": "+1"}], "name": {"givenName": "A", "familyName": "L"}, "title": "Dr"})
+        .as_object()
+        .cloned()
+        .unwrap();
+        merge_desired(&mut user, &desired(json!({"name.givenName": "Ada", "title": null})));
+        assert_eq!(user["userName"], "ada@example.com");
+        assert_eq!(user["nickName"], "Countess");
+        assert_eq!(user["phoneNumbers"][0]["value"], "+1");
+        assert_eq!(user["name"], json!({"givenName": "Ada", "familyName": "L"}));
+        assert!(!user.contains_key("title"));
+        assert_eq!(user["active"], true);
+    }
+
+    #[test]
+    fn discovery_reads_what_is_advertised() {
+        let config = json!({"patch": {"supported": false}, "etag": {"supported": true},
+            "filter": {"supported": true, "maxResults": 50}});
+        assert_eq!(Capabilities::parse(&config), Capabilities { patch: false, etag: true, max_results: 50 });
+        assert_eq!(Capabilities::parse(&json!({"filter": {"maxResults": 5000}})).max_results, PAGE);
+        assert_eq!(Capabilities::parse(&json!({})), Capabilities::ASSUMED);
+    }
+}
