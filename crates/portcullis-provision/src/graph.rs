@@ -195,6 +195,14 @@ pub fn decide(
                 account.login.as_deref(),
                 account.attributes.0.as_object().unwrap_or(&Map::new()),
             );
+            let kind = AppKind::parse(&app.kind).ok();
+            if kind == Some(AppKind::StripeDashboard) && changes.contains_key("email") {
+                return Some(Verdict {
+                    action: "replace",
+                    changes: Value::Object(changes),
+                    reason: "Stripe's Dashboard cannot change a member's email: the member is deleted and the new address invited".into(),
+                });
+            }
             if account.status != "active" {
                 let mut changes = changes;
                 changes.insert("status".into(), json!({"from": account.status, "to": "active"}));

@@ -1,7 +1,7 @@
 //! Turning verdicts into plans: which steps the hub may apply on its own and
 //! which wait for a person.
 
-use portcullis_store::model::{App, Event, Origin, ProvisioningPlan, ProvisioningStep, Target};
+use portcullis_store::model::{App, AppAccount, Event, Origin, ProvisioningPlan, ProvisioningStep, Target};
 use portcullis_store::types::JsonText;
 use portcullis_store::{StoreError, WriteTx, new_id, record};
 use serde_json::{Value, json};
@@ -18,6 +18,53 @@ pub struct Planned {
 
 fn is_deprovisioning(action: &str) -> bool {
     matches!(action, "deactivate" | "delete")
+}
+
+/// Adds the steps no connector can take after the ones that call for them:
+/// a Stripe Dashboard member's API keys outlive the member, so deleting
+/// one is followed by a task to revoke them.
+async fn with_manual_follow_ups(
+    tx: &mut WriteTx,
+    app: &App,
+    steps: Vec<Planned>,
+) -> Result<Vec<Planned>, StoreError> {
+    if app.kind != "stripe_dashboard" {
+        return Ok(steps);
+    }
+    let mut all = Vec::with_capacity(steps.len());
+    for step in steps {
+        let follow_up = if step.verdict.action == "delete" {
+            let account: Option<AppAccount> = match &step.app_account_id {
+                Some(id) => record::find(tx.conn(), &app.environment_id, id).await?,
+                None => None,
+            };
+            let who = account.and_then(|a| a.login).unwrap_or_else(|| "the removed member".to_owned());
+            Some(Planned {
+                user_id: step.user_id.clone(),
+                app_account_id: step.app_account_id.clone(),
+                position: step.position,
+                verdict: Verdict {
+                    action: "manual",
+                    changes: json!({
+                        "title": format!("Revoke the Stripe API keys {who} created or saw"),
+                        "instructions": [
+                            "Sign in to the Stripe Dashboard as an administrator.",
+                            format!("Open Developers → API keys and find the keys {who} created or revealed."),
+                            "Roll every secret and restricted key they could see, and update the systems that use them.",
+                            "Delete restricted keys that were made for them alone.",
+                            format!("Under Settings → Team, cancel any pending invitation to {who}."),
+                        ],
+                    }),
+                    reason: "Stripe's API keys outlive the team member who created them; the SCIM API cannot revoke them".into(),
+                },
+            })
+        } else {
+            None
+        };
+        all.push(step);
+        all.extend(follow_up);
+    }
+    Ok(all)
 }
 
 /// Stores the steps of one planning pass for one app. Event-driven passes
@@ -38,6 +85,7 @@ pub async fn store(
         return Ok(Vec::new());
     }
     let origin = &origin(&app.environment_id);
+    let steps = with_manual_follow_ups(tx, app, steps).await?;
     let deprovisioning = steps.iter().filter(|s| is_deprovisioning(s.verdict.action)).count() as i64;
     let over_threshold = deprovisioning > threshold;
     let mut automatic = Vec::new();
@@ -53,9 +101,10 @@ pub async fn store(
             ));
         }
         for step in steps {
-            let needs_approval =
-                step.verdict.action == "delete" || over_threshold && is_deprovisioning(step.verdict.action);
-            if step.verdict.action == "delete" && !reasons.iter().any(|r| r.starts_with("deleting")) {
+            // A replace deletes too; a manual step follows a deletion.
+            let deletes = matches!(step.verdict.action, "delete" | "replace" | "manual");
+            let needs_approval = deletes || over_threshold && is_deprovisioning(step.verdict.action);
+            if deletes && !reasons.iter().any(|r| r.starts_with("deleting")) {
                 reasons.push("deleting accounts cannot be undone and needs approval".to_owned());
             }
             if needs_approval { held.push(step) } else { automatic.push(step) }

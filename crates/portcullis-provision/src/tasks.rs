@@ -96,6 +96,16 @@ fn instructions(app: &App, step: &ProvisioningStep, op: &Op) -> (String, Vec<Str
             steps.push("Transfer anything it owns that others still need.".into());
             format!("Deactivate {who}'s account in {}", app.name)
         }
+        Op::Replace { external_id, desired } => {
+            steps.push(format!("Delete the account {external_id}: the app cannot change it in place."));
+            steps.push(format!("Create an account for {} with the login {}.", desired.email, desired.email));
+            steps.extend(attributes(desired));
+            format!("Replace the account {external_id} with {}'s in {}", desired.email, app.name)
+        }
+        Op::Manual { title, instructions } => {
+            steps.extend(instructions.iter().cloned());
+            title.clone()
+        }
         Op::Delete { external_id } => {
             steps.push(format!("Find the account {external_id}."));
             steps.push("Revoke its API keys and tokens, then delete it. This cannot be undone.".into());
@@ -153,7 +163,16 @@ pub async fn complete(
         .and_then(|r| serde_json::from_str(r).ok())
         .ok_or_else(|| ServiceError::Internal(format!("step {} has no request", step.id)))?;
     let by = decided_by(ctx);
-    if step.status == "waiting" {
+    if step.status == "waiting" && request.op.is_manual() {
+        // Nothing the graph holds changes (revoking keys, say).
+        step.status = "succeeded".into();
+        step.completed_at = Some(now);
+        step.updated_at = now;
+        step.last_error = None;
+        step.result = Some(json!({"completed_by": by}).to_string());
+        record::update(tx.conn(), env, &step).await?;
+        finish_plan(&mut tx, &app, &step.plan_id, now).await?;
+    } else if step.status == "waiting" {
         // A task reopened by verification has settled its step already.
         let applied = applied(&request.op, input.external_id.as_deref());
         let account = upsert_account(&mut tx, &app, &step, &applied, now).await?;
@@ -200,7 +219,7 @@ pub async fn complete(
 fn applied(op: &Op, external_id: Option<&str>) -> Applied {
     let given = |fallback: &str| external_id.map_or_else(|| fallback.to_owned(), str::to_owned);
     match op {
-        Op::Create { desired } | Op::Update { desired, .. } => Applied {
+        Op::Create { desired } | Op::Update { desired, .. } | Op::Replace { desired, .. } => Applied {
             external_id: match op {
                 Op::Update { external_id: known, .. } => given(known),
                 _ => given(&desired.email.to_lowercase()),
@@ -224,6 +243,13 @@ fn applied(op: &Op, external_id: Option<&str>) -> Applied {
             external_id: given(known),
             login: None,
             status: AccountStatus::Deleted,
+            attributes: Map::new(),
+        },
+        // Never written to the graph (see `complete`); its account stays.
+        Op::Manual { .. } => Applied {
+            external_id: external_id.unwrap_or_default().to_owned(),
+            login: None,
+            status: AccountStatus::Active,
             attributes: Map::new(),
         },
     }
@@ -272,7 +298,8 @@ pub async fn verify(
     let tasks: Vec<ManualTask> =
         record::find_in(tx.conn(), env, "app_id", std::slice::from_ref(&app.id)).await?;
     let mut outcome = Verified::default();
-    for mut task in tasks.into_iter().filter(|t| t.status == "done") {
+    // A manual step (revoking keys) has nothing a roster read can show.
+    for mut task in tasks.into_iter().filter(|t| t.status == "done" && t.action != "manual") {
         let accounts = task.user_id.as_ref().and_then(|u| rows.get(u)).map(Vec::as_slice).unwrap_or_default();
         let active = accounts.iter().any(|a| a.status == "active");
         let (ok, finding) = match task.action.as_str() {

@@ -143,6 +143,10 @@ impl Worker {
             }
         };
         let (ready, mut outcomes) = self.prepare(&app, leased).await?;
+        // Steps no connector can take go to people even in automatic apps.
+        let (manual, ready): (Vec<_>, Vec<_>) =
+            ready.into_iter().partition(|(_, request)| request.op.is_manual());
+        outcomes.extend(manual.into_iter().map(|(step, _)| (step, Outcome::Handoff)));
         for chunk in ready.chunks(connector.batch_size()) {
             let jobs: Vec<Job> =
                 chunk.iter().map(|(step, request)| Job { step_id: &step.id, request }).collect();
@@ -186,7 +190,7 @@ impl Worker {
             let wanted = step.user_id.as_ref().is_some_and(|id| directory.wants_account(app, id));
             let desired = user.map(|u| directory.render(app, u));
             let op = match (step.action.as_str(), desired, account) {
-                ("create" | "update", _, _) if !wanted => {
+                ("create" | "update" | "replace", _, _) if !wanted => {
                     done.push((
                         step,
                         Outcome::Superseded("the user no longer should have an account".into()),
@@ -197,7 +201,7 @@ impl Worker {
                 ("update", Some(desired), Some(account)) => {
                     Op::Update { external_id: account.external_id.clone(), desired }
                 }
-                ("deactivate" | "delete", _, _) if wanted => {
+                ("deactivate" | "delete" | "manual", _, _) if wanted => {
                     done.push((step, Outcome::Superseded("the user should have access again".into())));
                     continue;
                 }
@@ -208,6 +212,19 @@ impl Worker {
                     at: now_micros() / 1_000_000,
                 },
                 ("delete", _, Some(account)) => Op::Delete { external_id: account.external_id.clone() },
+                ("replace", Some(desired), Some(account)) => {
+                    Op::Replace { external_id: account.external_id.clone(), desired }
+                }
+                ("manual", _, _) => {
+                    let changes = &step.changes.0;
+                    Op::Manual {
+                        title: changes["title"].as_str().unwrap_or(&step.action).to_owned(),
+                        instructions: changes["instructions"]
+                            .as_array()
+                            .map(|lines| lines.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect())
+                            .unwrap_or_default(),
+                    }
+                }
                 _ => {
                     done.push((step, Outcome::Superseded("the user or the account no longer exists".into())));
                     continue;

@@ -589,7 +589,7 @@ pub mod provisioning {
     ) -> Result<Vec<(String, String)>> {
         let mut sql = Sql::new("SELECT user_id, action FROM provisioning_steps WHERE environment_id = ");
         sql.bind(environment_id.to_owned()).push(" AND app_id = ").bind(app_id.to_owned());
-        sql.push(" AND status IN ('pending', 'running') AND user_id IS NOT NULL");
+        sql.push(" AND status IN ('pending', 'running', 'waiting') AND user_id IS NOT NULL");
         let rows = sql.fetch_rows(conn).await?;
         rows.iter()
             .map(|r| {

@@ -27,6 +27,9 @@ pub enum AppKind {
     Stripe,
     /// Any SCIM 2.0 service provider (RFC 7643/7644).
     Scim,
+    /// Stripe Dashboard team members, through Stripe's SCIM API: the email
+    /// is the member and cannot change; removing a member deletes them.
+    StripeDashboard,
     /// An app with no API: people make every change, from manual tasks.
     Manual,
 }
@@ -61,8 +64,12 @@ impl AppKind {
             "expensify" => Ok(AppKind::Expensify),
             "stripe" => Ok(AppKind::Stripe),
             "scim" => Ok(AppKind::Scim),
+            "stripe_dashboard" => Ok(AppKind::StripeDashboard),
             "manual" => Ok(AppKind::Manual),
-            _ => Err(ServiceError::invalid("kind", "kind must be one of: expensify, stripe, scim, manual")),
+            _ => Err(ServiceError::invalid(
+                "kind",
+                "kind must be one of: expensify, stripe, stripe_dashboard, scim, manual",
+            )),
         }
     }
 
@@ -72,7 +79,8 @@ impl AppKind {
         match self {
             AppKind::Expensify => Some("https://integrations.expensify.com"),
             AppKind::Stripe => Some("https://api.stripe.com"),
-            AppKind::Scim | AppKind::Manual => None,
+            // Stripe documents the SCIM API but not its host [I].
+            AppKind::Scim | AppKind::StripeDashboard | AppKind::Manual => None,
         }
     }
 
@@ -112,6 +120,8 @@ impl AppKind {
                         .and_then(|a| a.strip_prefix(':'))
                         .is_some_and(|a| SCIM_ENTERPRISE_ATTRIBUTES.contains(&a))
             }
+            // Stripe keeps only id, userName, displayName, active and meta [D].
+            AppKind::StripeDashboard => attribute == "displayName",
             // Named only in the tasks' instructions.
             AppKind::Manual => {
                 !attribute.trim().is_empty()
@@ -129,6 +139,7 @@ impl AppKind {
             AppKind::Scim => {
                 json!({"name.givenName": "first_name", "name.familyName": "last_name", "displayName": "name"})
             }
+            AppKind::StripeDashboard => json!({"displayName": "name"}),
             AppKind::Manual => json!({"name": "name"}),
         };
         attrs(defaults)
@@ -188,7 +199,7 @@ impl Credentials {
                     ));
                 }
             }
-            AppKind::Scim => {
+            AppKind::Scim | AppKind::StripeDashboard => {
                 if blank(&self.bearer_token) {
                     return Err(missing("bearer_token"));
                 }
@@ -197,7 +208,7 @@ impl Credentials {
         }
         if self.partner_user_id.is_some() && kind != AppKind::Expensify
             || (self.secret_key.is_some() || self.webhook_secret.is_some()) && kind != AppKind::Stripe
-            || self.bearer_token.is_some() && kind != AppKind::Scim
+            || self.bearer_token.is_some() && !matches!(kind, AppKind::Scim | AppKind::StripeDashboard)
         {
             return Err(ServiceError::invalid(
                 "credentials",
@@ -245,7 +256,9 @@ fn validate_settings(kind: AppKind, settings: Value) -> Result<Value> {
             // servers only ever tested against Okta.
             (AppKind::Scim, "deactivate_style") => matches!(value.as_str(), Some("path" | "pathless")),
             // SCIM publishes no rate limits: the hub's own pace, per app.
-            (AppKind::Scim, "requests_per_second") => value.as_u64().is_some_and(|n| (1..=100).contains(&n)),
+            (AppKind::Scim | AppKind::StripeDashboard, "requests_per_second") => {
+                value.as_u64().is_some_and(|n| (1..=100).contains(&n))
+            }
             _ => return Err(invalid(&format!("settings.{key} is not a setting of this kind of app"))),
         };
         if !ok {
@@ -301,9 +314,13 @@ fn validate_provisioning(kind: AppKind, provisioning: &str) -> Result<String> {
     }
 }
 
-fn validate_mode(mode: &str) -> Result<String> {
-    match mode {
-        "soft" | "hard" => Ok(mode.to_owned()),
+fn validate_mode(kind: AppKind, mode: &str) -> Result<String> {
+    match (kind, mode) {
+        (AppKind::StripeDashboard, "soft") => Err(ServiceError::invalid(
+            "deprovision_mode",
+            "Stripe's Dashboard has no deactivation (an inactive member is deleted): its deprovision_mode is hard",
+        )),
+        (_, "soft" | "hard") => Ok(mode.to_owned()),
         _ => Err(ServiceError::invalid("deprovision_mode", "deprovision_mode must be soft or hard")),
     }
 }
@@ -442,7 +459,14 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewApp) -> Result<App> {
         settings: JsonText(validate_settings(kind, input.settings.unwrap_or_else(|| json!({})))?),
         access_role_ids: JsonText(Vec::new()),
         attribute_mappings: JsonText(Value::Object(mappings)),
-        deprovision_mode: validate_mode(input.deprovision_mode.as_deref().unwrap_or("soft"))?,
+        deprovision_mode: validate_mode(
+            kind,
+            input.deprovision_mode.as_deref().unwrap_or(if kind == AppKind::StripeDashboard {
+                "hard"
+            } else {
+                "soft"
+            }),
+        )?,
         provisioning: validate_provisioning(
             kind,
             input.provisioning.as_deref().unwrap_or(if kind == AppKind::Manual {
@@ -501,7 +525,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Resu
         Patch::Value(mappings) => app.attribute_mappings = JsonText(validate_mappings(kind, mappings)?),
     }
     if let Some(mode) = input.deprovision_mode.required("deprovision_mode")? {
-        app.deprovision_mode = validate_mode(&mode)?;
+        app.deprovision_mode = validate_mode(kind, &mode)?;
     }
     if let Some(provisioning) = input.provisioning.required("provisioning")? {
         app.provisioning = validate_provisioning(kind, &provisioning)?;

@@ -234,6 +234,9 @@ impl Expensify {
                     "Expensify has no API to close an account; deprovisioning removes the employee from the policy",
                 ));
             }
+            Op::Replace { .. } | Op::Manual { .. } => {
+                return Err(ConnectorError::permanent("Expensify changes accounts in place"));
+            }
         }
         Ok(Value::Object(row))
     }

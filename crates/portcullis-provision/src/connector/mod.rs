@@ -66,10 +66,41 @@ pub struct Desired {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
-    Create { desired: Desired },
-    Update { external_id: String, desired: Desired },
-    Deactivate { external_id: String, login: Option<String>, desired: Option<Desired>, at: i64 },
-    Delete { external_id: String },
+    Create {
+        desired: Desired,
+    },
+    Update {
+        external_id: String,
+        desired: Desired,
+    },
+    /// An account that cannot take the change in place (a Stripe Dashboard
+    /// member's email): delete it, then create the desired one.
+    Replace {
+        external_id: String,
+        desired: Desired,
+    },
+    Deactivate {
+        external_id: String,
+        login: Option<String>,
+        desired: Option<Desired>,
+        at: i64,
+    },
+    Delete {
+        external_id: String,
+    },
+    /// A step no connector can take (revoking the API keys a departed
+    /// Stripe Dashboard member created): a person does it from a task.
+    Manual {
+        title: String,
+        instructions: Vec<String>,
+    },
+}
+
+impl Op {
+    /// Whether a person must do it, whatever the app's provisioning.
+    pub fn is_manual(&self) -> bool {
+        matches!(self, Op::Manual { .. })
+    }
 }
 
 /// A step's request: the operation plus its idempotency generation, which
@@ -117,7 +148,9 @@ impl Connector {
                 Connector::Expensify(expensify::Expensify::new(app, credentials, client, throttle)?)
             }
             AppKind::Stripe => Connector::Stripe(stripe::Stripe::new(app, credentials, client, throttle)?),
-            AppKind::Scim => Connector::Scim(scim::Scim::new(app, credentials, client, throttle)?),
+            AppKind::Scim | AppKind::StripeDashboard => {
+                Connector::Scim(scim::Scim::new(app, credentials, client, throttle)?)
+            }
             AppKind::Manual => {
                 return Err(ConnectorError::permanent("a manual app has no API: people make its changes"));
             }

@@ -85,6 +85,9 @@ pub struct Scim {
     bucket: String,
     requests_per_second: usize,
     pathless_deactivate: bool,
+    /// Stripe's Dashboard: `userName` (the email) cannot change and only
+    /// `displayName` and `active` are kept [D], so updates send just those.
+    fixed_identity: bool,
     client: reqwest::Client,
     throttle: Arc<Throttle>,
 }
@@ -129,6 +132,7 @@ impl Scim {
                 .and_then(Value::as_u64)
                 .map_or(DEFAULT_RPS, |n| n as usize),
             pathless_deactivate: settings.get("deactivate_style").and_then(Value::as_str) == Some("pathless"),
+            fixed_identity: app.kind == "stripe_dashboard",
             client,
             throttle,
         })
@@ -272,6 +276,17 @@ impl Scim {
         match op {
             Op::Create { desired } => self.create(desired).await,
             Op::Update { external_id, desired } => self.update(external_id, desired).await,
+            Op::Replace { external_id, desired } => {
+                // The old account goes first: the new one must not be found
+                // by a lookup and "adopted" as the old one.
+                match self.send(Method::DELETE, &user_path(external_id), None, None).await {
+                    Ok(_) => {}
+                    Err(failure) if failure.error.not_found => {}
+                    Err(failure) => return Err(failure.error),
+                }
+                self.create(desired).await
+            }
+            Op::Manual { .. } => Err(ConnectorError::permanent("a manual step is a person's to do")),
             Op::Deactivate { external_id, .. } => self.deactivate(external_id).await,
             Op::Delete { external_id } => {
                 match self.send(Method::DELETE, &user_path(external_id), None, None).await {
@@ -354,7 +369,7 @@ impl Scim {
 
     async fn update(&self, external_id: &str, desired: &Desired) -> Result<Applied, ConnectorError> {
         if self.capabilities().await?.patch {
-            let body = json!({"schemas": [PATCH_SCHEMA], "Operations": update_operations(desired)});
+            let body = json!({"schemas": [PATCH_SCHEMA], "Operations": update_operations(desired, self.fixed_identity)});
             match self.send(Method::PATCH, &user_path(external_id), Some(&body), None).await {
                 Ok(answer) => return applied_from(answer.body.as_ref(), desired, Some(external_id)),
                 // Advertised but not implemented after all.
@@ -362,7 +377,8 @@ impl Scim {
                 Err(failure) => return Err(failure.error),
             }
         }
-        let answer = self.replace(external_id, |user| merge_desired(user, desired)).await?;
+        let fixed = self.fixed_identity;
+        let answer = self.replace(external_id, |user| merge_desired(user, desired, fixed)).await?;
         applied_from(answer.body.as_ref(), desired, Some(external_id))
     }
 
@@ -537,11 +553,15 @@ fn set_attribute(user: &mut Map<String, Value>, path: &str, value: &Value) {
     }
 }
 
-/// The identity the hub always writes: login, link, address and access.
-fn set_identity(user: &mut Map<String, Value>, desired: &Desired) {
+/// The identity the hub always writes: login, link, address and access
+/// (only access where the identity is fixed).
+fn set_identity(user: &mut Map<String, Value>, desired: &Desired, fixed: bool) {
+    user.insert("active".into(), json!(true));
+    if fixed {
+        return;
+    }
     user.insert("userName".into(), json!(desired.email));
     user.insert("externalId".into(), json!(desired.user_id));
-    user.insert("active".into(), json!(true));
     user.insert("emails".into(), json!([{"value": desired.email, "type": "work", "primary": true}]));
 }
 
@@ -554,7 +574,7 @@ fn schemas(desired: &Desired) -> Value {
 fn user_resource(desired: &Desired) -> Value {
     let mut user = Map::new();
     user.insert("schemas".into(), schemas(desired));
-    set_identity(&mut user, desired);
+    set_identity(&mut user, desired, false);
     for (path, value) in &desired.attributes {
         if !value.is_null() {
             set_attribute(&mut user, path, value);
@@ -565,8 +585,8 @@ fn user_resource(desired: &Desired) -> Value {
 
 /// A PUT's body: the user as the server has it, with the hub's attributes
 /// (and nothing else) changed.
-fn merge_desired(user: &mut Map<String, Value>, desired: &Desired) {
-    set_identity(user, desired);
+fn merge_desired(user: &mut Map<String, Value>, desired: &Desired, fixed_identity: bool) {
+    set_identity(user, desired, fixed_identity);
     for (path, value) in &desired.attributes {
         set_attribute(user, path, value);
     }
@@ -581,13 +601,15 @@ fn merge_desired(user: &mut Map<String, Value>, desired: &Desired) {
 
 /// PATCH operations that bring a user to `desired`: path-ful `replace` for
 /// each value and `remove` for each mapped attribute that should be empty.
-fn update_operations(desired: &Desired) -> Vec<Value> {
-    let mut operations = vec![
-        json!({"op": "replace", "path": "userName", "value": desired.email}),
-        json!({"op": "replace", "path": "externalId", "value": desired.user_id}),
-        json!({"op": "replace", "path": "emails", "value": [{"value": desired.email, "type": "work", "primary": true}]}),
-        json!({"op": "replace", "path": "active", "value": true}),
-    ];
+fn update_operations(desired: &Desired, fixed_identity: bool) -> Vec<Value> {
+    let mut operations = vec![json!({"op": "replace", "path": "active", "value": true})];
+    if !fixed_identity {
+        operations.extend([
+            json!({"op": "replace", "path": "userName", "value": desired.email}),
+            json!({"op": "replace", "path": "externalId", "value": desired.user_id}),
+            json!({"op": "replace", "path": "emails", "value": [{"value": desired.email, "type": "work", "primary": true}]}),
+        ]);
+    }
     for (path, value) in &desired.attributes {
         operations.push(if value.is_null() {
             json!({"op": "remove", "path": path})
@@ -688,11 +710,15 @@ mod tests {
 
     #[test]
     fn updates_replace_values_and_remove_empty_ones() {
-        let ops = update_operations(&desired(json!({"title": null, "name.familyName": "Lovelace"})));
+        let ops = update_operations(&desired(json!({"title": null, "name.familyName": "Lovelace"})), false);
         assert!(ops.contains(&json!({"op": "remove", "path": "title"})));
         assert!(ops.contains(&json!({"op": "replace", "path": "name.familyName", "value": "Lovelace"})));
         assert!(ops.contains(&json!({"op": "replace", "path": "active", "value": true})));
         assert!(ops.iter().all(|op| op["op"] == "replace" || op["op"] == "remove"), "lower-case ops");
+        // Stripe's Dashboard: the email is the member and cannot change.
+        let fixed = update_operations(&desired(json!({"displayName": "Ada L"})), true);
+        assert!(fixed.iter().all(|op| op["path"] != "userName" && op["path"] != "emails"), "{fixed:?}");
+        assert!(fixed.contains(&json!({"op": "replace", "path": "displayName", "value": "Ada L"})));
     }
 
     #[test]
@@ -702,7 +728,7 @@ mod tests {
         .as_object()
         .cloned()
         .unwrap();
-        merge_desired(&mut user, &desired(json!({"name.givenName": "Ada", "title": null})));
+        merge_desired(&mut user, &desired(json!({"name.givenName": "Ada", "title": null})), false);
         assert_eq!(user["userName"], "ada@example.com");
         assert_eq!(user["nickName"], "Countess");
         assert_eq!(user["phoneNumbers"][0]["value"], "+1");

@@ -227,6 +227,9 @@ impl Stripe {
                     .await?;
                 applied(&answer.body)
             }
+            Op::Replace { .. } | Op::Manual { .. } => {
+                Err(ConnectorError::permanent("Stripe customers are changed in place"))
+            }
             Op::Delete { external_id } => {
                 let path = format!("/customers/{}", encode(external_id));
                 match self

@@ -50,19 +50,19 @@ impl Resource for Apps {
                 "kind",
                 "string",
                 Access::CreateOnly,
-                "`expensify`, `stripe`, `scim` (any SCIM 2.0 service provider) or `manual` (no API: people make the changes from manual tasks).",
+                "`expensify`, `stripe` (customers), `stripe_dashboard` (team members, through Stripe's SCIM API), `scim` (any SCIM 2.0 service provider) or `manual` (no API: people make the changes from manual tasks).",
             ),
             attr(
                 "base_url",
                 "string",
                 Access::ReadWrite,
-                "The app's API origin; defaults to the vendor's. SCIM: the service provider's SCIM root (e.g. `https://app.example/scim/v2`), required. Manual: the admin console, optional, for the tasks' instructions.",
+                "The app's API origin; defaults to the vendor's. SCIM and Stripe Dashboard: the SCIM root (e.g. `https://app.example/scim/v2`), required. Manual: the admin console, optional, for the tasks' instructions.",
             ),
             required(
                 "credentials",
                 "object",
                 Access::WriteOnly,
-                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. SCIM: `bearer_token`. Stored encrypted, never returned.",
+                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. SCIM and Stripe Dashboard: `bearer_token` (Stripe's SCIM API key). Stored encrypted, never returned.",
             ),
             attr("credentials_set", "boolean", Access::ReadOnly, "Whether credentials are stored."),
             attr(

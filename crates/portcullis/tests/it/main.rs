@@ -63,6 +63,7 @@ mod hub {
     mod person;
     mod scim;
     mod stripe;
+    mod stripe_dashboard;
     mod tasks;
     mod webhooks;
 }

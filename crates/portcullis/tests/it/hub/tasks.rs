@@ -76,6 +76,11 @@ db_test!(a_manual_offboarding_runs_from_block_to_verification, config = hub_on, 
     let view = directory.get(&server, &format!("/api/users/{ada}/app-accounts")).await;
     let reason = view["meta"]["missing"][0]["reason"].as_str().expect("missing in Wiki");
     assert!(reason.contains(task["id"].as_str().unwrap()) && reason.ends_with("is open"), "{reason}");
+    // A change while the task is open plans nothing more: the waiting step
+    // is the open step for Ada (three relay polls later, still one task).
+    directory.update_user(&server, &ada, json!({"first_name": "Augusta"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(tasks(&server, &directory, &app).await.len(), 1, "one task for one open step");
     let plan = task["relationships"]["plan"]["data"]["id"].as_str().unwrap().to_owned();
     let step = task["relationships"]["step"]["data"]["id"].as_str().unwrap().to_owned();
     let shown = directory.get(&server, &format!("/api/provisioning-steps/{step}")).await;
