@@ -125,6 +125,12 @@ impl Directory {
                 .unwrap_or_else(|| user.email.clone());
             attributes.insert("managerEmail".into(), json!(manager));
         }
+        if matches!(AppKind::parse(&app.kind), Ok(AppKind::TravelPerk)) {
+            // Set by reference once the manager has an account (TravelPerk
+            // maps it to the trip approver [D]).
+            let manager = user.manager_id.as_ref().and_then(|m| self.emails.get(m)).map(|e| e.to_lowercase());
+            attributes.insert(crate::connector::scim::MANAGER.into(), json!(manager));
+        }
         Desired { user_id: user.id.clone(), email: user.email.clone(), attributes }
     }
 

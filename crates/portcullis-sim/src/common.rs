@@ -239,6 +239,27 @@ impl WindowLimiter {
         Ok(())
     }
 
+    /// What `key` has left in its tightest window, for `RateLimit-*` style
+    /// headers: that window's limit, the requests left in it, and how long
+    /// until its oldest counted request leaves it (zero if none is counted).
+    pub fn headroom(&self, key: &str) -> (usize, usize, Duration) {
+        let now = std::time::Instant::now();
+        let hits = self.hits.lock().unwrap();
+        let queue = hits.get(key);
+        let mut tightest: Option<(usize, usize, Duration)> = None;
+        for (window, limit) in &self.windows {
+            let inside: Vec<_> =
+                queue.into_iter().flatten().filter(|t| now.duration_since(**t) < *window).collect();
+            let left = limit.saturating_sub(inside.len());
+            let reset =
+                inside.first().map_or(Duration::ZERO, |oldest| *window - now.duration_since(**oldest));
+            if tightest.is_none_or(|(_, best, _)| left < best) {
+                tightest = Some((*limit, left, reset));
+            }
+        }
+        tightest.unwrap_or((0, 0, Duration::ZERO))
+    }
+
     pub fn clear(&self) {
         self.hits.lock().unwrap().clear();
     }

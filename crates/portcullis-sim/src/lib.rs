@@ -15,5 +15,6 @@ pub mod common;
 pub mod expensify;
 pub mod scim;
 pub mod stripe;
+pub mod travelperk;
 
 pub use common::{Fault, FaultRule, LoggedRequest, Running};

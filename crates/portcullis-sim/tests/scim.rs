@@ -969,6 +969,25 @@ async fn travelperk_validates_its_extension_and_the_manager() {
     assert_eq!((status, user["active"].clone()), (200, json!(false)));
 }
 
+#[tokio::test]
+async fn the_base_path_moves_and_numeric_ids_count_from_the_seed() {
+    let config = Config { base_path: "/custom".into(), seed: 40, ..Config::profile(Profile::TravelPerk) };
+    let (sim, running) = ScimSim::start(config, 0).await.unwrap();
+    let http = Client::new();
+    let at = |path: &str| http.get(format!("{}{path}", running.base_url())).bearer_auth(DEFAULT_TOKEN);
+    assert_eq!(send(at("/scim/v2/Users")).await.0, 404);
+    let created = sim.seed(Kind::User, &json!({"userName": "ada@example.com"})).unwrap();
+    assert_eq!(created["id"], "40");
+    assert_eq!(created["meta"]["location"], format!("{}/custom/Users/40", running.base_url()));
+    let (status, list) =
+        send(at(&format!("/custom/Users?{}", encode(&[("filter", r#"emails.value eq "ADA@example.com""#)]))))
+            .await;
+    assert_eq!((status, names(&list)), (200, vec!["ada@example.com".to_owned()]));
+    let (status, body) =
+        send(at(&format!("/custom/Users?{}", encode(&[("filter", r#"title eq "x""#)])))).await;
+    assert_error(status, &body, 400, Some("invalidFilter"));
+}
+
 // ---------------------------------------------------------------------------
 // Machinery
 

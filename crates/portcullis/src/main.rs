@@ -85,7 +85,7 @@ enum Command {
     },
     /// Run a simulator of a SaaS app on loopback, for trying the hub out.
     Sim {
-        /// `expensify`, `stripe` or `scim`.
+        /// `expensify`, `stripe`, `scim` or `travelperk`.
         app: String,
         #[arg(long, default_value_t = 12111)]
         port: u16,
@@ -454,7 +454,17 @@ async fn run_simulator(app: &str, port: u16, seed: u64, profile: &str) -> anyhow
             );
             running
         }
-        other => anyhow::bail!("no simulator for `{other}` (expensify, stripe, scim)"),
+        "travelperk" => {
+            let config = portcullis_sim::travelperk::Config { seed, ..Default::default() };
+            let running = portcullis_sim::travelperk::TravelPerkSim::start(config, port).await?.1;
+            tracing::info!(
+                api_key = portcullis_sim::travelperk::DEFAULT_API_KEY,
+                "TravelPerk SCIM API under {}/scim (send Api-Version: 1)",
+                running.base_url()
+            );
+            running
+        }
+        other => anyhow::bail!("no simulator for `{other}` (expensify, stripe, scim, travelperk)"),
     };
     tracing::info!(url = %running.base_url(), "{app} simulator listening; back door under /_sim");
     shutdown_signal().await;

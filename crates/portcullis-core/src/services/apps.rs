@@ -27,6 +27,9 @@ pub enum AppKind {
     Stripe,
     /// Any SCIM 2.0 service provider (RFC 7643/7644).
     Scim,
+    /// TravelPerk, through its SCIM API (`/scim`, `Api-Version: 1`,
+    /// `Authorization: ApiKey`) with its User extension.
+    TravelPerk,
     /// Stripe Dashboard team members, through Stripe's SCIM API: the email
     /// is the member and cannot change; removing a member deletes them.
     StripeDashboard,
@@ -57,6 +60,13 @@ pub const SCIM_CORE_ATTRIBUTES: [&str; 14] = [
 pub const SCIM_ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub const SCIM_ENTERPRISE_ATTRIBUTES: [&str; 5] =
     ["employeeNumber", "costCenter", "organization", "division", "department"];
+/// TravelPerk's User extension [T].
+pub const TRAVELPERK_EXTENSION: &str = "urn:ietf:params:scim:schemas:extension:travelperk:2.0:User";
+/// Its single-valued attributes the hub may map (`travelPolicy` by name).
+pub const TRAVELPERK_EXTENSION_ATTRIBUTES: [&str; 3] = ["gender", "dateOfBirth", "travelPolicy"];
+/// The core attributes TravelPerk keeps [T].
+pub const TRAVELPERK_CORE_ATTRIBUTES: [&str; 6] =
+    ["name.givenName", "name.familyName", "name.middleName", "title", "locale", "preferredLanguage"];
 
 impl AppKind {
     pub fn parse(kind: &str) -> Result<Self> {
@@ -65,10 +75,11 @@ impl AppKind {
             "stripe" => Ok(AppKind::Stripe),
             "scim" => Ok(AppKind::Scim),
             "stripe_dashboard" => Ok(AppKind::StripeDashboard),
+            "travelperk" => Ok(AppKind::TravelPerk),
             "manual" => Ok(AppKind::Manual),
             _ => Err(ServiceError::invalid(
                 "kind",
-                "kind must be one of: expensify, stripe, stripe_dashboard, scim, manual",
+                "kind must be one of: expensify, stripe, stripe_dashboard, travelperk, scim, manual",
             )),
         }
     }
@@ -79,6 +90,8 @@ impl AppKind {
         match self {
             AppKind::Expensify => Some("https://integrations.expensify.com"),
             AppKind::Stripe => Some("https://api.stripe.com"),
+            // The sandbox hosts in the wild disagree [T]: set base_url for one.
+            AppKind::TravelPerk => Some("https://api.travelperk.com"),
             // Stripe documents the SCIM API but not its host [I].
             AppKind::Scim | AppKind::StripeDashboard | AppKind::Manual => None,
         }
@@ -120,6 +133,16 @@ impl AppKind {
                         .and_then(|a| a.strip_prefix(':'))
                         .is_some_and(|a| SCIM_ENTERPRISE_ATTRIBUTES.contains(&a))
             }
+            // TravelPerk's subset of the core User, `costCenter`, and its own
+            // extension [T]; the manager is rendered by the hub itself.
+            AppKind::TravelPerk => {
+                TRAVELPERK_CORE_ATTRIBUTES.contains(&attribute)
+                    || attribute == format!("{SCIM_ENTERPRISE}:costCenter")
+                    || attribute
+                        .strip_prefix(TRAVELPERK_EXTENSION)
+                        .and_then(|a| a.strip_prefix(':'))
+                        .is_some_and(|a| TRAVELPERK_EXTENSION_ATTRIBUTES.contains(&a))
+            }
             // Stripe keeps only id, userName, displayName, active and meta [D].
             AppKind::StripeDashboard => attribute == "displayName",
             // Named only in the tasks' instructions.
@@ -140,6 +163,7 @@ impl AppKind {
                 json!({"name.givenName": "first_name", "name.familyName": "last_name", "displayName": "name"})
             }
             AppKind::StripeDashboard => json!({"displayName": "name"}),
+            AppKind::TravelPerk => json!({"name.givenName": "first_name", "name.familyName": "last_name"}),
             AppKind::Manual => json!({"name": "name"}),
         };
         attrs(defaults)
@@ -161,6 +185,9 @@ pub struct Credentials {
     /// Stripe: the `whsec_…` secret that signs webhooks to `/hooks/apps/:id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// TravelPerk: an API key, sent as `Authorization: ApiKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
     /// SCIM: the service provider's API token, sent as `Authorization: Bearer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<String>,
@@ -204,11 +231,17 @@ impl Credentials {
                     return Err(missing("bearer_token"));
                 }
             }
+            AppKind::TravelPerk => {
+                if blank(&self.api_key) {
+                    return Err(missing("api_key"));
+                }
+            }
             AppKind::Manual => {}
         }
         if self.partner_user_id.is_some() && kind != AppKind::Expensify
             || (self.secret_key.is_some() || self.webhook_secret.is_some()) && kind != AppKind::Stripe
             || self.bearer_token.is_some() && !matches!(kind, AppKind::Scim | AppKind::StripeDashboard)
+            || self.api_key.is_some() && kind != AppKind::TravelPerk
         {
             return Err(ServiceError::invalid(
                 "credentials",
@@ -256,7 +289,7 @@ fn validate_settings(kind: AppKind, settings: Value) -> Result<Value> {
             // servers only ever tested against Okta.
             (AppKind::Scim, "deactivate_style") => matches!(value.as_str(), Some("path" | "pathless")),
             // SCIM publishes no rate limits: the hub's own pace, per app.
-            (AppKind::Scim | AppKind::StripeDashboard, "requests_per_second") => {
+            (AppKind::Scim | AppKind::StripeDashboard | AppKind::TravelPerk, "requests_per_second") => {
                 value.as_u64().is_some_and(|n| (1..=100).contains(&n))
             }
             _ => return Err(invalid(&format!("settings.{key} is not a setting of this kind of app"))),

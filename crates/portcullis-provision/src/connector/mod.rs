@@ -148,7 +148,7 @@ impl Connector {
                 Connector::Expensify(expensify::Expensify::new(app, credentials, client, throttle)?)
             }
             AppKind::Stripe => Connector::Stripe(stripe::Stripe::new(app, credentials, client, throttle)?),
-            AppKind::Scim | AppKind::StripeDashboard => {
+            AppKind::Scim | AppKind::StripeDashboard | AppKind::TravelPerk => {
                 Connector::Scim(scim::Scim::new(app, credentials, client, throttle)?)
             }
             AppKind::Manual => {

@@ -24,7 +24,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use portcullis_core::services::apps::{
-    Credentials, SCIM_CORE_ATTRIBUTES, SCIM_ENTERPRISE, SCIM_ENTERPRISE_ATTRIBUTES,
+    Credentials, SCIM_CORE_ATTRIBUTES, SCIM_ENTERPRISE, SCIM_ENTERPRISE_ATTRIBUTES, TRAVELPERK_EXTENSION,
+    TRAVELPERK_EXTENSION_ATTRIBUTES,
 };
 use portcullis_store::model::App;
 use reqwest::Method;
@@ -43,6 +44,10 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(600);
 /// Reads and writes of one GET-then-PUT that lost a race (412).
 const PRECONDITION_ATTEMPTS: u32 = 3;
 const DEFAULT_RPS: usize = 10;
+/// The attribute the hub renders a user's manager into (their email), for
+/// apps that take the manager by reference (TravelPerk).
+pub const MANAGER: &str = "manager";
+const TRAVELPERK_RPS: usize = 5;
 
 /// What the server advertises in `/ServiceProviderConfig`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,9 +83,25 @@ impl Capabilities {
 static DISCOVERED: LazyLock<Mutex<HashMap<String, (Instant, Capabilities)>>> =
     LazyLock::new(Default::default);
 
+/// How the connector signs its requests.
+enum Authorization {
+    /// RFC 7644's usual scheme: `Bearer <token>`.
+    Bearer(String),
+    /// TravelPerk's: `ApiKey <key>` [T].
+    ApiKey(String),
+}
+
 pub struct Scim {
     base: String,
-    token: String,
+    authorization: Authorization,
+    /// Sent on every request (TravelPerk's `Api-Version: 1` [T]).
+    headers: &'static [(&'static str, &'static str)],
+    /// The wait after a 429 that names none (TravelPerk: 60 s, as Payhawk's
+    /// production client waits [T]).
+    default_retry_after: Option<Duration>,
+    /// TravelPerk: the manager, rendered as an email, is set by the
+    /// manager's own id once both exist (two-phase, managers first [D]).
+    managers: bool,
     /// Names the app's cache entry and throttle bucket without the token.
     bucket: String,
     requests_per_second: usize,
@@ -118,19 +139,34 @@ impl Scim {
         client: reqwest::Client,
         throttle: Arc<Throttle>,
     ) -> Result<Self, ConnectorError> {
-        let token = credentials
-            .bearer_token
-            .ok_or_else(|| ConnectorError::permanent("the app has no SCIM bearer token"))?;
+        let travelperk = app.kind == "travelperk";
+        let (authorization, secret) = if travelperk {
+            let key = credentials
+                .api_key
+                .ok_or_else(|| ConnectorError::permanent("the app has no TravelPerk API key"))?;
+            (Authorization::ApiKey(key.clone()), key)
+        } else {
+            let token = credentials
+                .bearer_token
+                .ok_or_else(|| ConnectorError::permanent("the app has no SCIM bearer token"))?;
+            (Authorization::Bearer(token.clone()), token)
+        };
         let settings = &app.settings.0;
-        let bucket = format!("scim:{}:{}", app.id, super::fingerprint(&format!("{}\n{token}", app.base_url)));
+        let base = app.base_url.trim_end_matches('/');
+        let bucket = format!("scim:{}:{}", app.id, super::fingerprint(&format!("{base}\n{secret}")));
         Ok(Scim {
-            base: app.base_url.trim_end_matches('/').to_owned(),
-            token,
+            // TravelPerk's SCIM API is `/scim` on the API host [T].
+            base: if travelperk { format!("{base}/scim") } else { base.to_owned() },
+            authorization,
+            headers: if travelperk { &[("api-version", "1")] } else { &[] },
+            default_retry_after: travelperk.then_some(Duration::from_secs(60)),
+            managers: travelperk,
             bucket,
-            requests_per_second: settings
-                .get("requests_per_second")
-                .and_then(Value::as_u64)
-                .map_or(DEFAULT_RPS, |n| n as usize),
+            requests_per_second: settings.get("requests_per_second").and_then(Value::as_u64).map_or(
+                // TravelPerk publishes no numbers: start conservatively [spec §7].
+                if travelperk { TRAVELPERK_RPS } else { DEFAULT_RPS },
+                |n| n as usize,
+            ),
             pathless_deactivate: settings.get("deactivate_style").and_then(Value::as_str) == Some("pathless"),
             fixed_identity: app.kind == "stripe_dashboard",
             client,
@@ -148,11 +184,15 @@ impl Scim {
         self.throttle
             .acquire(&[(self.bucket.clone(), Duration::from_secs(1), self.requests_per_second)])
             .await;
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("accept", MEDIA_TYPE);
+        let mut request =
+            self.client.request(method, format!("{}{path}", self.base)).header("accept", MEDIA_TYPE);
+        request = match &self.authorization {
+            Authorization::Bearer(token) => request.bearer_auth(token),
+            Authorization::ApiKey(key) => request.header("authorization", format!("ApiKey {key}")),
+        };
+        for (name, value) in self.headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.header("content-type", MEDIA_TYPE).body(body.to_string());
         }
@@ -162,7 +202,8 @@ impl Scim {
         let failed = |error: ConnectorError| Failure { status: None, scim_type: None, error };
         let response = request.send().await.map_err(|e| failed(ConnectorError::from_reqwest(e)))?;
         let status = response.status().as_u16();
-        let after = retry_after(response.headers());
+        let after =
+            retry_after(response.headers()).or(if status == 429 { self.default_retry_after } else { None });
         let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = response.bytes().await.map_err(|e| failed(ConnectorError::from_reqwest(e)))?;
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
@@ -251,6 +292,18 @@ impl Scim {
             progress(accounts.len());
             start += resources.len();
             if start > total {
+                // Managers are held by id; the hub compares logins.
+                let logins: HashMap<String, String> = accounts
+                    .iter()
+                    .filter_map(|a| Some((a.external_id.clone(), a.login.clone()?.to_lowercase())))
+                    .collect();
+                for account in &mut accounts {
+                    if let Some(login) =
+                        account.attributes.get(MANAGER).and_then(Value::as_str).and_then(|id| logins.get(id))
+                    {
+                        account.attributes.insert(MANAGER.into(), json!(login));
+                    }
+                }
                 return Ok(accounts);
             }
             if resources.is_empty() {
@@ -274,8 +327,14 @@ impl Scim {
 
     async fn apply_one(&self, op: &Op) -> Result<Applied, ConnectorError> {
         match op {
-            Op::Create { desired } => self.create(desired).await,
-            Op::Update { external_id, desired } => self.update(external_id, desired).await,
+            Op::Create { desired } => {
+                let applied = self.create(desired).await?;
+                self.set_manager(applied, desired).await
+            }
+            Op::Update { external_id, desired } => {
+                let applied = self.update(external_id, desired).await?;
+                self.set_manager(applied, desired).await
+            }
             Op::Replace { external_id, desired } => {
                 // The old account goes first: the new one must not be found
                 // by a lookup and "adopted" as the old one.
@@ -284,7 +343,8 @@ impl Scim {
                     Err(failure) if failure.error.not_found => {}
                     Err(failure) => return Err(failure.error),
                 }
-                self.create(desired).await
+                let applied = self.create(desired).await?;
+                self.set_manager(applied, desired).await
             }
             Op::Manual { .. } => Err(ConnectorError::permanent("a manual step is a person's to do")),
             Op::Deactivate { external_id, .. } => self.deactivate(external_id).await,
@@ -461,6 +521,58 @@ impl Scim {
         }
     }
 
+    /// The second phase for apps that take the manager by reference: the
+    /// manager must exist first [D], so a manager the app does not have yet
+    /// is a transient failure (their own create usually lands first, since
+    /// plans order managers before reports) and the step is tried again.
+    async fn set_manager(&self, mut applied: Applied, desired: &Desired) -> Result<Applied, ConnectorError> {
+        let Some(wanted) = desired.attributes.get(MANAGER).filter(|_| self.managers) else {
+            return Ok(applied);
+        };
+        let manager_id = match wanted.as_str() {
+            Some(email) => {
+                let found = self.lookup("userName", email).await?;
+                let id = found
+                    .iter()
+                    .find(|u| text_at(u, "userName").is_some_and(|n| n.eq_ignore_ascii_case(email)))
+                    .and_then(|u| text_at(u, "id"))
+                    .ok_or_else(|| {
+                        ConnectorError::transient(
+                            format!("the manager {email} has no account in the app yet"),
+                            None,
+                        )
+                    })?;
+                Some(id.to_owned())
+            }
+            None => None,
+        };
+        let path = format!("{SCIM_ENTERPRISE}:manager");
+        let operation = match &manager_id {
+            Some(id) => json!({"op": "replace", "path": path, "value": {"value": id}}),
+            None => json!({"op": "remove", "path": path}),
+        };
+        let user = user_path(&applied.external_id);
+        let patched = if self.capabilities().await?.patch {
+            let body = json!({"schemas": [PATCH_SCHEMA], "Operations": [operation]});
+            self.send(Method::PATCH, &user, Some(&body), None).await.map(|_| ()).map_err(ConnectorError::from)
+        } else {
+            self.replace(&applied.external_id, |resource| {
+                let extension = resource.entry(SCIM_ENTERPRISE).or_insert_with(|| json!({}));
+                if let Some(extension) = extension.as_object_mut() {
+                    match &manager_id {
+                        Some(id) => extension.insert("manager".into(), json!({"value": id})),
+                        None => extension.remove("manager"),
+                    };
+                }
+            })
+            .await
+            .map(|_| ())
+        };
+        patched?;
+        applied.attributes.insert(MANAGER.into(), wanted.clone());
+        Ok(applied)
+    }
+
     fn forget_patch(&self) {
         let mut discovered = DISCOVERED.lock().unwrap();
         let entry = discovered.entry(self.bucket.clone()).or_insert((Instant::now(), Capabilities::ASSUMED));
@@ -500,12 +612,22 @@ fn snapshot(user: &Value) -> Map<String, Value> {
             attributes.insert(path.to_owned(), value.clone());
         }
     }
-    if let Some(extension) = user.get(SCIM_ENTERPRISE) {
-        for name in SCIM_ENTERPRISE_ATTRIBUTES {
-            if let Some(value) = extension.get(name).filter(|v| !v.is_null()) {
-                attributes.insert(format!("{SCIM_ENTERPRISE}:{name}"), value.clone());
+    for (urn, names) in [
+        (SCIM_ENTERPRISE, &SCIM_ENTERPRISE_ATTRIBUTES[..]),
+        (TRAVELPERK_EXTENSION, &TRAVELPERK_EXTENSION_ATTRIBUTES[..]),
+    ] {
+        if let Some(extension) = user.get(urn) {
+            for name in names {
+                if let Some(value) = extension.get(name).filter(|v| !v.is_null()) {
+                    attributes.insert(format!("{urn}:{name}"), value.clone());
+                }
             }
         }
+    }
+    // The manager's id in the app; a roster read turns it into the
+    // manager's login, which is what the hub renders.
+    if let Some(id) = user.pointer(&format!("/{SCIM_ENTERPRISE}/manager/value")).and_then(Value::as_str) {
+        attributes.insert(MANAGER.into(), json!(id));
     }
     attributes
 }
@@ -514,12 +636,14 @@ fn snapshot(user: &Value) -> Map<String, Value> {
 /// and the name, or the core path split at the dot.
 enum Place<'a> {
     Core(&'a str, Option<&'a str>),
-    Enterprise(&'a str),
+    Extension(&'static str, &'a str),
 }
 
 fn place(path: &str) -> Place<'_> {
-    if let Some(name) = path.strip_prefix(SCIM_ENTERPRISE).and_then(|p| p.strip_prefix(':')) {
-        return Place::Enterprise(name);
+    for urn in [SCIM_ENTERPRISE, TRAVELPERK_EXTENSION] {
+        if let Some(name) = path.strip_prefix(urn).and_then(|p| p.strip_prefix(':')) {
+            return Place::Extension(urn, name);
+        }
     }
     match path.split_once('.') {
         Some((parent, sub)) => Place::Core(parent, Some(sub)),
@@ -529,11 +653,12 @@ fn place(path: &str) -> Place<'_> {
 
 /// Sets (or, for null, removes) one mapped attribute in a user resource.
 fn set_attribute(user: &mut Map<String, Value>, path: &str, value: &Value) {
+    if path == MANAGER {
+        // Set by id in its own phase (`Scim::set_manager`).
+        return;
+    }
     let (container, name) = match place(path) {
-        Place::Enterprise(name) => {
-            let extension = user.entry(SCIM_ENTERPRISE).or_insert_with(|| json!({}));
-            (extension, name)
-        }
+        Place::Extension(urn, name) => (user.entry(urn).or_insert_with(|| json!({})), name),
         Place::Core(parent, Some(sub)) => (user.entry(parent).or_insert_with(|| json!({})), sub),
         Place::Core(name, None) => {
             if value.is_null() {
@@ -566,8 +691,13 @@ fn set_identity(user: &mut Map<String, Value>, desired: &Desired, fixed: bool) {
 }
 
 fn schemas(desired: &Desired) -> Value {
-    let enterprise = desired.attributes.iter().any(|(k, v)| !v.is_null() && k.starts_with(SCIM_ENTERPRISE));
-    if enterprise { json!([USER_SCHEMA, SCIM_ENTERPRISE]) } else { json!([USER_SCHEMA]) }
+    let mut schemas = vec![USER_SCHEMA];
+    for urn in [SCIM_ENTERPRISE, TRAVELPERK_EXTENSION] {
+        if desired.attributes.iter().any(|(k, v)| !v.is_null() && k.starts_with(urn)) {
+            schemas.push(urn);
+        }
+    }
+    json!(schemas)
 }
 
 /// The user a create sends.
@@ -610,7 +740,7 @@ fn update_operations(desired: &Desired, fixed_identity: bool) -> Vec<Value> {
             json!({"op": "replace", "path": "emails", "value": [{"value": desired.email, "type": "work", "primary": true}]}),
         ]);
     }
-    for (path, value) in &desired.attributes {
+    for (path, value) in desired.attributes.iter().filter(|(path, _)| *path != MANAGER) {
         operations.push(if value.is_null() {
             json!({"op": "remove", "path": path})
         } else {

@@ -50,7 +50,7 @@ impl Resource for Apps {
                 "kind",
                 "string",
                 Access::CreateOnly,
-                "`expensify`, `stripe` (customers), `stripe_dashboard` (team members, through Stripe's SCIM API), `scim` (any SCIM 2.0 service provider) or `manual` (no API: people make the changes from manual tasks).",
+                "`expensify`, `stripe` (customers), `stripe_dashboard` (team members, through Stripe's SCIM API), `travelperk`, `scim` (any SCIM 2.0 service provider) or `manual` (no API: people make the changes from manual tasks).",
             ),
             attr(
                 "base_url",
@@ -62,7 +62,7 @@ impl Resource for Apps {
                 "credentials",
                 "object",
                 Access::WriteOnly,
-                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. SCIM and Stripe Dashboard: `bearer_token` (Stripe's SCIM API key). Stored encrypted, never returned.",
+                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. SCIM and Stripe Dashboard: `bearer_token` (Stripe's SCIM API key). TravelPerk: `api_key`. Stored encrypted, never returned.",
             ),
             attr("credentials_set", "boolean", Access::ReadOnly, "Whether credentials are stored."),
             attr(

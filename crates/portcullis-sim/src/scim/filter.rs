@@ -75,6 +75,20 @@ impl Expr {
             _ => None,
         }
     }
+
+    /// The same filter with the attribute paths `rename` maps (outside
+    /// value filters) replaced.
+    pub fn renamed(self, rename: &dyn Fn(&str) -> Option<&'static str>) -> Expr {
+        let path = |p: String| rename(&p).map_or(p, str::to_owned);
+        match self {
+            Expr::And(a, b) => Expr::And(Box::new(a.renamed(rename)), Box::new(b.renamed(rename))),
+            Expr::Or(a, b) => Expr::Or(Box::new(a.renamed(rename)), Box::new(b.renamed(rename))),
+            Expr::Not(e) => Expr::Not(Box::new(e.renamed(rename))),
+            Expr::Present(p) => Expr::Present(path(p)),
+            Expr::Compare(p, op, literal) => Expr::Compare(path(p), op, literal),
+            Expr::Value(p, inner) => Expr::Value(p, inner),
+        }
+    }
 }
 
 pub fn parse(input: &str) -> Result<Expr, String> {

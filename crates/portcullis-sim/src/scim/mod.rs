@@ -10,6 +10,11 @@
 //! each one can also be set alone. Every request is answered under one
 //! state lock, so a Bulk request or a PATCH applies as a unit.
 //!
+//! Another simulator can embed this one (TravelPerk serves its SCIM API
+//! under `/scim` next to OAuth and a REST API): [`Config::base_path`] moves
+//! the API, and [`ScimSim::serve_embedded`] answers a request whose caller
+//! the embedding simulator has already authenticated its own way.
+//!
 //! Faults ([`FaultRule::operation`]) name operations `users.create`,
 //! `users.get`, `users.list`, `users.search`, `users.replace`,
 //! `users.patch`, `users.delete` (and `groups.*` alike), `search` (the root
@@ -46,7 +51,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::common::{
@@ -55,7 +60,7 @@ use crate::common::{
 use resources::{Change, ListQuery, Projection, Store};
 use schema::Model;
 
-/// Where the API lives on the simulator.
+/// Where the API lives on the simulator by default ([`Config::base_path`]).
 pub const BASE_PATH: &str = "/scim/v2";
 /// The bearer token accepted by default.
 pub const DEFAULT_TOKEN: &str = "scim-portcullis-token";
@@ -84,8 +89,9 @@ pub enum Profile {
     /// Stripe's Dashboard team members (§3 "Stripe SCIM").
     StripeDashboard,
     /// TravelPerk's SCIM schema rules (§2). TravelPerk's own host layout
-    /// (`/scim`, `Api-Version`, `ApiKey` auth) belongs to a TravelPerk
-    /// simulator; this profile serves under `/scim/v2` with Bearer auth.
+    /// (`/scim`, `Api-Version`, `ApiKey` auth) belongs to the TravelPerk
+    /// simulator, which embeds this profile; alone it serves under
+    /// `/scim/v2` with Bearer auth.
     TravelPerk,
 }
 
@@ -152,7 +158,7 @@ pub enum FilterSupport {
 }
 
 /// A per-token sliding window: at most `requests` per `per_secs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     pub requests: usize,
     pub per_secs: u64,
@@ -163,12 +169,20 @@ pub struct RateLimit {
 /// third-party evidence, [I] inferred.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Seeds the generated ids.
+    /// Seeds the generated ids; numeric ids count up from it (at least 1).
     pub seed: u64,
     /// Accepted `Authorization: Bearer` tokens; anything else is 401.
+    /// Unused when an embedding simulator authenticates
+    /// ([`ScimSim::serve_embedded`]).
     pub tokens: Vec<String>,
+    /// Where the API is served: [`BASE_PATH`] by default; TravelPerk's is
+    /// `/scim` [T].
+    pub base_path: String,
+    /// Further prefixes the same API answers under, such as TravelPerk's
+    /// legacy `/api/v2/scim` [T].
+    pub extra_base_paths: Vec<String>,
     /// The base URL in `meta.location` and `Location`; by default
-    /// `http://<bound address>/scim/v2`.
+    /// `http://<bound address><base_path>`.
     pub base_url: Option<String>,
     pub attributes: AttributeSet,
     /// Whether `/Groups` is served. TravelPerk documents only `/Users` [T].
@@ -190,6 +204,10 @@ pub struct Config {
     pub change_password: bool,
     /// AWS accepts only `eq` on a few attributes [I: the brief, not in the spec].
     pub filter: FilterSupport,
+    /// A filter on `emails.value` (or `emails`) compares `userName`.
+    /// TravelPerk's schema has no `emails` and its userName is the email
+    /// [T], yet the spec (§6) asks for `emails.value eq` [I].
+    pub emails_filter_on_user_name: bool,
     /// `filter.maxResults`: the largest page, also the page size when the
     /// client sends no `count`. TravelPerk: 100 [I, spec §6].
     pub max_results: usize,
@@ -251,7 +269,9 @@ pub struct Config {
     /// `manager.value` must name an existing user. TravelPerk [D, Entra tutorial].
     pub manager_must_exist: bool,
     /// TravelPerk's travel policies and invoice profiles, which
-    /// `travelPolicy` and `invoiceProfiles[].value` must name [I, spec §6].
+    /// `travelPolicy` and `invoiceProfiles[].value` must name [I, spec §6]:
+    /// the ones that exist at start and after a reset (the back door adds
+    /// and removes more).
     pub travel_policies: Vec<String>,
     pub invoice_profiles: Vec<String>,
     /// Off by default: the spec gives no SCIM numbers.
@@ -276,11 +296,15 @@ impl Config {
     ///   inactive means deleted [D];
     /// - travelperk: tolerant and without Bulk, ETags, sorting or password
     ///   [I]; TravelPerk's schema, numeric ids and no Groups [T]; managers
-    ///   must exist [D]; pages of at most 100 [I].
+    ///   must exist [D]; pages of at most 100, and only `userName`,
+    ///   `externalId` and `emails.value` (on userName) `eq` filters [I,
+    ///   spec §6].
     pub fn profile(profile: Profile) -> Config {
         let strict = Config {
             seed: 1,
             tokens: vec![DEFAULT_TOKEN.into()],
+            base_path: BASE_PATH.into(),
+            extra_base_paths: Vec::new(),
             base_url: None,
             attributes: AttributeSet::Rfc,
             groups: true,
@@ -290,6 +314,7 @@ impl Config {
             sort: true,
             change_password: true,
             filter: FilterSupport::Full,
+            emails_filter_on_user_name: false,
             max_results: 1000,
             too_many_above: None,
             short_pages: None,
@@ -351,6 +376,10 @@ impl Config {
             },
             Profile::TravelPerk => Config {
                 attributes: AttributeSet::TravelPerk,
+                filter: FilterSupport::Equality(
+                    ["userName", "externalId", "emails.value"].map(String::from).to_vec(),
+                ),
+                emails_filter_on_user_name: true,
                 groups: false,
                 numeric_ids: true,
                 manager_must_exist: true,
@@ -474,10 +503,10 @@ impl ScimSim {
     pub fn new(config: Config) -> Arc<Self> {
         let limiter =
             config.rate_limit.map(|l| WindowLimiter::new(&[(Duration::from_secs(l.per_secs), l.requests)]));
-        let base = config.base_url.clone().unwrap_or_else(|| format!("http://localhost{BASE_PATH}"));
+        let base = config.base_url.clone().unwrap_or_else(|| format!("http://localhost{}", config.base_path));
         Arc::new(ScimSim {
             model: Model::new(&config),
-            state: Mutex::new(Store::new(config.seed)),
+            state: Mutex::new(Store::new(&config)),
             base: Mutex::new(base.trim_end_matches('/').to_owned()),
             log: RequestLog::default(),
             faults: Faults::default(),
@@ -492,13 +521,12 @@ impl ScimSim {
         let sim = Self::new(config);
         let running = common::serve(sim.router(), port).await?;
         if sim.config.base_url.is_none() {
-            *sim.base.lock().unwrap_or_else(PoisonError::into_inner) =
-                format!("{}{BASE_PATH}", running.base_url());
+            sim.set_base_url(&format!("{}{}", running.base_url(), sim.config.base_path));
         }
         Ok((sim, running))
     }
 
-    /// The SCIM API under [`BASE_PATH`] plus the `/_sim` back door.
+    /// The SCIM API under [`Config::base_path`] plus the `/_sim` back door.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/_sim/requests", get(sim_requests).delete(sim_clear_requests))
@@ -531,6 +559,43 @@ impl ScimSim {
     /// The base URL resources are located under.
     pub fn base_url(&self) -> String {
         self.base.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Sets the base URL once the address is known, for an embedding
+    /// simulator that binds its own listener.
+    pub fn set_base_url(&self, url: &str) {
+        *self.base.lock().unwrap_or_else(PoisonError::into_inner) = url.trim_end_matches('/').to_owned();
+    }
+
+    /// The travel policies `travelPolicy` may name, sorted.
+    pub fn travel_policies(&self) -> Vec<String> {
+        self.state().travel_policies.iter().cloned().collect()
+    }
+
+    /// Creates a travel policy out of band; false if it already existed.
+    pub fn add_travel_policy(&self, name: &str) -> bool {
+        self.state().travel_policies.insert(name.to_owned())
+    }
+
+    /// Deletes a travel policy out of band (users naming it keep the name,
+    /// as drift); false if there was none.
+    pub fn remove_travel_policy(&self, name: &str) -> bool {
+        self.state().travel_policies.remove(name)
+    }
+
+    /// The invoice profiles `invoiceProfiles[].value` may name, sorted.
+    pub fn invoice_profiles(&self) -> Vec<String> {
+        self.state().invoice_profiles.iter().cloned().collect()
+    }
+
+    /// Creates an invoice profile out of band; false if it already existed.
+    pub fn add_invoice_profile(&self, name: &str) -> bool {
+        self.state().invoice_profiles.insert(name.to_owned())
+    }
+
+    /// Deletes an invoice profile out of band; false if there was none.
+    pub fn remove_invoice_profile(&self, name: &str) -> bool {
+        self.state().invoice_profiles.remove(name)
     }
 
     /// Creates a resource out of band (as an admin in the app's UI would):
@@ -572,10 +637,11 @@ impl ScimSim {
         st.get(kind, id).map(|r| Value::Object(self.render(&st, r)))
     }
 
-    /// Forgets every resource, the log, faults and rate-limit history, and
+    /// Forgets every resource, the log, faults and rate-limit history,
+    /// restores the configured travel policies and invoice profiles, and
     /// restarts the id sequence (the clock keeps its offset).
     pub fn reset(&self) {
-        *self.state() = Store::new(self.config.seed);
+        *self.state() = Store::new(&self.config);
         self.log.clear();
         self.faults.clear();
         if let Some(limiter) = &self.limiter {
@@ -602,8 +668,62 @@ impl ScimSim {
 // ---------------------------------------------------------------------------
 // The API
 
-/// Every request outside `/_sim`: answered synchronously, logged, and (for a
-/// `TimeoutAfterCommit` fault) withheld after the change is committed.
+/// An embedding simulator's verdict that a request may not proceed: a SCIM
+/// error, plus headers such as `Retry-After` or `WWW-Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: ScimError,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Refusal {
+    pub fn new(error: ScimError) -> Self {
+        Refusal { error, headers: Vec::new() }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// Who decides whether a caller may use the API.
+enum Gate {
+    /// This simulator: its Bearer tokens and its rate limit.
+    Own,
+    /// An embedding simulator, which has already decided.
+    Decided(Result<(), Refusal>),
+}
+
+impl ScimSim {
+    /// Answers a request for a simulator that embeds this one and
+    /// authenticates callers itself: `admission` replaces the Bearer-token
+    /// and rate-limit checks. Routing (under [`Config::base_path`]), faults,
+    /// the work and the request log are as for [`ScimSim::router`], so a
+    /// refused request is logged too.
+    pub async fn serve_embedded(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+        admission: Result<(), Refusal>,
+    ) -> Response {
+        respond(self, method, uri, headers, body, Gate::Decided(admission)).await
+    }
+
+    /// Whether `path` is under the API's base path (or an extra one).
+    pub fn serves(&self, path: &str) -> bool {
+        self.base_paths().any(|base| under(path, base).is_some())
+    }
+
+    fn base_paths(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.config.base_path.as_str())
+            .chain(self.config.extra_base_paths.iter().map(String::as_str))
+    }
+}
+
+/// Every request outside `/_sim`.
 async fn api(
     State(sim): State<Arc<ScimSim>>,
     method: Method,
@@ -611,9 +731,22 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    respond(&sim, method, uri, headers, body, Gate::Own).await
+}
+
+/// Answers synchronously, logs, and (for a `TimeoutAfterCommit` fault)
+/// withholds the answer after the change is committed.
+async fn respond(
+    sim: &ScimSim,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    gate: Gate,
+) -> Response {
     let request =
         Request { method: &method, path: uri.path(), query: uri.query(), headers: &headers, body: &body };
-    let (answer, fault) = sim.handle(&request);
+    let (answer, fault) = sim.handle(&request, gate);
     let hold = match &fault {
         Some(Fault::TimeoutAfterCommit { secs }) => Some(Duration::from_secs(*secs)),
         _ => None,
@@ -715,7 +848,7 @@ impl IntoResponse for Answer {
     }
 }
 
-/// Where a request goes under [`BASE_PATH`].
+/// Where a request goes under the base path.
 enum Route {
     ServiceProviderConfig,
     ResourceTypes(Option<String>),
@@ -727,8 +860,14 @@ enum Route {
     Me,
 }
 
-fn route(path: &str) -> Option<Route> {
-    let rest = path.strip_prefix(BASE_PATH)?;
+/// The rest of `path` after `base` (empty or starting with `/`).
+fn under<'p>(path: &'p str, base: &str) -> Option<&'p str> {
+    let base = base.trim_end_matches('/');
+    path.strip_prefix(base).filter(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+fn route(path: &str, base: &str) -> Option<Route> {
+    let rest = under(path, base)?;
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let kind = |name: &str| match name {
         "Users" => Some(Kind::User),
@@ -788,8 +927,8 @@ enum Call {
 }
 
 impl ScimSim {
-    fn handle(&self, req: &Request) -> (Answer, Option<Fault>) {
-        match self.admit(req) {
+    fn handle(&self, req: &Request, gate: Gate) -> (Answer, Option<Fault>) {
+        match self.admit(req, gate) {
             Ok((operation, call)) => {
                 let fault = self.faults.take(&operation);
                 (self.answer(req, call, fault.as_ref()), fault)
@@ -799,7 +938,23 @@ impl ScimSim {
     }
 
     /// Auth, rate limit and routing: the checks before any fault or work.
-    fn admit(&self, req: &Request) -> Result<(String, Call), Answer> {
+    fn admit(&self, req: &Request, gate: Gate) -> Result<(String, Call), Answer> {
+        match gate {
+            Gate::Own => self.authenticate(req)?,
+            Gate::Decided(Ok(())) => {}
+            Gate::Decided(Err(refusal)) => {
+                let mut answer = Answer::error(&refusal.error);
+                answer.headers.extend(refusal.headers);
+                return Err(answer);
+            }
+        }
+        let not_found = || Answer::error(&ScimError::new(404, None, format!("No endpoint at {}.", req.path)));
+        let route = self.base_paths().find_map(|base| route(req.path, base)).ok_or_else(not_found)?;
+        self.dispatch(req, route)
+    }
+
+    /// The Bearer token and this simulator's rate limit.
+    fn authenticate(&self, req: &Request) -> Result<(), Answer> {
         let token = req
             .header("authorization")
             .and_then(|a| a.split_once(' '))
@@ -820,8 +975,12 @@ impl ScimSim {
             let error = ScimError::new(429, None, "Too many requests.");
             return Err(Answer::error(&error).header("retry-after", wait.as_secs().max(1).to_string()));
         }
+        Ok(())
+    }
+
+    /// Routes an admitted request to its operation.
+    fn dispatch(&self, req: &Request, route: Route) -> Result<(String, Call), Answer> {
         let not_found = || Answer::error(&ScimError::new(404, None, format!("No endpoint at {}.", req.path)));
-        let route = route(req.path).ok_or_else(not_found)?;
         let method = req.method.as_str();
         let not_allowed = || {
             let error = ScimError::new(405, None, format!("{method} is not allowed on {}.", req.path));
@@ -1092,12 +1251,20 @@ mod tests {
     #[test]
     fn routes_decode_ids_and_refuse_unknown_paths() {
         assert!(
-            matches!(route("/scim/v2/Users/a%20b"), Some(Route::Resource(Kind::User, id)) if id == "a b")
+            matches!(route("/scim/v2/Users/a%20b", BASE_PATH), Some(Route::Resource(Kind::User, id)) if id == "a b")
         );
-        assert!(matches!(route("/scim/v2/Groups/.search"), Some(Route::Search(Some(Kind::Group)))));
-        assert!(matches!(route("/scim/v2/Schemas/urn:x"), Some(Route::Schemas(Some(id))) if id == "urn:x"));
-        for path in ["/scim/v2/Things", "/scim/v2/Users/a/b", "/v2/Users", "/scim/v2/Users/"] {
-            assert!(route(path).is_none(), "{path}");
+        assert!(matches!(
+            route("/scim/v2/Groups/.search", BASE_PATH),
+            Some(Route::Search(Some(Kind::Group)))
+        ));
+        assert!(
+            matches!(route("/scim/v2/Schemas/urn:x", BASE_PATH), Some(Route::Schemas(Some(id))) if id == "urn:x")
+        );
+        for path in ["/scim/v2/Things", "/scim/v2/Users/a/b", "/v2/Users", "/scim/v2/Users/", "/scim/v2Users"]
+        {
+            assert!(route(path, BASE_PATH).is_none(), "{path}");
         }
+        assert!(matches!(route("/scim/Users", "/scim"), Some(Route::Collection(Kind::User))));
+        assert!(route("/scim/v2/Users", "/scim").is_none());
     }
 }

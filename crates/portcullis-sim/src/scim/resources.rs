@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use super::filter::{self, Expr, Field, Literal};
 use super::patch::{self, Patcher};
 use super::schema::{self, Attr, Checks, Mutability, Returned, Target};
-use super::{AWS_UNPARSABLE, FilterSupport, Kind, ScimError, ScimSim};
+use super::{AWS_UNPARSABLE, Config, FilterSupport, Kind, ScimError, ScimSim};
 use crate::common::IdSequence;
 
 /// A resource as stored: attributes under their canonical names, extension
@@ -34,19 +34,26 @@ pub struct Store {
     user_names: HashMap<String, String>,
     /// Member id → the groups listing it.
     member_of: HashMap<String, BTreeSet<String>>,
+    /// What TravelPerk's `travelPolicy` and `invoiceProfiles` may name: kept
+    /// with the resources so a write checks them under the same lock.
+    pub travel_policies: BTreeSet<String>,
+    pub invoice_profiles: BTreeSet<String>,
 }
 
 impl Store {
-    pub fn new(seed: u64) -> Store {
+    pub fn new(config: &Config) -> Store {
         Store {
-            ids: IdSequence::new(seed),
-            next_number: 0,
+            ids: IdSequence::new(config.seed),
+            // Numeric ids count up from the seed.
+            next_number: config.seed.max(1) - 1,
             next_seq: 0,
             last_version: 0,
             rows: BTreeMap::new(),
             seq_of: HashMap::new(),
             user_names: HashMap::new(),
             member_of: HashMap::new(),
+            travel_policies: config.travel_policies.iter().cloned().collect(),
+            invoice_profiles: config.invoice_profiles.iter().cloned().collect(),
         }
     }
 
@@ -424,7 +431,7 @@ impl ScimSim {
                 }
                 if let Some(travel) = attrs.get(schema::TRAVELPERK) {
                     if let Some(policy) = text(travel.get("travelPolicy"))
-                        && !self.config.travel_policies.contains(&policy)
+                        && !st.travel_policies.contains(&policy)
                     {
                         return Err(ScimError::invalid_value(format!(
                             "No travel policy is named '{policy}'."
@@ -433,7 +440,7 @@ impl ScimSim {
                     let profiles =
                         travel.get("invoiceProfiles").and_then(Value::as_array).into_iter().flatten();
                     for profile in profiles.filter_map(|p| text(p.get("value"))) {
-                        if !self.config.invoice_profiles.contains(&profile) {
+                        if !st.invoice_profiles.contains(&profile) {
                             return Err(ScimError::invalid_value(format!(
                                 "No invoice profile is named '{profile}'."
                             )));
@@ -828,6 +835,13 @@ impl ScimSim {
                 return Err(ScimError::invalid_filter(detail));
             }
         }
+        let aliased = query.filter.clone().filter(|_| self.config.emails_filter_on_user_name).map(|expr| {
+            expr.renamed(&|path: &str| {
+                let email = path.eq_ignore_ascii_case("emails.value") || path.eq_ignore_ascii_case("emails");
+                email.then_some("userName")
+            })
+        });
+        let query_filter = aliased.as_ref().or(query.filter.as_ref());
         // A filter or sort attribute unknown to one resource type of a root
         // search rules that type out; unknown to all, it is an error.
         let mut hits: Vec<(Kind, Map<String, Value>)> = Vec::new();
@@ -835,7 +849,7 @@ impl ScimSim {
         let mut failure = None;
         let mut searched = 0;
         for &kind in kinds {
-            let filter = match query.filter.as_ref().map(|expr| filter::resolve(expr, &self.model, kind)) {
+            let filter = match query_filter.map(|expr| filter::resolve(expr, &self.model, kind)) {
                 Some(Err(detail)) => {
                     failure = Some(ScimError::invalid_filter(detail));
                     continue;
@@ -857,7 +871,7 @@ impl ScimSim {
             searched += 1;
             // Okta and Entra look a user up by userName before every create:
             // answer that from the index instead of scanning.
-            let by_name = match query.filter.as_ref().and_then(Expr::as_equality) {
+            let by_name = match query_filter.and_then(Expr::as_equality) {
                 Some((path, Literal::Str(name)))
                     if kind == Kind::User && path.eq_ignore_ascii_case("userName") =>
                 {

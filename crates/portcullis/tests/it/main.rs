@@ -65,6 +65,7 @@ mod hub {
     mod stripe;
     mod stripe_dashboard;
     mod tasks;
+    mod travelperk;
     mod webhooks;
 }
 
