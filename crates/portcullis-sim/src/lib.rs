@@ -13,6 +13,7 @@
 
 pub mod common;
 pub mod expensify;
+pub mod payhawk;
 pub mod scim;
 pub mod stripe;
 pub mod travelperk;

@@ -85,7 +85,7 @@ enum Command {
     },
     /// Run a simulator of a SaaS app on loopback, for trying the hub out.
     Sim {
-        /// `expensify`, `stripe`, `scim` or `travelperk`.
+        /// `expensify`, `stripe`, `scim`, `travelperk` or `payhawk`.
         app: String,
         #[arg(long, default_value_t = 12111)]
         port: u16,
@@ -464,7 +464,19 @@ async fn run_simulator(app: &str, port: u16, seed: u64, profile: &str) -> anyhow
             );
             running
         }
-        other => anyhow::bail!("no simulator for `{other}` (expensify, stripe, scim, travelperk)"),
+        "payhawk" => {
+            let config = portcullis_sim::payhawk::Config { seed, ..Default::default() };
+            let running = portcullis_sim::payhawk::PayhawkSim::start(config, port).await?.1;
+            tracing::info!(
+                account = portcullis_sim::payhawk::DEFAULT_ACCOUNT,
+                api_key = portcullis_sim::payhawk::DEFAULT_API_KEY,
+                "Payhawk API under {}/api/v3/accounts/{}",
+                running.base_url(),
+                portcullis_sim::payhawk::DEFAULT_ACCOUNT
+            );
+            running
+        }
+        other => anyhow::bail!("no simulator for `{other}` (expensify, stripe, scim, travelperk, payhawk)"),
     };
     tracing::info!(url = %running.base_url(), "{app} simulator listening; back door under /_sim");
     shutdown_signal().await;

@@ -27,6 +27,8 @@ pub enum AppKind {
     Stripe,
     /// Any SCIM 2.0 service provider (RFC 7643/7644).
     Scim,
+    /// Payhawk users (employees), account-scoped, `X-Payhawk-ApiKey`.
+    Payhawk,
     /// TravelPerk, through its SCIM API (`/scim`, `Api-Version: 1`,
     /// `Authorization: ApiKey`) with its User extension.
     TravelPerk,
@@ -76,10 +78,11 @@ impl AppKind {
             "scim" => Ok(AppKind::Scim),
             "stripe_dashboard" => Ok(AppKind::StripeDashboard),
             "travelperk" => Ok(AppKind::TravelPerk),
+            "payhawk" => Ok(AppKind::Payhawk),
             "manual" => Ok(AppKind::Manual),
             _ => Err(ServiceError::invalid(
                 "kind",
-                "kind must be one of: expensify, stripe, stripe_dashboard, travelperk, scim, manual",
+                "kind must be one of: expensify, stripe, stripe_dashboard, travelperk, payhawk, scim, manual",
             )),
         }
     }
@@ -92,6 +95,7 @@ impl AppKind {
             AppKind::Stripe => Some("https://api.stripe.com"),
             // The sandbox hosts in the wild disagree [T]: set base_url for one.
             AppKind::TravelPerk => Some("https://api.travelperk.com"),
+            AppKind::Payhawk => Some("https://api.payhawk.io"),
             // Stripe documents the SCIM API but not its host [I].
             AppKind::Scim | AppKind::StripeDashboard | AppKind::Manual => None,
         }
@@ -143,6 +147,9 @@ impl AppKind {
                         .and_then(|a| a.strip_prefix(':'))
                         .is_some_and(|a| TRAVELPERK_EXTENSION_ATTRIBUTES.contains(&a))
             }
+            // Names are set on the invite; Payhawk's user update takes only
+            // the role and the external id [T].
+            AppKind::Payhawk => matches!(attribute, "firstName" | "lastName"),
             // Stripe keeps only id, userName, displayName, active and meta [D].
             AppKind::StripeDashboard => attribute == "displayName",
             // Named only in the tasks' instructions.
@@ -164,6 +171,7 @@ impl AppKind {
             }
             AppKind::StripeDashboard => json!({"displayName": "name"}),
             AppKind::TravelPerk => json!({"name.givenName": "first_name", "name.familyName": "last_name"}),
+            AppKind::Payhawk => json!({"firstName": "first_name", "lastName": "last_name"}),
             AppKind::Manual => json!({"name": "name"}),
         };
         attrs(defaults)
@@ -185,7 +193,7 @@ pub struct Credentials {
     /// Stripe: the `whsec_…` secret that signs webhooks to `/hooks/apps/:id`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
-    /// TravelPerk: an API key, sent as `Authorization: ApiKey`.
+    /// TravelPerk (`Authorization: ApiKey`) and Payhawk (`X-Payhawk-ApiKey`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
     /// SCIM: the service provider's API token, sent as `Authorization: Bearer`.
@@ -231,7 +239,7 @@ impl Credentials {
                     return Err(missing("bearer_token"));
                 }
             }
-            AppKind::TravelPerk => {
+            AppKind::TravelPerk | AppKind::Payhawk => {
                 if blank(&self.api_key) {
                     return Err(missing("api_key"));
                 }
@@ -241,7 +249,7 @@ impl Credentials {
         if self.partner_user_id.is_some() && kind != AppKind::Expensify
             || (self.secret_key.is_some() || self.webhook_secret.is_some()) && kind != AppKind::Stripe
             || self.bearer_token.is_some() && !matches!(kind, AppKind::Scim | AppKind::StripeDashboard)
-            || self.api_key.is_some() && kind != AppKind::TravelPerk
+            || self.api_key.is_some() && !matches!(kind, AppKind::TravelPerk | AppKind::Payhawk)
         {
             return Err(ServiceError::invalid(
                 "credentials",
@@ -289,14 +297,34 @@ fn validate_settings(kind: AppKind, settings: Value) -> Result<Value> {
             // servers only ever tested against Okta.
             (AppKind::Scim, "deactivate_style") => matches!(value.as_str(), Some("path" | "pathless")),
             // SCIM publishes no rate limits: the hub's own pace, per app.
-            (AppKind::Scim | AppKind::StripeDashboard | AppKind::TravelPerk, "requests_per_second") => {
-                value.as_u64().is_some_and(|n| (1..=100).contains(&n))
+            (AppKind::Payhawk, "account_id") => value.as_str().is_some_and(|v| {
+                !v.is_empty()
+                    && v.len() <= 100
+                    && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }),
+            // Payhawk's roles [T]; a custom role by its name.
+            (AppKind::Payhawk, "employee_role") => {
+                value.as_str().is_some_and(|v| !v.trim().is_empty() && v.len() <= 100)
             }
+            // What removing a user does to their cards (the portal's default
+            // blocks reassignable cards and closes the rest [D]).
+            (AppKind::Payhawk, "card_action") => {
+                matches!(value.as_str(), Some("block_reassignable_close_rest" | "close_all" | "keep"))
+            }
+            (
+                AppKind::Scim | AppKind::StripeDashboard | AppKind::TravelPerk | AppKind::Payhawk,
+                "requests_per_second",
+            ) => value.as_u64().is_some_and(|n| (1..=100).contains(&n)),
             _ => return Err(invalid(&format!("settings.{key} is not a setting of this kind of app"))),
         };
         if !ok {
             return Err(invalid(&format!("settings.{key} has an invalid value")));
         }
+    }
+    if kind == AppKind::Payhawk && !map.contains_key("account_id") {
+        return Err(invalid(
+            "settings.account_id (the Payhawk account, as in the portal's ?account=) is required",
+        ));
     }
     if kind == AppKind::Expensify && !map.contains_key("policy_id") {
         return Err(invalid("settings.policy_id (the Expensify policy to provision into) is required"));
@@ -352,6 +380,10 @@ fn validate_mode(kind: AppKind, mode: &str) -> Result<String> {
         (AppKind::StripeDashboard, "soft") => Err(ServiceError::invalid(
             "deprovision_mode",
             "Stripe's Dashboard has no deactivation (an inactive member is deleted): its deprovision_mode is hard",
+        )),
+        (AppKind::Payhawk, "soft") => Err(ServiceError::invalid(
+            "deprovision_mode",
+            "Payhawk's API has no deactivation, only removal (with its card side effects): its deprovision_mode is hard",
         )),
         (_, "soft" | "hard") => Ok(mode.to_owned()),
         _ => Err(ServiceError::invalid("deprovision_mode", "deprovision_mode must be soft or hard")),
@@ -494,11 +526,9 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewApp) -> Result<App> {
         attribute_mappings: JsonText(Value::Object(mappings)),
         deprovision_mode: validate_mode(
             kind,
-            input.deprovision_mode.as_deref().unwrap_or(if kind == AppKind::StripeDashboard {
-                "hard"
-            } else {
-                "soft"
-            }),
+            input.deprovision_mode.as_deref().unwrap_or(
+                if matches!(kind, AppKind::StripeDashboard | AppKind::Payhawk) { "hard" } else { "soft" },
+            ),
         )?,
         provisioning: validate_provisioning(
             kind,

@@ -4,6 +4,7 @@
 
 pub mod expensify;
 pub mod http;
+pub mod payhawk;
 pub mod scim;
 pub mod stripe;
 
@@ -133,6 +134,7 @@ pub enum Connector {
     Expensify(expensify::Expensify),
     Stripe(stripe::Stripe),
     Scim(scim::Scim),
+    Payhawk(payhawk::Payhawk),
 }
 
 impl Connector {
@@ -151,6 +153,9 @@ impl Connector {
             AppKind::Scim | AppKind::StripeDashboard | AppKind::TravelPerk => {
                 Connector::Scim(scim::Scim::new(app, credentials, client, throttle)?)
             }
+            AppKind::Payhawk => {
+                Connector::Payhawk(payhawk::Payhawk::new(app, credentials, client, throttle)?)
+            }
             AppKind::Manual => {
                 return Err(ConnectorError::permanent("a manual app has no API: people make its changes"));
             }
@@ -167,6 +172,7 @@ impl Connector {
             Connector::Expensify(c) => c.roster(progress).await,
             Connector::Stripe(c) => c.roster(progress).await,
             Connector::Scim(c) => c.roster(progress).await,
+            Connector::Payhawk(c) => c.roster(progress).await,
         }
     }
 
@@ -177,6 +183,7 @@ impl Connector {
             Connector::Expensify(c) => c.apply(jobs).await,
             Connector::Stripe(c) => c.apply(jobs).await,
             Connector::Scim(c) => c.apply(jobs).await,
+            Connector::Payhawk(c) => c.apply(jobs).await,
         }
     }
 
@@ -184,7 +191,7 @@ impl Connector {
     pub fn batch_size(&self) -> usize {
         match self {
             Connector::Expensify(_) => expensify::FEED_ROWS,
-            Connector::Stripe(_) | Connector::Scim(_) => 50,
+            Connector::Stripe(_) | Connector::Scim(_) | Connector::Payhawk(_) => 50,
         }
     }
 }

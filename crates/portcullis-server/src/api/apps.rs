@@ -50,7 +50,7 @@ impl Resource for Apps {
                 "kind",
                 "string",
                 Access::CreateOnly,
-                "`expensify`, `stripe` (customers), `stripe_dashboard` (team members, through Stripe's SCIM API), `travelperk`, `scim` (any SCIM 2.0 service provider) or `manual` (no API: people make the changes from manual tasks).",
+                "`expensify`, `stripe` (customers), `stripe_dashboard` (team members, through Stripe's SCIM API), `travelperk`, `payhawk`, `scim` (any SCIM 2.0 service provider) or `manual` (no API: people make the changes from manual tasks).",
             ),
             attr(
                 "base_url",
@@ -62,14 +62,14 @@ impl Resource for Apps {
                 "credentials",
                 "object",
                 Access::WriteOnly,
-                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. SCIM and Stripe Dashboard: `bearer_token` (Stripe's SCIM API key). TravelPerk: `api_key`. Stored encrypted, never returned.",
+                "Expensify: `partner_user_id`, `partner_user_secret`. Stripe: `secret_key`, optional `webhook_secret`. SCIM and Stripe Dashboard: `bearer_token` (Stripe's SCIM API key). TravelPerk and Payhawk: `api_key`. Stored encrypted, never returned.",
             ),
             attr("credentials_set", "boolean", Access::ReadOnly, "Whether credentials are stored."),
             attr(
                 "settings",
                 "object",
                 Access::ReadWrite,
-                "Expensify: `policy_id` (required), `employee_role`, `default_manager_email`. SCIM: `deactivate_style` (`path`, the default, or `pathless` as Okta sends it), `requests_per_second` (1-100, default 10). Any kind: `task_assignee` and `task_due_days` (1-90, default 2) for manual tasks.",
+                "Expensify: `policy_id` (required), `employee_role`, `default_manager_email`. SCIM: `deactivate_style` (`path`, the default, or `pathless` as Okta sends it), `requests_per_second` (1-100, default 10). Payhawk: `account_id` (required), `employee_role` (default `employee`), `card_action` on removal (`block_reassignable_close_rest`, the default, `close_all` or `keep`). Any kind: `task_assignee` and `task_due_days` (1-90, default 2) for manual tasks.",
             ),
             attr(
                 "access_role_ids",
@@ -87,7 +87,7 @@ impl Resource for Apps {
                 "deprovision_mode",
                 "string",
                 Access::ReadWrite,
-                "`soft` (deactivate, default) or `hard` (delete, always after approval; Expensify has no delete and refuses it).",
+                "`soft` (deactivate, default) or `hard` (delete, always after approval; Expensify has no delete and refuses it; Stripe Dashboard and Payhawk are always hard).",
             ),
             attr(
                 "provisioning",

@@ -60,6 +60,7 @@ mod hub {
 
     mod expensify;
     mod leases;
+    mod payhawk;
     mod person;
     mod scim;
     mod stripe;
