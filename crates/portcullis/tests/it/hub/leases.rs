@@ -145,3 +145,110 @@ db_test!(a_worker_that_lost_its_lease_records_nothing, config = long_leases, |se
         server.count("SELECT COUNT(*) FROM audit_events WHERE action = 'provisioning_step.failed'").await;
     assert_eq!(failures, 0);
 });
+
+/// The killed-worker scenario for any connector: the create is committed
+/// and its answer withheld (the fault is set up by the caller), the worker
+/// is killed while it waits, and another takes the step over once the lease
+/// runs out. `accounts` counts the app's accounts for Ada; there must be
+/// exactly one at the end, linked in the graph, with no step lost.
+async fn killed_mid_create<F: Fn() -> usize>(
+    server: &TestServer,
+    directory: &Directory,
+    app: &str,
+    accounts: F,
+) {
+    let ada = directory.employee(server, "ada@acme.test", "Ada", None).await;
+    relay_all(server).await;
+    let first = Worker::new(server.core.clone(), shared_throttle());
+    let killed = tokio::spawn(async move { first.run_once().await });
+    eventually("the committed account", || async { (accounts() == 1).then_some(()) }).await;
+    killed.abort();
+    assert!(killed.await.unwrap_err().is_cancelled());
+    assert_eq!(only_step(server, directory, app).await["status"], "running");
+    let second = Worker::new(server.core.clone(), shared_throttle());
+    assert_eq!(second.run_once().await.expect("worker pass"), 0, "the dead worker's lease still holds");
+
+    expire_leases(server).await;
+    let step = finish(server, directory, app, &second).await;
+    assert_eq!(step["status"], "succeeded", "{step}");
+    assert!(step["attempts"].as_i64().unwrap() >= 2, "{step}");
+    assert_eq!(accounts(), 1, "the takeover found the committed account and adopted it");
+    let rows = directory.accounts(server, app).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["relationships"]["user"]["data"]["id"], ada.as_str());
+    assert_eq!(rows[0]["attributes"]["status"], "active");
+}
+
+fn withheld(operation: &str) -> FaultRule {
+    FaultRule { operation: operation.into(), fault: Fault::TimeoutAfterCommit { secs: 1 }, times: 1 }
+}
+
+/// A SCIM app of `kind` on a simulator in `profile`, with its create withheld.
+async fn scim_killed_mid_create(server: &TestServer, profile: portcullis_sim::scim::Profile, kind: &str) {
+    use portcullis_sim::scim::{Config, DEFAULT_TOKEN, Kind, ScimSim};
+    let (sim, running) = ScimSim::start(Config::profile(profile), 0).await.unwrap();
+    let directory = Directory::new(server).await;
+    let app = directory
+        .create_app(
+            server,
+            serde_json::json!({"name": kind, "kind": kind, "base_url": format!("{}/scim/v2", running.base_url()),
+                               "credentials": {"bearer_token": DEFAULT_TOKEN}}),
+        )
+        .await;
+    sim.faults().add(withheld("users.create"));
+    let count = || sim.resources(Kind::User).iter().filter(|u| u["userName"] == "ada@acme.test").count();
+    killed_mid_create(server, &directory, &app, count).await;
+}
+
+db_test!(a_killed_worker_leaves_one_scim_user, config = long_leases, |server| {
+    scim_killed_mid_create(&server, portcullis_sim::scim::Profile::StrictRfc, "scim").await;
+});
+
+db_test!(a_killed_worker_leaves_one_stripe_team_member, config = long_leases, |server| {
+    scim_killed_mid_create(&server, portcullis_sim::scim::Profile::StripeDashboard, "stripe_dashboard").await;
+});
+
+db_test!(a_killed_worker_leaves_one_traveller, config = long_leases, |server| {
+    use portcullis_sim::travelperk::{Config, TravelPerkSim};
+    let key = format!("tp_{}", portcullis_crypto::secret::random_base62(16));
+    let (sim, running) =
+        TravelPerkSim::start(Config { api_keys: vec![key.clone()], ..Config::default() }, 0).await.unwrap();
+    let directory = Directory::new(&server).await;
+    let app = directory
+        .create_app(
+            &server,
+            serde_json::json!({"name": "TravelPerk", "kind": "travelperk", "base_url": running.base_url(),
+                               "credentials": {"api_key": key}}),
+        )
+        .await;
+    sim.faults().add(withheld("users.create"));
+    let count = || sim.users().iter().filter(|u| u["userName"] == "ada@acme.test").count();
+    killed_mid_create(&server, &directory, &app, count).await;
+});
+
+db_test!(a_killed_worker_leaves_one_payhawk_user, config = long_leases, |server| {
+    use portcullis_sim::payhawk::{AccountSeed, Config, PayhawkSim, UserStatus};
+    let account = format!("acme_{}", portcullis_crypto::secret::random_base62(8).to_lowercase());
+    let key = format!("ph_{}", portcullis_crypto::secret::random_base62(16));
+    let config = Config {
+        accounts: vec![AccountSeed { id: account.clone(), api_keys: vec![key.clone()] }],
+        ..Config::default()
+    };
+    let (sim, running) = PayhawkSim::start(config, 0).await.unwrap();
+    let directory = Directory::new(&server).await;
+    let app = directory
+        .create_app(
+            &server,
+            serde_json::json!({"name": "Payhawk", "kind": "payhawk", "base_url": running.base_url(),
+                               "credentials": {"api_key": key}, "settings": {"account_id": account}}),
+        )
+        .await;
+    sim.faults().add(withheld("users.invite"));
+    let count = || {
+        sim.users(&account)
+            .iter()
+            .filter(|u| u.email == "ada@acme.test" && u.status != UserStatus::Removed)
+            .count()
+    };
+    killed_mid_create(&server, &directory, &app, count).await;
+});
