@@ -126,3 +126,31 @@ db_test!(faults_never_duplicate_a_traveller, config = hub_on, |server| {
     }
     assert_eq!(sim.users().len(), faults.len());
 });
+
+db_test!(a_429_without_retry_after_waits_travelperk_s_minute, config = hub_on, |server| {
+    let (sim, _running, directory, app) = setup(&server).await;
+    sim.faults().add(FaultRule {
+        operation: "users.create".into(),
+        fault: Fault::RateLimited { retry_after: None },
+        times: 1,
+    });
+    directory.employee(&server, "ada@acme.test", "Ada", None).await;
+    // Not waited out: the step is put off by at least the 60 s a client of
+    // TravelPerk waits when the 429 names no time [T].
+    let step = eventually("the step put off", || async {
+        let steps = directory.get(&server, &format!("/api/provisioning-steps?filter[app_id]={app}")).await;
+        steps["data"]
+            .as_array()?
+            .first()
+            .filter(|s| s["attributes"]["attempts"] == 1 && s["attributes"]["status"] == "pending")
+            .cloned()
+    })
+    .await;
+    let at = |name: &str| {
+        let text = step["attributes"][name].as_str().unwrap().to_owned();
+        time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let wait = at("next_attempt_at") - at("updated_at");
+    assert!(wait >= time::Duration::seconds(59), "put off by {wait}: {step}");
+    assert!(traveller(&sim, "ada@acme.test").is_none(), "nothing was created");
+});
