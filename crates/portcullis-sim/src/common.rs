@@ -297,6 +297,66 @@ impl IdSequence {
     }
 }
 
+/// What the `/_sim` back door needs of a simulator.
+pub trait BackDoor: Send + Sync + 'static {
+    fn request_log(&self) -> &RequestLog;
+    fn fault_rules(&self) -> &Faults;
+    fn sim_clock(&self) -> &Clock;
+    /// Back to the configured start: seeded data, no log, no faults.
+    fn reset_all(&self);
+}
+
+/// The back-door routes every simulator shares: the request log (`GET` and
+/// `DELETE /_sim/requests`), faults (`POST` a [`FaultRule`], `DELETE`
+/// `/_sim/faults`), the clock (`POST /_sim/clock {"advance_secs": n}`) and
+/// `POST /_sim/reset`. No auth: simulators bind to loopback.
+pub fn back_door<S: BackDoor>() -> Router<std::sync::Arc<S>> {
+    use axum::Json;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    type Sim<S> = State<std::sync::Arc<S>>;
+    #[derive(Deserialize)]
+    struct Advance {
+        advance_secs: i64,
+    }
+    Router::new()
+        .route(
+            "/_sim/requests",
+            get(|State(sim): Sim<S>| async move { Json(sim.request_log().entries()) }).delete(
+                |State(sim): Sim<S>| async move {
+                    sim.request_log().clear();
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/_sim/faults",
+            post(|State(sim): Sim<S>, Json(rule): Json<FaultRule>| async move {
+                sim.fault_rules().add(rule);
+                StatusCode::NO_CONTENT
+            })
+            .delete(|State(sim): Sim<S>| async move {
+                sim.fault_rules().clear();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            "/_sim/clock",
+            post(|State(sim): Sim<S>, Json(advance): Json<Advance>| async move {
+                sim.sim_clock().advance(advance.advance_secs);
+                Json(serde_json::json!({"now": sim.sim_clock().now()}))
+            }),
+        )
+        .route(
+            "/_sim/reset",
+            post(|State(sim): Sim<S>| async move {
+                sim.reset_all();
+                StatusCode::NO_CONTENT
+            }),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

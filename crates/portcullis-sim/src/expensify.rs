@@ -39,9 +39,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::common::{
-    Clock, Fault, FaultRule, Faults, LoggedRequest, RequestLog, Running, WindowLimiter, serve,
-};
+use crate::common::{Clock, Fault, Faults, LoggedRequest, RequestLog, Running, WindowLimiter, serve};
 
 pub const ENDPOINT: &str = "/Integration-Server/ExpensifyIntegrations";
 pub const RATE_LIMIT_MESSAGE: &str =
@@ -554,10 +552,6 @@ impl ExpensifySim {
     pub fn router(self: &Arc<Self>) -> Router {
         type Sim = State<Arc<ExpensifySim>>;
         #[derive(Deserialize)]
-        struct Advance {
-            advance_secs: i64,
-        }
-        #[derive(Deserialize)]
         struct Names {
             first_name: String,
             last_name: String,
@@ -565,24 +559,7 @@ impl ExpensifySim {
         let not_found = || (StatusCode::NOT_FOUND, Json(json!({"error": "no such policy"}))).into_response();
         Router::new()
             .route(ENDPOINT, post(integrations))
-            .route(
-                "/_sim/requests",
-                get(|State(sim): Sim| async move { Json(sim.log.entries()) })
-                    .delete(|State(sim): Sim| async move { sim.log.clear() }),
-            )
-            .route(
-                "/_sim/faults",
-                post(|State(sim): Sim, Json(rule): Json<FaultRule>| async move { sim.faults.add(rule) })
-                    .delete(|State(sim): Sim| async move { sim.faults.clear() }),
-            )
-            .route(
-                "/_sim/clock",
-                post(|State(sim): Sim, Json(a): Json<Advance>| async move {
-                    sim.clock.advance(a.advance_secs);
-                    Json(json!({"now": sim.clock.now()}))
-                }),
-            )
-            .route("/_sim/reset", post(|State(sim): Sim| async move { sim.reset() }))
+            .merge(crate::common::back_door::<ExpensifySim>())
             .route(
                 "/_sim/policies",
                 post(|State(sim): Sim, Json(seed): Json<PolicySeed>| async move {

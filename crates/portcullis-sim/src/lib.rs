@@ -19,3 +19,32 @@ pub mod stripe;
 pub mod travelperk;
 
 pub use common::{Fault, FaultRule, LoggedRequest, Running};
+
+/// Every simulator serves the shared `/_sim` routes through its own
+/// request log, faults, clock and reset.
+macro_rules! back_door {
+    ($($simulator:ty),*) => {$(
+        impl common::BackDoor for $simulator {
+            fn request_log(&self) -> &common::RequestLog {
+                <$simulator>::log(self)
+            }
+            fn fault_rules(&self) -> &common::Faults {
+                <$simulator>::faults(self)
+            }
+            fn sim_clock(&self) -> &common::Clock {
+                <$simulator>::clock(self)
+            }
+            fn reset_all(&self) {
+                <$simulator>::reset(self)
+            }
+        }
+    )*};
+}
+
+back_door!(
+    expensify::ExpensifySim,
+    stripe::StripeSim,
+    scim::ScimSim,
+    travelperk::TravelPerkSim,
+    payhawk::PayhawkSim
+);

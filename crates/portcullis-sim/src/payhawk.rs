@@ -61,7 +61,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 
 use crate::common::{
-    self, Clock, Fault, FaultRule, Faults, IdSequence, LoggedRequest, RequestLog, Running, WindowLimiter,
+    self, Clock, Fault, Faults, IdSequence, LoggedRequest, RequestLog, Running, WindowLimiter,
 };
 pub use users::{Reply, UserAdapter, UserQuery, UserRoute, V3Users};
 
@@ -532,10 +532,7 @@ impl PayhawkSim {
     /// The Payhawk API under `/api` plus the `/_sim` back door.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/_sim/requests", get(sim_requests).delete(sim_clear_requests))
-            .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
-            .route("/_sim/clock", post(sim_clock))
-            .route("/_sim/reset", post(sim_reset))
+            .merge(common::back_door::<PayhawkSim>())
             .route("/_sim/accounts", post(sim_add_account))
             .route("/_sim/accounts/{account}/users", get(sim_users).post(sim_seed_user))
             .route(
@@ -1988,40 +1985,6 @@ fn found<T: Serialize>(value: Option<T>) -> Response {
         Some(value) => Json(value).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
-}
-
-async fn sim_requests(State(sim): Sim) -> Json<Vec<LoggedRequest>> {
-    Json(sim.log.entries())
-}
-
-async fn sim_clear_requests(State(sim): Sim) -> StatusCode {
-    sim.log.clear();
-    StatusCode::NO_CONTENT
-}
-
-async fn sim_add_fault(State(sim): Sim, Json(rule): Json<FaultRule>) -> StatusCode {
-    sim.faults.add(rule);
-    StatusCode::NO_CONTENT
-}
-
-async fn sim_clear_faults(State(sim): Sim) -> StatusCode {
-    sim.faults.clear();
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct Advance {
-    advance_secs: i64,
-}
-
-async fn sim_clock(State(sim): Sim, Json(advance): Json<Advance>) -> Json<Value> {
-    sim.clock.advance(advance.advance_secs);
-    Json(json!({ "now": sim.clock.now() }))
-}
-
-async fn sim_reset(State(sim): Sim) -> StatusCode {
-    sim.reset();
-    StatusCode::NO_CONTENT
 }
 
 async fn sim_add_account(State(sim): Sim, Json(seed): Json<AccountSeed>) -> StatusCode {

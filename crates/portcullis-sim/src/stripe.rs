@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use crate::common::{
-    self, Clock, Fault, FaultRule, Faults, IdSequence, LoggedRequest, RequestLog, Running, WindowLimiter,
+    self, Clock, Fault, Faults, IdSequence, LoggedRequest, RequestLog, Running, WindowLimiter,
 };
 
 /// The version events are rendered in (the simulated account's pinned version).
@@ -275,10 +275,7 @@ impl StripeSim {
     /// The Stripe API under `/v1` plus the `/_sim` back door.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/_sim/requests", get(sim_requests).delete(sim_clear_requests))
-            .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
-            .route("/_sim/clock", post(sim_clock))
-            .route("/_sim/reset", post(sim_reset))
+            .merge(common::back_door::<StripeSim>())
             .route("/_sim/customers", get(sim_customers).post(sim_seed))
             .route("/_sim/customers/{id}", post(sim_update).delete(sim_delete))
             .route("/_sim/webhook_endpoints", post(sim_add_endpoint))
@@ -1702,40 +1699,6 @@ async fn deliver_events(sim: Weak<StripeSim>, mut jobs: mpsc::UnboundedReceiver<
 // The /_sim back door (JSON, no auth: the simulator binds to loopback)
 
 type Sim = State<Arc<StripeSim>>;
-
-async fn sim_requests(State(sim): Sim) -> Json<Vec<LoggedRequest>> {
-    Json(sim.log.entries())
-}
-
-async fn sim_clear_requests(State(sim): Sim) -> StatusCode {
-    sim.log.clear();
-    StatusCode::NO_CONTENT
-}
-
-async fn sim_add_fault(State(sim): Sim, Json(rule): Json<FaultRule>) -> StatusCode {
-    sim.faults.add(rule);
-    StatusCode::NO_CONTENT
-}
-
-async fn sim_clear_faults(State(sim): Sim) -> StatusCode {
-    sim.faults.clear();
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct Advance {
-    advance_secs: i64,
-}
-
-async fn sim_clock(State(sim): Sim, Json(advance): Json<Advance>) -> Json<Value> {
-    sim.clock.advance(advance.advance_secs);
-    Json(json!({ "now": sim.clock.now() }))
-}
-
-async fn sim_reset(State(sim): Sim) -> StatusCode {
-    sim.reset();
-    StatusCode::NO_CONTENT
-}
 
 /// All customers, newest first, deleted ones as tombstones.
 async fn sim_customers(State(sim): Sim) -> Json<Vec<Customer>> {

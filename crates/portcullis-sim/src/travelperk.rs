@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::common::{
-    self, Clock, Fault, FaultRule, Faults, IdSequence, LoggedRequest, RequestLog, Running, WindowLimiter,
+    self, Clock, Fault, Faults, IdSequence, LoggedRequest, RequestLog, Running, WindowLimiter,
 };
 use crate::scim::{self, Kind, Profile, RateLimit, Refusal, ScimError, ScimSim, schema};
 
@@ -309,10 +309,7 @@ impl TravelPerkSim {
     /// The API, the OAuth endpoints and the `/_sim` back door.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/_sim/requests", get(sim_requests).delete(sim_clear_requests))
-            .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
-            .route("/_sim/clock", post(sim_clock))
-            .route("/_sim/reset", post(sim_reset))
+            .merge(common::back_door::<TravelPerkSim>())
             .route("/_sim/users", get(sim_users).post(sim_seed_user))
             .route("/_sim/users/{id}", axum::routing::patch(sim_change_user).delete(sim_remove_user))
             .route("/_sim/travel_policies", get(sim_travel_policies).post(sim_add_travel_policy))
@@ -1076,40 +1073,6 @@ type Sim = State<Arc<TravelPerkSim>>;
 fn sim_error(error: ScimError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
     (status, Json(error.to_json())).into_response()
-}
-
-async fn sim_requests(State(sim): Sim) -> Json<Vec<LoggedRequest>> {
-    Json(sim.log().entries())
-}
-
-async fn sim_clear_requests(State(sim): Sim) -> StatusCode {
-    sim.log().clear();
-    StatusCode::NO_CONTENT
-}
-
-async fn sim_add_fault(State(sim): Sim, Json(rule): Json<FaultRule>) -> StatusCode {
-    sim.faults().add(rule);
-    StatusCode::NO_CONTENT
-}
-
-async fn sim_clear_faults(State(sim): Sim) -> StatusCode {
-    sim.faults().clear();
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct Advance {
-    advance_secs: i64,
-}
-
-async fn sim_clock(State(sim): Sim, Json(advance): Json<Advance>) -> Json<Value> {
-    sim.clock().advance(advance.advance_secs);
-    Json(json!({ "now": sim.clock().now() }))
-}
-
-async fn sim_reset(State(sim): Sim) -> StatusCode {
-    sim.reset();
-    StatusCode::NO_CONTENT
 }
 
 async fn sim_users(State(sim): Sim) -> Json<Vec<Value>> {

@@ -50,13 +50,11 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::common::{
-    self, Clock, Fault, FaultRule, Faults, LoggedRequest, RequestLog, Running, WindowLimiter,
-};
+use crate::common::{self, Clock, Fault, Faults, LoggedRequest, RequestLog, Running, WindowLimiter};
 use resources::{Change, ListQuery, Projection, Store};
 use schema::Model;
 
@@ -529,10 +527,7 @@ impl ScimSim {
     /// The SCIM API under [`Config::base_path`] plus the `/_sim` back door.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/_sim/requests", get(sim_requests).delete(sim_clear_requests))
-            .route("/_sim/faults", post(sim_add_fault).delete(sim_clear_faults))
-            .route("/_sim/clock", post(sim_clock))
-            .route("/_sim/reset", post(sim_reset))
+            .merge(common::back_door::<ScimSim>())
             .route("/_sim/{endpoint}", get(sim_list).post(sim_seed))
             .route("/_sim/{endpoint}/{id}", axum::routing::patch(sim_change).delete(sim_remove))
             .fallback(api)
@@ -1165,40 +1160,6 @@ fn kind_of(endpoint: &str) -> Option<Kind> {
 fn sim_error(error: ScimError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
     (status, Json(error.to_json())).into_response()
-}
-
-async fn sim_requests(State(sim): Sim) -> Json<Vec<LoggedRequest>> {
-    Json(sim.log.entries())
-}
-
-async fn sim_clear_requests(State(sim): Sim) -> StatusCode {
-    sim.log.clear();
-    StatusCode::NO_CONTENT
-}
-
-async fn sim_add_fault(State(sim): Sim, Json(rule): Json<FaultRule>) -> StatusCode {
-    sim.faults.add(rule);
-    StatusCode::NO_CONTENT
-}
-
-async fn sim_clear_faults(State(sim): Sim) -> StatusCode {
-    sim.faults.clear();
-    StatusCode::NO_CONTENT
-}
-
-#[derive(Deserialize)]
-struct Advance {
-    advance_secs: i64,
-}
-
-async fn sim_clock(State(sim): Sim, Json(advance): Json<Advance>) -> Json<Value> {
-    sim.clock.advance(advance.advance_secs);
-    Json(json!({ "now": sim.clock.now() }))
-}
-
-async fn sim_reset(State(sim): Sim) -> StatusCode {
-    sim.reset();
-    StatusCode::NO_CONTENT
 }
 
 /// `GET /_sim/users` or `/_sim/groups`: everything, oldest first.
