@@ -125,6 +125,18 @@ impl Directory {
                 .unwrap_or_else(|| user.email.clone());
             attributes.insert("managerEmail".into(), json!(manager));
         }
+        if let Some(group_roles) = app.settings.0.get("group_roles").and_then(Value::as_object) {
+            // The app's groups the user belongs in, by the roles they hold.
+            let held = self.roles.get(&user.id);
+            let mut groups: Vec<&str> = group_roles
+                .iter()
+                .filter(|(role, _)| held.is_some_and(|roles| roles.contains(*role)))
+                .filter_map(|(_, group)| group.as_str())
+                .collect();
+            groups.sort_unstable();
+            groups.dedup();
+            attributes.insert(crate::connector::scim::GROUPS.into(), json!(groups));
+        }
         if matches!(AppKind::parse(&app.kind), Ok(AppKind::TravelPerk)) {
             // Set by reference once the manager has an account (TravelPerk
             // maps it to the trip approver [D]).

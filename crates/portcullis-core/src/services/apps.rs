@@ -296,6 +296,15 @@ fn validate_settings(kind: AppKind, settings: Value) -> Result<Value> {
             // (RFC 7644's usual form), or path-less as Okta sends it, for
             // servers only ever tested against Okta.
             (AppKind::Scim, "deactivate_style") => matches!(value.as_str(), Some("path" | "pathless")),
+            // Role id → SCIM group name: holders of the role are the
+            // group's members. Groups not named here are never touched.
+            (AppKind::Scim, "group_roles") => value.as_object().is_some_and(|map| {
+                !map.is_empty()
+                    && map.iter().all(|(role, group)| {
+                        !role.is_empty()
+                            && group.as_str().is_some_and(|g| !g.trim().is_empty() && g.len() <= 255)
+                    })
+            }),
             // SCIM publishes no rate limits: the hub's own pace, per app.
             (AppKind::Payhawk, "account_id") => value.as_str().is_some_and(|v| {
                 !v.is_empty()

@@ -191,7 +191,8 @@ impl Connector {
     pub fn batch_size(&self) -> usize {
         match self {
             Connector::Expensify(_) => expensify::FEED_ROWS,
-            Connector::Stripe(_) | Connector::Scim(_) | Connector::Payhawk(_) => 50,
+            Connector::Scim(c) => c.batch_size(),
+            Connector::Stripe(_) | Connector::Payhawk(_) => 50,
         }
     }
 }

@@ -19,7 +19,7 @@
 //! `emails` one primary work address; the mapped attributes are SCIM paths
 //! (`name.givenName`, `urn:…:enterprise:2.0:User:department`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,12 @@ use super::{AccountStatus, Applied, Desired, Job, Op, RemoteAccount, text};
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const PATCH_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+/// The attribute the hub renders an app's managed groups into (their names,
+/// sorted), from `settings.group_roles`.
+pub const GROUPS: &str = "groups";
+/// Member changes per group PATCH: AWS IAM Identity Center refuses more [T].
+const MEMBERS_PER_PATCH: usize = 100;
 const MEDIA_TYPE: &str = "application/scim+json";
 /// The page size asked for; servers may answer with less.
 const PAGE: usize = 100;
@@ -109,6 +115,9 @@ pub struct Scim {
     /// Stripe's Dashboard: `userName` (the email) cannot change and only
     /// `displayName` and `active` are kept [D], so updates send just those.
     fixed_identity: bool,
+    /// The groups the hub keeps (the names in `settings.group_roles`);
+    /// every other group is the app's own and never touched.
+    managed_groups: Option<BTreeSet<String>>,
     client: reqwest::Client,
     throttle: Arc<Throttle>,
 }
@@ -169,6 +178,10 @@ impl Scim {
             ),
             pathless_deactivate: settings.get("deactivate_style").and_then(Value::as_str) == Some("pathless"),
             fixed_identity: app.kind == "stripe_dashboard",
+            managed_groups: settings
+                .get("group_roles")
+                .and_then(Value::as_object)
+                .map(|roles| roles.values().filter_map(Value::as_str).map(str::to_owned).collect()),
             client,
             throttle,
         })
@@ -279,7 +292,8 @@ impl Scim {
             let resources =
                 page.get("Resources").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             for resource in resources {
-                let Some(account) = remote(resource) else { continue };
+                let Some(mut account) = remote(resource) else { continue };
+                self.keep_managed_groups(&mut account.attributes);
                 // A user that moved between pages while we read is kept once.
                 match seen.get(&account.external_id) {
                     Some(&at) => accounts[at] = account,
@@ -320,9 +334,143 @@ impl Scim {
     pub async fn apply(&self, jobs: &[Job<'_>]) -> Vec<Result<Applied, ConnectorError>> {
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
-            results.push(self.apply_one(&job.request.op).await);
+            let mut result = self.apply_one(&job.request.op).await;
+            if let Ok(applied) = &mut result {
+                self.keep_managed_groups(&mut applied.attributes);
+            }
+            results.push(result);
+        }
+        let Some(managed) = &self.managed_groups else { return results };
+        // Membership after the users exist: the batch's changes per group,
+        // in as few PATCHes as the server takes.
+        let mut wanted: Vec<(usize, String, BTreeSet<String>)> = Vec::new();
+        for (at, (job, result)) in jobs.iter().zip(&results).enumerate() {
+            let (
+                Ok(applied),
+                Op::Create { desired } | Op::Update { desired, .. } | Op::Replace { desired, .. },
+            ) = (result, &job.request.op)
+            else {
+                continue;
+            };
+            let names = desired.attributes.get(GROUPS).and_then(Value::as_array).map(|names| {
+                names.iter().filter_map(Value::as_str).map(str::to_owned).collect::<BTreeSet<_>>()
+            });
+            if let Some(names) = names {
+                wanted.push((at, applied.external_id.clone(), names));
+            }
+        }
+        if wanted.is_empty() {
+            return results;
+        }
+        let members: Vec<(&str, &BTreeSet<String>)> =
+            wanted.iter().map(|(_, id, names)| (id.as_str(), names)).collect();
+        match self.sync_memberships(managed, &members).await {
+            Ok(()) => {
+                for (at, _, names) in &wanted {
+                    if let Ok(applied) = &mut results[*at] {
+                        applied.attributes.insert(GROUPS.into(), json!(names));
+                    }
+                }
+            }
+            // The users' steps are retried: their writes are idempotent and
+            // the membership is worked out again from the groups.
+            Err(error) => {
+                for (at, _, _) in &wanted {
+                    results[*at] = Err(error.clone());
+                }
+            }
         }
         results
+    }
+
+    /// Brings each managed group's membership, for these users only, to
+    /// what they should have: adds and removes in chunks the server takes.
+    async fn sync_memberships(
+        &self,
+        managed: &BTreeSet<String>,
+        users: &[(&str, &BTreeSet<String>)],
+    ) -> Result<(), ConnectorError> {
+        for name in managed {
+            let joining: Vec<&str> =
+                users.iter().filter(|(_, g)| g.contains(name)).map(|(id, _)| *id).collect();
+            let group = match self.group_named(name).await? {
+                Some(group) => group,
+                None if joining.is_empty() => continue,
+                None => self.create_group(name).await?,
+            };
+            let id = text_at(&group, "id")
+                .ok_or_else(|| ConnectorError::transient("a SCIM group without an id", None))?;
+            let present: HashSet<&str> = group
+                .get("members")
+                .and_then(Value::as_array)
+                .map(|m| m.iter().filter_map(|m| text_at(m, "value")).collect())
+                .unwrap_or_default();
+            let add: Vec<&str> = joining.iter().copied().filter(|u| !present.contains(u)).collect();
+            let remove: Vec<&str> = users
+                .iter()
+                .filter(|(user, groups)| !groups.contains(name) && present.contains(user))
+                .map(|(user, _)| *user)
+                .collect();
+            for operations in member_operations(&add, &remove, MEMBERS_PER_PATCH) {
+                if !self.capabilities().await?.patch {
+                    return Err(ConnectorError::permanent(
+                        "the SCIM server has no PATCH, which group membership needs",
+                    ));
+                }
+                let body = json!({"schemas": [PATCH_SCHEMA], "Operations": operations});
+                self.send(Method::PATCH, &format!("/Groups/{}", encode(id)), Some(&body), None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn group_named(&self, name: &str) -> Result<Option<Value>, ConnectorError> {
+        let filter = format!("displayName eq \"{}\"", escape_filter(name));
+        let answer =
+            self.send(Method::GET, &format!("/Groups?filter={}", encode(&filter)), None, None).await?;
+        Ok(answer
+            .body
+            .and_then(|b| b.get("Resources").and_then(Value::as_array).cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|g| text_at(g, "displayName") == Some(name)))
+    }
+
+    async fn create_group(&self, name: &str) -> Result<Value, ConnectorError> {
+        let body = json!({"schemas": [GROUP_SCHEMA], "displayName": name});
+        match self.send(Method::POST, "/Groups", Some(&body), None).await {
+            Ok(Answer { body: Some(group), .. }) => Ok(group),
+            Ok(_) => {
+                Err(ConnectorError::transient("the SCIM server created a group without answering it", None))
+            }
+            // Made meanwhile (or by an attempt whose answer was lost).
+            Err(failure) if failure.status == Some(409) => self.group_named(name).await?.ok_or_else(|| {
+                ConnectorError::transient(format!("the group {name} exists but cannot be found"), None)
+            }),
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    /// Keeps only the hub's groups in an account's attributes (or none,
+    /// where the app has no `group_roles`), so the app's own groups are
+    /// never drift.
+    fn keep_managed_groups(&self, attributes: &mut Map<String, Value>) {
+        let Some(managed) = &self.managed_groups else {
+            attributes.remove(GROUPS);
+            return;
+        };
+        let names: BTreeSet<&str> = attributes
+            .get(GROUPS)
+            .and_then(Value::as_array)
+            .map(|g| g.iter().filter_map(Value::as_str).filter(|n| managed.contains(*n)).collect())
+            .unwrap_or_default();
+        attributes.insert(GROUPS.into(), json!(names));
+    }
+
+    /// How many jobs one `apply` takes: more where groups are managed, so
+    /// a large change reaches each group in few PATCHes.
+    pub fn batch_size(&self) -> usize {
+        if self.managed_groups.is_some() { 200 } else { 50 }
     }
 
     async fn apply_one(&self, op: &Op) -> Result<Applied, ConnectorError> {
@@ -624,6 +772,12 @@ fn snapshot(user: &Value) -> Map<String, Value> {
             }
         }
     }
+    // The groups' names; the connector keeps the ones it manages.
+    if let Some(groups) = user.get("groups").and_then(Value::as_array) {
+        let mut names: Vec<&str> = groups.iter().filter_map(|g| text_at(g, "display")).collect();
+        names.sort_unstable();
+        attributes.insert(GROUPS.into(), json!(names));
+    }
     // The manager's id in the app; a roster read turns it into the
     // manager's login, which is what the hub renders.
     if let Some(id) = user.pointer(&format!("/{SCIM_ENTERPRISE}/manager/value")).and_then(Value::as_str) {
@@ -653,7 +807,7 @@ fn place(path: &str) -> Place<'_> {
 
 /// Sets (or, for null, removes) one mapped attribute in a user resource.
 fn set_attribute(user: &mut Map<String, Value>, path: &str, value: &Value) {
-    if path == MANAGER {
+    if path == MANAGER || path == GROUPS {
         // Set by id in its own phase (`Scim::set_manager`).
         return;
     }
@@ -740,7 +894,7 @@ fn update_operations(desired: &Desired, fixed_identity: bool) -> Vec<Value> {
             json!({"op": "replace", "path": "emails", "value": [{"value": desired.email, "type": "work", "primary": true}]}),
         ]);
     }
-    for (path, value) in desired.attributes.iter().filter(|(path, _)| *path != MANAGER) {
+    for (path, value) in desired.attributes.iter().filter(|(path, _)| *path != MANAGER && *path != GROUPS) {
         operations.push(if value.is_null() {
             json!({"op": "remove", "path": path})
         } else {
@@ -779,6 +933,30 @@ fn applied_from(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     })
+}
+
+/// The PATCH operations for adding and removing members, packed so that no
+/// PATCH carries more than `max` member changes.
+fn member_operations(add: &[&str], remove: &[&str], max: usize) -> Vec<Vec<Value>> {
+    let changes = add.iter().map(|id| (true, *id)).chain(remove.iter().map(|id| (false, *id)));
+    let changes: Vec<(bool, &str)> = changes.collect();
+    changes
+        .chunks(max.max(1))
+        .map(|chunk| {
+            let added: Vec<Value> =
+                chunk.iter().filter(|(add, _)| *add).map(|(_, id)| json!({"value": id})).collect();
+            let mut operations = Vec::new();
+            if !added.is_empty() {
+                operations.push(json!({"op": "add", "path": "members", "value": added}));
+            }
+            for (_, id) in chunk.iter().filter(|(add, _)| !*add) {
+                operations.push(
+                    json!({"op": "remove", "path": format!("members[value eq \"{}\"]", escape_filter(id))}),
+                );
+            }
+            operations
+        })
+        .collect()
 }
 
 fn text_at<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
@@ -865,6 +1043,23 @@ mod tests {
         assert_eq!(user["name"], json!({"givenName": "Ada", "familyName": "L"}));
         assert!(!user.contains_key("title"));
         assert_eq!(user["active"], true);
+    }
+
+    #[test]
+    fn membership_changes_are_chunked_for_the_server() {
+        let ids: Vec<String> = (0..230).map(|i| format!("u{i}")).collect();
+        let add: Vec<&str> = ids[..150].iter().map(String::as_str).collect();
+        let remove: Vec<&str> = ids[150..].iter().map(String::as_str).collect();
+        let patches = member_operations(&add, &remove, 100);
+        assert_eq!(patches.len(), 3);
+        let changes = |ops: &[Value]| -> usize {
+            ops.iter().map(|op| op["value"].as_array().map_or(1, Vec::len)).sum()
+        };
+        assert_eq!(patches.iter().map(|p| changes(p)).collect::<Vec<_>>(), [100, 100, 30]);
+        // The second PATCH adds the last 50 and removes the first 50.
+        assert_eq!(patches[1][0]["value"].as_array().unwrap().len(), 50);
+        assert_eq!(patches[1][1], json!({"op": "remove", "path": "members[value eq \"u150\"]"}));
+        assert!(member_operations(&[], &[], 100).is_empty());
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Resource for Apps {
                 "settings",
                 "object",
                 Access::ReadWrite,
-                "Expensify: `policy_id` (required), `employee_role`, `default_manager_email`. SCIM: `deactivate_style` (`path`, the default, or `pathless` as Okta sends it), `requests_per_second` (1-100, default 10). Payhawk: `account_id` (required), `employee_role` (default `employee`), `card_action` on removal (`block_reassignable_close_rest`, the default, `close_all` or `keep`). Any kind: `task_assignee` and `task_due_days` (1-90, default 2) for manual tasks.",
+                "Expensify: `policy_id` (required), `employee_role`, `default_manager_email`. SCIM: `deactivate_style` (`path`, the default, or `pathless` as Okta sends it), `group_roles` (role id → SCIM group name: the role's holders are the group's members; other groups are never touched), `requests_per_second` (1-100, default 10). Payhawk: `account_id` (required), `employee_role` (default `employee`), `card_action` on removal (`block_reassignable_close_rest`, the default, `close_all` or `keep`). Any kind: `task_assignee` and `task_due_days` (1-90, default 2) for manual tasks.",
             ),
             attr(
                 "access_role_ids",

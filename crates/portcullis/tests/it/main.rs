@@ -63,6 +63,7 @@ mod hub {
     mod payhawk;
     mod person;
     mod scim;
+    mod scim_groups;
     mod stripe;
     mod stripe_dashboard;
     mod tasks;
