@@ -137,6 +137,11 @@ impl Directory {
             groups.dedup();
             attributes.insert(crate::connector::scim::GROUPS.into(), json!(groups));
         }
+        if matches!(AppKind::parse(&app.kind), Ok(AppKind::Payhawk)) {
+            // The role is the privilege: one raised in the portal is drift.
+            let role = app.settings.0.get("employee_role").and_then(Value::as_str).unwrap_or("employee");
+            attributes.insert("role".into(), json!(role));
+        }
         if matches!(AppKind::parse(&app.kind), Ok(AppKind::TravelPerk)) {
             // Set by reference once the manager has an account (TravelPerk
             // maps it to the trip approver [D]).

@@ -338,8 +338,9 @@ fn text_of(value: &Value, key: &str) -> String {
     value.get(key).and_then(Value::as_str).unwrap_or_default().to_owned()
 }
 
+/// The attributes the hub compares: the names and the role.
 fn names(user: &Value) -> Map<String, Value> {
-    ["firstName", "lastName"]
+    ["firstName", "lastName", "role"]
         .into_iter()
         .filter_map(|name| Some((name.to_owned(), user.get(name).filter(|v| !v.is_null())?.clone())))
         .collect()

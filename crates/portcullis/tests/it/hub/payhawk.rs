@@ -159,3 +159,42 @@ db_test!(faults_never_invite_twice, config = hub_on, |server| {
         );
     }
 });
+
+db_test!(a_raised_role_and_a_stranger_are_found_and_fixed, config = hub_on, |server| {
+    use portcullis_sim::payhawk::{NewUser, UserChange};
+    // `_running` must live as long as the test: dropping it stops the server.
+    let Setup { sim, _running, directory, app, account } = setup(&server).await;
+    directory.employee(&server, "ada@acme.test", "Ada", None).await;
+    let ada = eventually("ada invited", || async { member(&sim, &account, "ada@acme.test") }).await;
+    assert_eq!(directory.settled(&server, &app).await, 0);
+
+    // Behind the hub's back: Ada made an admin, a stranger added.
+    sim.update_user(&account, &ada.id, UserChange { role: Some("admin".into()), ..UserChange::default() });
+    sim.seed_user(
+        &account,
+        NewUser {
+            email: "stranger@else.test".into(),
+            first_name: "Some".into(),
+            last_name: "One".into(),
+            role: "employee".into(),
+            ..NewUser::default()
+        },
+    )
+    .unwrap();
+    let (status, body) = directory.reconcile(&server, &app, false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report = &body["meta"]["reconciliation"];
+    assert_eq!((report["drift"].as_u64(), report["orphaned"].as_u64()), (Some(1), Some(1)), "{report}");
+    let plan = report["plan_id"].as_str().expect("a plan").to_owned();
+    assert_eq!(sim.user(&account, &ada.id).unwrap().role, "admin", "nothing changes before approval");
+    directory.approve(&server, &plan).await;
+    eventually("ada's role restored", || async {
+        sim.user(&account, &ada.id).filter(|u| u.role == "employee")
+    })
+    .await;
+    eventually("the stranger removed", || async {
+        member(&sim, &account, "stranger@else.test").is_none().then_some(())
+    })
+    .await;
+    assert_eq!(directory.settled(&server, &app).await, 0);
+});

@@ -679,3 +679,36 @@ db_test!(without_patch_updates_are_get_then_put, config = hub_on, |server| {
     assert!(retried.header("if-match").is_some(), "{retried:?}");
     assert_eq!(sim.resources(Kind::User).len(), 1);
 });
+
+db_test!(drift_is_found_and_fixed_in_every_dialect, config = hub_on, |server| {
+    let directory = Directory::new(&server).await;
+    let mut apps = Vec::new();
+    for profile in Profile::ALL {
+        let (sim, running) = simulator(Config::profile(profile)).await;
+        let app = scim_app(&server, &directory, profile.name(), &running, json!({})).await;
+        apps.push((profile, sim, running, app));
+    }
+    directory.employee(&server, "ada@acme.test", "Ada", None).await;
+    for (profile, sim, _, app) in &apps {
+        let ada =
+            eventually(&format!("ada in {}", profile.name()), || async { only_user(sim, "ada@acme.test") })
+                .await;
+        assert_eq!(directory.settled(&server, app).await, 0, "{}", profile.name());
+        // Renamed behind the hub's back, in an attribute the dialect keeps.
+        let (change, path) = match profile {
+            Profile::StripeDashboard => (json!({"displayName": "Someone Else"}), "/displayName"),
+            _ => (json!({"name": {"givenName": "Someone", "familyName": "Tester"}}), "/name/givenName"),
+        };
+        sim.change(Kind::User, ada["id"].as_str().unwrap(), &change).unwrap();
+        let (status, body) = directory.reconcile(&server, app, false).await;
+        assert_eq!(status, StatusCode::OK, "{}: {body}", profile.name());
+        let report = &body["meta"]["reconciliation"];
+        assert_eq!(report["drift"], 1, "{}: {report}", profile.name());
+        directory.approve(&server, report["plan_id"].as_str().unwrap()).await;
+        let want = if *profile == Profile::StripeDashboard { "Ada Tester" } else { "Ada" };
+        eventually(&format!("the name restored in {}", profile.name()), || async {
+            only_user(sim, "ada@acme.test").filter(|u| u.pointer(path) == Some(&json!(want)))
+        })
+        .await;
+    }
+});

@@ -167,3 +167,47 @@ db_test!(faults_never_duplicate_a_member, config = hub_on, |server| {
     }
     assert_eq!(sim.resources(Kind::User).len(), faults.len());
 });
+
+db_test!(a_renamed_member_and_a_stranger_are_found_and_fixed, config = hub_on, |server| {
+    let (sim, running) = ScimSim::start(Config::profile(Profile::StripeDashboard), 0).await.unwrap();
+    let directory = Directory::new(&server).await;
+    let app = directory
+        .create_app(
+            &server,
+            json!({"name": "Stripe team", "kind": "stripe_dashboard",
+                   "base_url": format!("{}/scim/v2", running.base_url()),
+                   "credentials": {"bearer_token": DEFAULT_TOKEN}}),
+        )
+        .await;
+    directory.employee(&server, "ada@acme.test", "Ada", None).await;
+    let ada = eventually("ada invited", || async { member(&sim, "ada@acme.test") }).await;
+    assert_eq!(directory.settled(&server, &app).await, 0);
+    sim.change(Kind::User, ada["id"].as_str().unwrap(), &json!({"displayName": "Someone Else"})).unwrap();
+    sim.seed(
+        Kind::User,
+        &json!({"userName": "stranger@else.test", "displayName": "Stranger", "active": true}),
+    )
+    .unwrap();
+
+    let (status, body) = directory.reconcile(&server, &app, false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report = &body["meta"]["reconciliation"];
+    assert_eq!((report["drift"].as_u64(), report["orphaned"].as_u64()), (Some(1), Some(1)), "{report}");
+    let plan = report["plan_id"].as_str().unwrap().to_owned();
+    let mut actions: Vec<String> = steps_of(&server, &directory, &plan)
+        .await
+        .iter()
+        .map(|s| s["attributes"]["action"].as_str().unwrap().to_owned())
+        .collect();
+    actions.sort();
+    assert_eq!(actions, ["delete", "manual", "update"], "the stranger's removal brings its key task");
+    directory.approve(&server, &plan).await;
+    eventually("the name restored", || async {
+        member(&sim, "ada@acme.test").filter(|m| m["displayName"] == "Ada Tester")
+    })
+    .await;
+    eventually("the stranger deleted", || async {
+        member(&sim, "stranger@else.test").is_none().then_some(())
+    })
+    .await;
+});

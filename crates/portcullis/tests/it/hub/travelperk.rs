@@ -154,3 +154,42 @@ db_test!(a_429_without_retry_after_waits_travelperk_s_minute, config = hub_on, |
     assert!(wait >= time::Duration::seconds(59), "put off by {wait}: {step}");
     assert!(traveller(&sim, "ada@acme.test").is_none(), "nothing was created");
 });
+
+db_test!(drift_and_strangers_are_fixed_and_hard_mode_deletes, config = hub_on, |server| {
+    let (sim, _running, directory, app) = setup(&server).await;
+    let ada = directory.employee(&server, "ada@acme.test", "Ada", None).await;
+    let found = eventually("ada in TravelPerk", || async { traveller(&sim, "ada@acme.test") }).await;
+    assert_eq!(directory.settled(&server, &app).await, 0);
+    let id = found["id"].as_str().unwrap().to_owned();
+
+    // Behind the hub's back: Ada renamed, a stranger added.
+    sim.change_user(&id, &json!({"name": {"givenName": "Someone", "familyName": "Tester"}})).unwrap();
+    sim.seed_user(&json!({"userName": "stranger@else.test", "name": {"givenName": "Some", "familyName": "One"}, "active": true}))
+        .unwrap();
+    let (status, body) = directory.reconcile(&server, &app, false).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report = &body["meta"]["reconciliation"];
+    assert_eq!((report["drift"].as_u64(), report["orphaned"].as_u64()), (Some(1), Some(1)), "{report}");
+    directory.approve(&server, report["plan_id"].as_str().unwrap()).await;
+    eventually("the name restored", || async {
+        traveller(&sim, "ada@acme.test").filter(|u| u["name"]["givenName"] == "Ada")
+    })
+    .await;
+    eventually("the stranger deactivated (soft by default)", || async {
+        traveller(&sim, "stranger@else.test").filter(|u| u["active"] == false)
+    })
+    .await;
+    assert_eq!(directory.settled(&server, &app).await, 0);
+
+    // Hard mode: leaving deletes, after approval.
+    let body = json!({"data": {"type": "app", "id": app, "attributes": {"deprovision_mode": "hard"}}});
+    let (status, body) =
+        server.api(reqwest::Method::PATCH, &format!("/api/apps/{app}"), &directory.token, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    directory.update_user(&server, &ada, json!({"blocked": true})).await;
+    let draft = directory.draft(&server, &app).await;
+    assert!(traveller(&sim, "ada@acme.test").is_some(), "nothing deleted before approval");
+    directory.approve(&server, draft["data"][0]["id"].as_str().unwrap()).await;
+    eventually("ada deleted", || async { traveller(&sim, "ada@acme.test").is_none().then_some(()) }).await;
+    assert_eq!(directory.settled(&server, &app).await, 0);
+});
