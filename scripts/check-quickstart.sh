@@ -14,7 +14,7 @@ fi
 cargo build -q -p portcullis
 work=$(mktemp -d)
 export PORTCULLIS_DATA_DIR="$work" PORTCULLIS_DATABASE_URL="sqlite:$work/portcullis.db"
-./target/debug/portcullis serve > "$work/serve.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/portcullis" serve > "$work/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work" acme-test.json client.json' EXIT
 for _ in $(seq 1 50); do
