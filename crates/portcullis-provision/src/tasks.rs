@@ -226,12 +226,7 @@ fn applied(op: &Op, external_id: Option<&str>) -> Applied {
             },
             login: Some(desired.email.clone()),
             status: AccountStatus::Active,
-            attributes: desired
-                .attributes
-                .iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            attributes: desired.set_attributes(),
         },
         Op::Deactivate { external_id: known, login, .. } => Applied {
             external_id: given(known),

@@ -62,6 +62,14 @@ pub struct Desired {
     pub attributes: Map<String, Value>,
 }
 
+impl Desired {
+    /// The attributes that have a value: what an app holds after a write
+    /// that answered nothing (an empty value is not stored there).
+    pub fn set_attributes(&self) -> Map<String, Value> {
+        self.attributes.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
 /// One change, as fixed on a step's first attempt so that every retry sends
 /// the same request (and, where the app has them, the same idempotency key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

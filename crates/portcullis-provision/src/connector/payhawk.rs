@@ -143,6 +143,18 @@ impl Payhawk {
         Err(Failure { status: Some(status), error })
     }
 
+    /// One page of a list, tried again after a transient failure: a 429
+    /// deep into a roster must not throw away the pages before it.
+    async fn list_page(&self, path: &str) -> Result<Value, ConnectorError> {
+        read_with_retries(|| async {
+            self.send(Method::GET, path, None)
+                .await?
+                .1
+                .ok_or_else(|| ConnectorError::transient("a Payhawk list without a body", None))
+        })
+        .await
+    }
+
     pub async fn roster(
         &self,
         progress: &(dyn Fn(usize) + Sync),
@@ -151,13 +163,7 @@ impl Payhawk {
         let mut skip = 0;
         loop {
             let path = format!("/users?$skip={skip}&$take={PAGE}");
-            let page = read_with_retries(|| async {
-                self.send(Method::GET, &path, None)
-                    .await?
-                    .1
-                    .ok_or_else(|| ConnectorError::transient("a Payhawk list without a body", None))
-            })
-            .await?;
+            let page = self.list_page(&path).await?;
             let items = page.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             let total = page
                 .get("total")
@@ -191,13 +197,7 @@ impl Payhawk {
                 "/expenses?$orderBy={order}&$skip={}&$take={EXPENSE_PAGE}",
                 page_number * EXPENSE_PAGE
             );
-            let page = read_with_retries(|| async {
-                self.send(Method::GET, &path, None)
-                    .await?
-                    .1
-                    .ok_or_else(|| ConnectorError::transient("a Payhawk list without a body", None))
-            })
-            .await?;
+            let page = self.list_page(&path).await?;
             let items = page.get("items").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
             for expense in items {
                 let user = expense.pointer("/createdBy/id").and_then(Value::as_str);

@@ -926,12 +926,7 @@ fn applied_from(
         external_id: id.to_owned(),
         login: Some(desired.email.clone()),
         status: AccountStatus::Active,
-        attributes: desired
-            .attributes
-            .iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        attributes: desired.set_attributes(),
     })
 }
 
