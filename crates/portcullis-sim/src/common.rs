@@ -71,6 +71,23 @@ pub struct LoggedRequest {
 }
 
 impl LoggedRequest {
+    /// A request as received, before it is answered.
+    pub fn new(method: &str, uri: &axum::http::Uri, headers: &axum::http::HeaderMap, body: &[u8]) -> Self {
+        LoggedRequest {
+            seq: 0,
+            method: method.to_owned(),
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+            body: String::from_utf8_lossy(body).into_owned(),
+            status: 0,
+            fault: None,
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
@@ -86,6 +103,27 @@ impl RequestLog {
         entry.seq = log.len();
         log.push(entry);
         log.len() - 1
+    }
+
+    /// Logs a request with its answer's `status` and `fault`. An answer
+    /// withheld for `hold` (a `TimeoutAfterCommit`: the change is committed
+    /// already) is logged with status 0 and completed once the wait is
+    /// over; a client that gives up first drops this future, and the entry
+    /// keeps 0: it never got an answer.
+    pub async fn record(
+        &self,
+        mut entry: LoggedRequest,
+        status: u16,
+        fault: Option<String>,
+        hold: Option<Duration>,
+    ) {
+        entry.status = if hold.is_some() { 0 } else { status };
+        entry.fault = fault;
+        let seq = self.push(entry);
+        if let Some(hold) = hold {
+            tokio::time::sleep(hold).await;
+            self.answered(seq, status);
+        }
     }
 
     /// Records the answer of an earlier entry.

@@ -629,23 +629,8 @@ async fn integrations(
     // The job runs (and commits) before anything is awaited, so a client
     // that gives up during a TimeoutAfterCommit delay still changed state.
     let answer = sim.answer(&headers, &body);
-    let seq = sim.log.push(LoggedRequest {
-        seq: 0,
-        method: "POST".into(),
-        path: uri.path().into(),
-        query: uri.query().map(Into::into),
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        status: if answer.delay.is_some() { 0 } else { answer.status },
-        fault: answer.fault.clone(),
-    });
-    if let Some(delay) = answer.delay {
-        tokio::time::sleep(delay).await;
-        sim.log.answered(seq, answer.status);
-    }
+    let entry = LoggedRequest::new("POST", &uri, &headers, &body);
+    sim.log.record(entry, answer.status, answer.fault.clone(), answer.delay).await;
     answer.into_response()
 }
 

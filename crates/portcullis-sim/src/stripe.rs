@@ -553,25 +553,8 @@ async fn api(
         Request { method: &method, path: uri.path(), query: uri.query(), headers: &headers, body: &body };
     let (answer, handling) = sim.handle(&request);
     let status = answer.status;
-    let seq = sim.log.push(LoggedRequest {
-        seq: 0,
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        status: if handling.hold.is_some() { 0 } else { status },
-        fault: handling.fault.as_ref().map(Fault::label),
-    });
-    if let Some(hold) = handling.hold {
-        // If the client gives up first, this future is dropped and the log
-        // keeps status 0: it never got an answer.
-        tokio::time::sleep(hold).await;
-        sim.log.answered(seq, status);
-    }
+    let entry = LoggedRequest::new(method.as_str(), &uri, &headers, &body);
+    sim.log.record(entry, status, handling.fault.as_ref().map(Fault::label), handling.hold).await;
     into_response(answer, handling)
 }
 

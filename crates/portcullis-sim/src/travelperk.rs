@@ -736,25 +736,8 @@ impl TravelPerkSim {
             Some(Fault::TimeoutAfterCommit { secs }) => Some(Duration::from_secs(*secs)),
             _ => None,
         };
-        let seq = self.log().push(LoggedRequest {
-            seq: 0,
-            method: req.method.to_string(),
-            path: req.uri.path().to_owned(),
-            query: req.uri.query().map(str::to_owned),
-            headers: req
-                .headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                .collect(),
-            body: String::from_utf8_lossy(&req.body).into_owned(),
-            status: if hold.is_some() { 0 } else { reply.status },
-            fault: fault.map(Fault::label),
-        });
-        if let Some(hold) = hold {
-            // A client that gives up first drops this future; the log keeps 0.
-            tokio::time::sleep(hold).await;
-            self.log().answered(seq, reply.status);
-        }
+        let entry = LoggedRequest::new(req.method.as_str(), &req.uri, &req.headers, &req.body);
+        self.log().record(entry, reply.status, fault.map(Fault::label), hold).await;
         reply.into_response()
     }
 }

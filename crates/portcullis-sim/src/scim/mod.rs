@@ -746,25 +746,8 @@ async fn respond(
         Some(Fault::TimeoutAfterCommit { secs }) => Some(Duration::from_secs(*secs)),
         _ => None,
     };
-    let seq = sim.log.push(LoggedRequest {
-        seq: 0,
-        method: method.to_string(),
-        path: uri.path().to_owned(),
-        query: uri.query().map(str::to_owned),
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        status: if hold.is_some() { 0 } else { answer.status },
-        fault: fault.as_ref().map(Fault::label),
-    });
-    if let Some(hold) = hold {
-        // If the client gives up first, this future is dropped and the log
-        // keeps status 0: it never got an answer.
-        tokio::time::sleep(hold).await;
-        sim.log.answered(seq, answer.status);
-    }
+    let entry = LoggedRequest::new(method.as_str(), &uri, &headers, &body);
+    sim.log.record(entry, answer.status, fault.as_ref().map(Fault::label), hold).await;
     answer.into_response()
 }
 
