@@ -185,16 +185,12 @@ fn withheld(operation: &str) -> FaultRule {
 
 /// A SCIM app of `kind` on a simulator in `profile`, with its create withheld.
 async fn scim_killed_mid_create(server: &TestServer, profile: portcullis_sim::scim::Profile, kind: &str) {
-    use portcullis_sim::scim::{Config, DEFAULT_TOKEN, Kind, ScimSim};
+    use portcullis_sim::scim::{Config, Kind, ScimSim};
     let (sim, running) = ScimSim::start(Config::profile(profile), 0).await.unwrap();
     let directory = Directory::new(server).await;
-    let app = directory
-        .create_app(
-            server,
-            serde_json::json!({"name": kind, "kind": kind, "base_url": format!("{}/scim/v2", running.base_url()),
-                               "credentials": {"bearer_token": DEFAULT_TOKEN}}),
-        )
-        .await;
+    let app =
+        crate::hub::scim::scim_app(server, &directory, kind, &running, serde_json::json!({"kind": kind}))
+            .await;
     sim.faults().add(withheld("users.create"));
     let count = || sim.resources(Kind::User).iter().filter(|u| u["userName"] == "ada@acme.test").count();
     killed_mid_create(server, &directory, &app, count).await;
@@ -209,40 +205,16 @@ db_test!(a_killed_worker_leaves_one_stripe_team_member, config = long_leases, |s
 });
 
 db_test!(a_killed_worker_leaves_one_traveller, config = long_leases, |server| {
-    use portcullis_sim::travelperk::{Config, TravelPerkSim};
-    let key = format!("tp_{}", portcullis_crypto::secret::random_base62(16));
-    let (sim, running) =
-        TravelPerkSim::start(Config { api_keys: vec![key.clone()], ..Config::default() }, 0).await.unwrap();
-    let directory = Directory::new(&server).await;
-    let app = directory
-        .create_app(
-            &server,
-            serde_json::json!({"name": "TravelPerk", "kind": "travelperk", "base_url": running.base_url(),
-                               "credentials": {"api_key": key}}),
-        )
-        .await;
+    let (sim, _running, directory, app) = crate::hub::travelperk::setup(&server).await;
     sim.faults().add(withheld("users.create"));
     let count = || sim.users().iter().filter(|u| u["userName"] == "ada@acme.test").count();
     killed_mid_create(&server, &directory, &app, count).await;
 });
 
 db_test!(a_killed_worker_leaves_one_payhawk_user, config = long_leases, |server| {
-    use portcullis_sim::payhawk::{AccountSeed, Config, PayhawkSim, UserStatus};
-    let account = format!("acme_{}", portcullis_crypto::secret::random_base62(8).to_lowercase());
-    let key = format!("ph_{}", portcullis_crypto::secret::random_base62(16));
-    let config = Config {
-        accounts: vec![AccountSeed { id: account.clone(), api_keys: vec![key.clone()] }],
-        ..Config::default()
-    };
-    let (sim, running) = PayhawkSim::start(config, 0).await.unwrap();
-    let directory = Directory::new(&server).await;
-    let app = directory
-        .create_app(
-            &server,
-            serde_json::json!({"name": "Payhawk", "kind": "payhawk", "base_url": running.base_url(),
-                               "credentials": {"api_key": key}, "settings": {"account_id": account}}),
-        )
-        .await;
+    use portcullis_sim::payhawk::UserStatus;
+    let crate::hub::payhawk::Setup { sim, _running, directory, app, account } =
+        crate::hub::payhawk::setup(&server).await;
     sim.faults().add(withheld("users.invite"));
     let count = || {
         sim.users(&account)

@@ -15,15 +15,15 @@ use super::support::{Directory, eventually, hub_on};
 use crate::db_test;
 use crate::harness::TestServer;
 
-struct Setup {
-    sim: std::sync::Arc<PayhawkSim>,
-    _running: portcullis_sim::Running,
-    directory: Directory,
-    app: String,
-    account: String,
+pub(super) struct Setup {
+    pub(super) sim: std::sync::Arc<PayhawkSim>,
+    pub(super) _running: portcullis_sim::Running,
+    pub(super) directory: Directory,
+    pub(super) app: String,
+    pub(super) account: String,
 }
 
-async fn setup(server: &TestServer) -> Setup {
+pub(super) async fn setup(server: &TestServer) -> Setup {
     // An account and key of the test's own: Payhawk limits per account.
     let account = format!("acme_{}", portcullis_crypto::secret::random_base62(8).to_lowercase());
     let key = format!("ph_{}", portcullis_crypto::secret::random_base62(16));

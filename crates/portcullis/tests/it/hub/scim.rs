@@ -22,7 +22,7 @@ async fn simulator(config: Config) -> (Arc<ScimSim>, Running) {
 
 /// A `scim` app pointed at a simulator; `extra`'s keys are added to (or
 /// replace) the app's attributes.
-async fn scim_app(
+pub(super) async fn scim_app(
     server: &TestServer,
     directory: &Directory,
     name: &str,

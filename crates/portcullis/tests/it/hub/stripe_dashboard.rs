@@ -12,6 +12,12 @@ use super::support::{Directory, eventually, hub_on};
 use crate::db_test;
 use crate::harness::TestServer;
 
+/// A Stripe Dashboard app on the simulator (the SCIM app, in Stripe's kind).
+async fn team_app(server: &TestServer, directory: &Directory, running: &portcullis_sim::Running) -> String {
+    let kind = json!({"name": "Stripe team", "kind": "stripe_dashboard"});
+    crate::hub::scim::scim_app(server, directory, "Stripe team", running, kind).await
+}
+
 fn member(sim: &ScimSim, email: &str) -> Option<Value> {
     sim.resources(Kind::User)
         .into_iter()
@@ -135,14 +141,7 @@ db_test!(faults_never_duplicate_a_member, config = hub_on, |server| {
     use portcullis_sim::{Fault, FaultRule};
     let (sim, running) = ScimSim::start(Config::profile(Profile::StripeDashboard), 0).await.unwrap();
     let directory = Directory::new(&server).await;
-    let app = directory
-        .create_app(
-            &server,
-            json!({"name": "Stripe team", "kind": "stripe_dashboard",
-                   "base_url": format!("{}/scim/v2", running.base_url()),
-                   "credentials": {"bearer_token": DEFAULT_TOKEN}}),
-        )
-        .await;
+    let app = team_app(&server, &directory, &running).await;
     // Stripe keeps no externalId: after a lost answer only the lookup by
     // userName stands between a retry and a second member.
     let faults = [
@@ -171,14 +170,7 @@ db_test!(faults_never_duplicate_a_member, config = hub_on, |server| {
 db_test!(a_renamed_member_and_a_stranger_are_found_and_fixed, config = hub_on, |server| {
     let (sim, running) = ScimSim::start(Config::profile(Profile::StripeDashboard), 0).await.unwrap();
     let directory = Directory::new(&server).await;
-    let app = directory
-        .create_app(
-            &server,
-            json!({"name": "Stripe team", "kind": "stripe_dashboard",
-                   "base_url": format!("{}/scim/v2", running.base_url()),
-                   "credentials": {"bearer_token": DEFAULT_TOKEN}}),
-        )
-        .await;
+    let app = team_app(&server, &directory, &running).await;
     directory.employee(&server, "ada@acme.test", "Ada", None).await;
     let ada = eventually("ada invited", || async { member(&sim, "ada@acme.test") }).await;
     assert_eq!(directory.settled(&server, &app).await, 0);

@@ -16,7 +16,7 @@ use crate::harness::TestServer;
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const TRAVELPERK: &str = "urn:ietf:params:scim:schemas:extension:travelperk:2.0:User";
 
-async fn setup(
+pub(super) async fn setup(
     server: &TestServer,
 ) -> (std::sync::Arc<TravelPerkSim>, portcullis_sim::Running, Directory, String) {
     // A key of the test's own: the simulator limits per credential.
