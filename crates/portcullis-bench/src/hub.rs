@@ -129,7 +129,13 @@ async fn measure(url: &str, args: &Args) -> anyhow::Result<Vec<Line>> {
     let es256 = NewSigningKey { algorithm: Some("es256".into()), key_size: None };
     environments::create(&core, "bench-hub", None, es256).await?;
     let env = core.environment("bench-hub").await?.context("the environment just created")?;
-    let ctx = Ctx { env, actor: Actor::system(), ip_address: None, user_agent: None };
+    let ctx = Ctx {
+        env,
+        actor: Actor::system(),
+        authority: portcullis_core::Authority::Operator,
+        ip_address: None,
+        user_agent: None,
+    };
     let role =
         roles::create(&core, &ctx, roles::NewRole { name: "Employees".into(), description: None }).await?;
     let users = seed_directory(&core.db, ctx.environment_id(), &role.id, n).await?;

@@ -26,11 +26,20 @@ pub struct Api {
     pub scopes: Vec<String>,
 }
 
-/// Resource servers by identifier and grants by (client row id, server id).
+/// Resource servers by identifier and grants by client row id, then server id.
 #[derive(Debug, Default)]
 pub struct ApiIndex {
     pub by_identifier: HashMap<String, Arc<Api>>,
-    pub grants: HashMap<(String, String), Option<Vec<String>>>,
+    grants: HashMap<String, HashMap<String, Option<Vec<String>>>>,
+}
+
+impl ApiIndex {
+    /// The scopes a client's grant on `api` allows (its whole scope list
+    /// when the grant says `null`); `None` without a grant.
+    pub fn allowed<'a>(&'a self, client_row: &str, api: &'a Api) -> Option<&'a [String]> {
+        let allowed = self.grants.get(client_row)?.get(&api.server.id)?;
+        Some(allowed.as_deref().unwrap_or(&api.scopes))
+    }
 }
 
 /// The active signing keys: the primary signs, every active one verifies.
@@ -121,7 +130,11 @@ impl EnvState {
                         .insert(identifier.clone(), Arc::new(Api { server, identifier, scopes: names }));
                 }
                 for grant in grants {
-                    index.grants.insert((grant.client_id, grant.resource_server_id), grant.allowed_scopes.0);
+                    index
+                        .grants
+                        .entry(grant.client_id)
+                        .or_default()
+                        .insert(grant.resource_server_id, grant.allowed_scopes.0);
                 }
                 Ok::<_, ServiceError>(Arc::new(index))
             })

@@ -1,21 +1,69 @@
-//! Who is acting, in which environment, from where.
+//! Who is acting, in which environment, from where, and what they may grant.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use portcullis_store::model::{Actor, Origin};
 
 use crate::cache::EnvState;
+use crate::error::{Result, ServiceError};
+
+/// The Management API scopes an actor holds, which bound what it may hand
+/// out: nobody grants a scope they do not hold themselves.
+#[derive(Debug, Clone)]
+pub enum Authority {
+    /// An operator at the server's console, or the platform itself.
+    Operator,
+    /// A Management API token: its scopes, as its client's grant allows them now.
+    Scopes(Arc<HashSet<String>>),
+    /// An end user on the hosted pages: holds no Management API scope.
+    None,
+}
+
+impl Authority {
+    pub fn holds(&self, scope: &str) -> bool {
+        match self {
+            Authority::Operator => true,
+            Authority::Scopes(held) => held.contains(scope),
+            Authority::None => false,
+        }
+    }
+
+    /// Refuses (403) unless every one of `scopes` is held.
+    pub fn require_all<'a>(&self, scopes: impl IntoIterator<Item = &'a str>, what: &str) -> Result<()> {
+        let missing: Vec<&str> = scopes.into_iter().filter(|s| !self.holds(s)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(ServiceError::Forbidden(format!(
+            "{what} needs scopes you do not hold yourself: {}",
+            missing.join(" ")
+        )))
+    }
+}
 
 /// The context every service call receives.
 #[derive(Clone)]
 pub struct Ctx {
     pub env: Arc<EnvState>,
     pub actor: Actor,
+    pub authority: Authority,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
 }
 
 impl Ctx {
+    /// An operator acting from the console (CLI commands run on the server).
+    pub fn operator(env: Arc<EnvState>, name: Option<String>) -> Ctx {
+        Ctx {
+            env,
+            actor: Actor { kind: "operator", id: None, name },
+            authority: Authority::Operator,
+            ip_address: None,
+            user_agent: Some("portcullis CLI".into()),
+        }
+    }
+
     pub fn environment_id(&self) -> &str {
         &self.env.environment.id
     }

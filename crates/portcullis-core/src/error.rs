@@ -7,6 +7,8 @@ use portcullis_store::StoreError;
 pub enum Field {
     Attribute(&'static str),
     Relationship(&'static str),
+    /// The resource as a whole (e.g. a delete that would break a rule).
+    Resource,
 }
 
 #[derive(Debug, thiserror::Error)]

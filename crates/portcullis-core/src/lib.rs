@@ -19,7 +19,7 @@ use portcullis_crypto::aead::MasterKey;
 use portcullis_store::{Db, repo};
 
 pub use cache::EnvState;
-pub use context::Ctx;
+pub use context::{Authority, Ctx};
 pub use error::{Field, Result, ServiceError};
 
 /// How issuers are formed: `{scheme}://{handle}.{base_domain}[:port]`.

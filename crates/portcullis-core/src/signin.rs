@@ -73,6 +73,7 @@ pub fn user_ctx(env: &Arc<EnvState>, user: &User, info: &RequestInfo) -> Ctx {
     Ctx {
         env: env.clone(),
         actor: Actor { kind: "user", id: Some(user.id.clone()), name: Some(user.email.clone()) },
+        authority: crate::Authority::None,
         ip_address: info.ip_address.clone(),
         user_agent: info.user_agent.clone(),
     }

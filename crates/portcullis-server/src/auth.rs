@@ -1,7 +1,10 @@
 //! Management API authorization: a Bearer access token for this environment's
 //! Management API whose scope holds `{family}:{read|write|delete}` for the
-//! route. Checked once, as a layer on each resource's router.
+//! route, as far as its client's current grant still allows it. Checked
+//! once, as a layer on each resource's router; the scopes held go on in the
+//! `Ctx` as its [`Authority`], which bounds what the caller may grant.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,7 +13,7 @@ use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::oauth::{self, VerifyError};
-use portcullis_core::{Core, Ctx};
+use portcullis_core::{Authority, Core, Ctx};
 use portcullis_jsonapi::ApiError;
 use portcullis_store::model::Actor;
 
@@ -100,22 +103,42 @@ async fn authorize(core: &Core, family: &'static str, request: &mut Request) -> 
         ))
         .with_challenge(challenge(&realm, Some(("invalid_token", "wrong audience")))));
     }
+    // The token's scopes count only as far as its client's grant still
+    // allows them: deleting or narrowing the grant takes effect at once.
+    let client = env.client(&claims.client_id).await?.ok_or_else(|| withdrawn(&realm))?;
+    let apis = env.apis().await?;
+    let allowed = apis
+        .by_identifier
+        .get(&env.management_api)
+        .and_then(|api| apis.allowed(&client.id, api))
+        .ok_or_else(|| withdrawn(&realm))?;
+    let held: HashSet<String> =
+        claims.scopes().filter(|s| allowed.iter().any(|a| a == s)).map(str::to_owned).collect();
     let needed = format!("{family}:{}", verb(request.method()));
-    if !claims.scopes().any(|s| s == needed) {
-        return Err(ApiFailure::from(ApiError::forbidden(format!(
-            "the access token lacks the `{needed}` scope"
-        )))
-        .with_challenge(format!(
+    if !held.contains(&needed) {
+        let detail = if claims.scopes().any(|s| s == needed) {
+            format!("the client's grant no longer allows the `{needed}` scope")
+        } else {
+            format!("the access token lacks the `{needed}` scope")
+        };
+        return Err(ApiFailure::from(ApiError::forbidden(detail)).with_challenge(format!(
             "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{needed}\""
         )));
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let meta = RequestMeta::from_parts(request.headers(), peer);
-    let client_name = env.client(&claims.client_id).await?.map(|c| c.name.clone());
     Ok(Ctx {
         env,
-        actor: Actor { kind: "client", id: Some(claims.client_id), name: client_name },
+        actor: Actor { kind: "client", id: Some(claims.client_id), name: Some(client.name.clone()) },
+        authority: Authority::Scopes(Arc::new(held)),
         ip_address: meta.ip_address,
         user_agent: meta.user_agent,
     })
+}
+
+/// A 401 for a token whose client no longer has a Management API grant.
+fn withdrawn(realm: &str) -> ApiFailure {
+    const WHY: &str = "the client's Management API grant has been withdrawn";
+    ApiFailure::from(ApiError::unauthorized(WHY))
+        .with_challenge(challenge(realm, Some(("invalid_token", WHY))))
 }

@@ -25,10 +25,11 @@ impl From<ApiError> for ApiFailure {
     }
 }
 
-fn pointer(field: &Field) -> String {
+fn pointer(field: &Field) -> Option<String> {
     match field {
-        Field::Attribute(name) => format!("/data/attributes/{name}"),
-        Field::Relationship(name) => format!("/data/relationships/{name}"),
+        Field::Attribute(name) => Some(format!("/data/attributes/{name}")),
+        Field::Relationship(name) => Some(format!("/data/relationships/{name}")),
+        Field::Resource => None,
     }
 }
 
@@ -37,11 +38,12 @@ impl From<ServiceError> for ApiFailure {
         let api = match &error {
             ServiceError::NotFound(kind) => ApiError::not_found(format!("{kind} not found")),
             ServiceError::Invalid { field, message } => {
-                ApiError::invalid_attribute(pointer(field), message.clone())
+                ApiError::invalid_attribute(pointer(field).unwrap_or_else(|| "/data".into()), message.clone())
             }
-            ServiceError::Conflict { field, message } => {
-                ApiError::conflict(message.clone()).with_pointer(pointer(field))
-            }
+            ServiceError::Conflict { field, message } => match pointer(field) {
+                Some(pointer) => ApiError::conflict(message.clone()).with_pointer(pointer),
+                None => ApiError::conflict(message.clone()),
+            },
             ServiceError::Forbidden(message) => ApiError::forbidden(message.clone()),
             // A related row vanished between the service's check and the
             // insert (a concurrent delete): the request named a resource that

@@ -117,6 +117,18 @@ enum EnvCommand {
     },
     /// List environments.
     List,
+    /// Recovery when no client can reach the Management API any more: mints
+    /// a new client holding every Management API scope and prints its secret
+    /// once. Audited as the operator's act.
+    AdminClient {
+        handle: String,
+        /// Who is doing this, for the audit trail (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_tracing(format: &str) {
@@ -313,9 +325,7 @@ async fn complete_task(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_context(|| format!("no environment `{handle}`"))?;
-    let actor = portcullis_store::model::Actor { kind: "operator", id: None, name: Some(by.to_owned()) };
-    let ctx =
-        portcullis_core::Ctx { env, actor, ip_address: None, user_agent: Some("portcullis CLI".into()) };
+    let ctx = portcullis_core::Ctx::operator(env, Some(by.to_owned()));
     let task = portcullis_provision::tasks::complete(core, &ctx, id, completion)
         .await
         .map_err(|e| anyhow::anyhow!("cannot complete task {id}: {e}"))?;
@@ -531,6 +541,35 @@ async fn env_command(core: &Arc<Core>, command: EnvCommand) -> anyhow::Result<()
                 println!("  management API:  {}", created.management_api);
                 println!("  admin client_id: {}", created.client_id);
                 println!("  client_secret:   {}", created.client_secret);
+                println!("The secret is shown only this once; it is stored as a hash.");
+            }
+            Ok(())
+        }
+        EnvCommand::AdminClient { handle, by, json } => {
+            let env = core
+                .environment(&handle)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .with_context(|| format!("no environment `{handle}`"))?;
+            let by = by.or_else(|| std::env::var("USER").ok());
+            let ctx = portcullis_core::Ctx::operator(env, by);
+            let minted = environments::mint_admin_client(core, &ctx)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot mint an admin client for `{handle}`: {e}"))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "management_api": minted.management_api,
+                        "client_id": minted.client_id,
+                        "client_secret": minted.client_secret,
+                    })
+                );
+            } else {
+                println!("Admin client for `{handle}` minted.");
+                println!("  management API:  {}", minted.management_api);
+                println!("  admin client_id: {}", minted.client_id);
+                println!("  client_secret:   {}", minted.client_secret);
                 println!("The secret is shown only this once; it is stored as a hash.");
             }
             Ok(())

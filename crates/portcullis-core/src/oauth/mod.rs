@@ -211,14 +211,9 @@ pub async fn client_credentials(
         .by_identifier
         .get(&resource)
         .ok_or_else(|| OAuthError::new("invalid_target", "the requested resource is unknown"))?;
-    let allowed = apis
-        .grants
-        .get(&(client.id.clone(), api.server.id.clone()))
-        .ok_or_else(|| {
-            OAuthError::new("invalid_target", "this client has no grant for the requested resource")
-        })?
-        .as_ref()
-        .unwrap_or(&api.scopes);
+    let allowed = apis.allowed(&client.id, api).ok_or_else(|| {
+        OAuthError::new("invalid_target", "this client has no grant for the requested resource")
+    })?;
     let granted: Vec<&str> = match scope {
         None => allowed.iter().map(String::as_str).collect(),
         Some(requested) => {

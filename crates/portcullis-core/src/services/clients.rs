@@ -208,6 +208,9 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
     }
     client.updated_at = now_micros();
     record::update(tx.conn(), ctx.environment_id(), &client).await?;
+    if before.grant_types != client.grant_types {
+        super::grants::keep_an_admin_client(&mut tx, ctx.environment_id()).await?;
+    }
     tx.invalidate(ctx.environment_id());
     let mut changes = Changes::default();
     changes.track("name", &before.name, &client.name);
@@ -236,6 +239,7 @@ pub async fn rotate_secret(core: &Core, ctx: &Ctx, id: &str) -> Result<(Client, 
     if client.client_type != "confidential" {
         return Err(ServiceError::invalid("client_type", "only confidential clients have a secret"));
     }
+    super::grants::forbid_takeover(&mut tx, ctx, &client).await?;
     let plain = new_secret();
     client.secret_hash = Some(secret::hash_secret(&plain));
     client.updated_at = now_micros();
@@ -252,5 +256,10 @@ pub async fn rotate_secret(core: &Core, ctx: &Ctx, id: &str) -> Result<(Client, 
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
-    super::delete::<Client>(core, ctx, KIND, id, present, name, true).await
+    let mut tx = core.db.write().await?;
+    super::delete_in::<Client>(&mut tx, ctx, KIND, id, present, name).await?;
+    super::grants::keep_an_admin_client(&mut tx, ctx.environment_id()).await?;
+    tx.invalidate(ctx.environment_id());
+    tx.commit().await?;
+    Ok(())
 }

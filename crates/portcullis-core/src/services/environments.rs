@@ -106,33 +106,8 @@ pub async fn create(
     };
     record::insert(tx.conn(), &api).await?;
     let key = signing_keys::insert_primary(core, &mut tx, &env_id, pair).await?;
-    let secret = portcullis_crypto::secret::random_token::<32>();
-    let client = Client {
-        id: new_id(),
-        environment_id: env_id.clone(),
-        client_id: portcullis_crypto::secret::random_base62(32),
-        name: "Admin (created with the environment)".into(),
-        client_type: "confidential".into(),
-        secret_hash: Some(portcullis_crypto::secret::hash_secret(&secret)),
-        redirect_uris: JsonText(vec![]),
-        grant_types: JsonText(vec!["client_credentials".into()]),
-        token_format: "jwt".into(),
-        first_party: true,
-        inserted_at: now,
-        updated_at: now,
-        post_logout_redirect_uris: JsonText(vec![]),
-    };
-    record::insert(tx.conn(), &client).await?;
-    let grant = Grant {
-        id: new_id(),
-        environment_id: env_id.clone(),
-        client_id: client.id.clone(),
-        resource_server_id: api.id.clone(),
-        allowed_scopes: JsonText(None),
-        inserted_at: now,
-        updated_at: now,
-    };
-    record::insert(tx.conn(), &grant).await?;
+    let (client, secret) =
+        insert_admin_client(&mut tx, &env_id, &api.id, "Admin (created with the environment)").await?;
     let origin =
         Origin { environment_id: env_id.clone(), actor: Actor::system(), ip_address: None, user_agent: None };
     tx.record(&origin, &Event {
@@ -251,6 +226,85 @@ pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result
     };
     finish(tx, ctx, event).await?;
     Ok(env)
+}
+
+/// Inserts a confidential client with a grant of every Management API scope;
+/// returns it and its secret (stored only as a hash).
+async fn insert_admin_client(
+    tx: &mut portcullis_store::WriteTx,
+    environment_id: &str,
+    management_api_id: &str,
+    name: &str,
+) -> Result<(Client, String)> {
+    let now = now_micros();
+    let secret = portcullis_crypto::secret::random_token::<32>();
+    let client = Client {
+        id: new_id(),
+        environment_id: environment_id.to_owned(),
+        client_id: portcullis_crypto::secret::random_base62(32),
+        name: name.to_owned(),
+        client_type: "confidential".into(),
+        secret_hash: Some(portcullis_crypto::secret::hash_secret(&secret)),
+        redirect_uris: JsonText(vec![]),
+        grant_types: JsonText(vec!["client_credentials".into()]),
+        token_format: "jwt".into(),
+        first_party: true,
+        inserted_at: now,
+        updated_at: now,
+        post_logout_redirect_uris: JsonText(vec![]),
+    };
+    record::insert(tx.conn(), &client).await?;
+    let grant = Grant {
+        id: new_id(),
+        environment_id: environment_id.to_owned(),
+        client_id: client.id.clone(),
+        resource_server_id: management_api_id.to_owned(),
+        allowed_scopes: JsonText(None),
+        inserted_at: now,
+        updated_at: now,
+    };
+    record::insert(tx.conn(), &grant).await?;
+    Ok((client, secret))
+}
+
+/// An admin client minted by `portcullis env admin-client`.
+#[derive(Debug)]
+pub struct MintedAdminClient {
+    pub client_id: String,
+    pub client_secret: String,
+    pub management_api: String,
+}
+
+/// Recovery for an operator locked out of the Management API: mints a new
+/// client holding every Management API scope, audited as the operator's.
+/// Only the server's console reaches this (it needs database access).
+pub async fn mint_admin_client(core: &Core, ctx: &Ctx) -> Result<MintedAdminClient> {
+    if !matches!(ctx.authority, crate::Authority::Operator) {
+        return Err(ServiceError::Forbidden(
+            "only an operator at the console can mint an admin client".into(),
+        ));
+    }
+    let mut tx = core.db.write().await?;
+    let servers: Vec<ResourceServer> = repo::all(tx.conn(), ctx.environment_id()).await?;
+    let api = servers
+        .into_iter()
+        .find(|s| s.system)
+        .ok_or_else(|| ServiceError::Internal("the environment has no Management API".into()))?;
+    let (client, secret) =
+        insert_admin_client(&mut tx, ctx.environment_id(), &api.id, "Admin (minted at the console)").await?;
+    tx.invalidate(ctx.environment_id());
+    let event = Event {
+        action: "client.registered",
+        targets: vec![target("client", &client.id, Some(&client.name))],
+        changes: json!({"client_resource_server_grant": {"from": null, "to": {"resource_server": api.id, "allowed_scopes": null}}}),
+        data: serde_json::to_value(super::clients::present(&client)).unwrap_or_default(),
+    };
+    finish(tx, ctx, event).await?;
+    Ok(MintedAdminClient {
+        client_id: client.client_id,
+        client_secret: secret,
+        management_api: ctx.env.management_api.clone(),
+    })
 }
 
 /// Every environment, for the CLI.

@@ -60,6 +60,81 @@ async fn validate_scopes(
     Ok(Some(unique(scopes)))
 }
 
+/// Refuses a grant on the Management API that would give its client a scope
+/// the actor does not hold: widening `before` (`None`: no grant yet) to
+/// `after` (`Some(None)`: every scope) may add only scopes the actor holds.
+fn forbid_escalation(
+    ctx: &Ctx,
+    server: &ResourceServer,
+    before: Option<&Option<Vec<String>>>,
+    after: &Option<Vec<String>>,
+) -> Result<()> {
+    if !server.system {
+        return Ok(());
+    }
+    let all = management_scopes();
+    let after = after.as_ref().unwrap_or(&all);
+    let before: &[String] = match before {
+        None => &[],
+        Some(before) => before.as_deref().unwrap_or(&all),
+    };
+    ctx.authority.require_all(
+        after.iter().filter(|s| !before.contains(s)).map(String::as_str),
+        "granting these Management API scopes",
+    )
+}
+
+/// Whether a grant on the Management API lets its client administer everything.
+fn is_full(allowed: &Option<Vec<String>>) -> bool {
+    allowed.as_ref().is_none_or(|scopes| management_scopes().iter().all(|s| scopes.contains(s)))
+}
+
+/// Refuses (409) a change after which no client of the environment could
+/// get a token for every Management API scope: the operator would be
+/// locked out with no way back through the API.
+pub(crate) async fn keep_an_admin_client(
+    tx: &mut portcullis_store::WriteTx,
+    environment_id: &str,
+) -> Result<()> {
+    let servers: Vec<ResourceServer> = repo::all(tx.conn(), environment_id).await?;
+    let Some(system) = servers.into_iter().find(|s| s.system) else { return Ok(()) };
+    let grants: Vec<Grant> = repo::all(tx.conn(), environment_id).await?;
+    let admins: Vec<String> = grants
+        .into_iter()
+        .filter(|g| g.resource_server_id == system.id && is_full(&g.allowed_scopes.0))
+        .map(|g| g.client_id)
+        .collect();
+    let clients: Vec<Client> = record::find_in(tx.conn(), environment_id, "id", &admins).await?;
+    if clients.iter().any(|c| c.client_type == "confidential" && c.allows_grant("client_credentials")) {
+        return Ok(());
+    }
+    Err(ServiceError::conflict(
+        Field::Resource,
+        "this is the environment's last client with full Management API access; create another first \
+         (or run `portcullis env admin-client` on the server)",
+    ))
+}
+
+/// Refuses to hand out the secret of a client whose Management API grant
+/// holds scopes the actor does not: rotating it would give the actor them.
+pub(crate) async fn forbid_takeover(
+    tx: &mut portcullis_store::WriteTx,
+    ctx: &Ctx,
+    client: &Client,
+) -> Result<()> {
+    let servers: Vec<ResourceServer> = repo::all(tx.conn(), ctx.environment_id()).await?;
+    let Some(system) = servers.into_iter().find(|s| s.system) else { return Ok(()) };
+    let grants: Vec<Grant> = repo::all(tx.conn(), ctx.environment_id()).await?;
+    let Some(grant) = grants.iter().find(|g| g.client_id == client.id && g.resource_server_id == system.id)
+    else {
+        return Ok(());
+    };
+    let all = management_scopes();
+    let scopes = grant.allowed_scopes.0.as_ref().unwrap_or(&all);
+    ctx.authority
+        .require_all(scopes.iter().map(String::as_str), "taking over this client's Management API grant")
+}
+
 const TAKEN: &[&str] = &["grants_pair_key", "client_resource_server_grants.client_id"];
 
 pub async fn create(
@@ -83,6 +158,7 @@ pub async fn create(
         Patch::Absent | Patch::Null => None,
     };
     let allowed = validate_scopes(&mut tx, &server, allowed).await?;
+    forbid_escalation(ctx, &server, None, &allowed)?;
     let now = now_micros();
     let grant = Grant {
         id: new_id(),
@@ -124,8 +200,10 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: GrantAttributes) ->
             grant.allowed_scopes = JsonText(validate_scopes(&mut tx, &server, Some(scopes)).await?)
         }
     }
+    forbid_escalation(ctx, &server, Some(&before.allowed_scopes.0), &grant.allowed_scopes.0)?;
     grant.updated_at = now_micros();
     record::update(tx.conn(), ctx.environment_id(), &grant).await?;
+    keep_an_admin_client(&mut tx, ctx.environment_id()).await?;
     tx.invalidate(ctx.environment_id());
     let mut changes = Changes::default();
     changes.track("allowed_scopes", &before.allowed_scopes.0, &grant.allowed_scopes.0);
@@ -140,5 +218,10 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: GrantAttributes) ->
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
-    super::delete::<Grant>(core, ctx, KIND, id, present, |_| None, true).await
+    let mut tx = core.db.write().await?;
+    super::delete_in::<Grant>(&mut tx, ctx, KIND, id, present, |_| None).await?;
+    keep_an_admin_client(&mut tx, ctx.environment_id()).await?;
+    tx.invalidate(ctx.environment_id());
+    tx.commit().await?;
+    Ok(())
 }

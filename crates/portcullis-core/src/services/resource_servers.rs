@@ -14,12 +14,15 @@ pub const TTL_MAX: i64 = 86_400;
 pub const TTL_DEFAULT: i64 = 3_600;
 
 /// The scope families of the Management API: `{family}:{read|write|delete}`.
-pub const MANAGEMENT_FAMILIES: [&str; 17] = [
+pub const MANAGEMENT_FAMILIES: [&str; 18] = [
     "users",
     "sessions",
     "roles",
     "permissions",
     "clients",
+    // Grants of APIs to clients: apart from `clients`, because a grant on
+    // the Management API hands out its scopes (Auth0's `client_grants`).
+    "client_grants",
     "resource_servers",
     "scopes",
     "signing_keys",

@@ -21,7 +21,7 @@ impl Resource for Grants {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "client_resource_server_grant",
         path: "client-resource-server-grants",
-        scope: "clients",
+        scope: "client_grants",
         summary: "Lets a client get tokens for a resource server, limited to `allowed_scopes` (null: all).",
         query: QuerySpec {
             filters: &[("client_id", FieldKind::Id), ("resource_server_id", FieldKind::Id)],

@@ -71,6 +71,11 @@ mod hub {
     mod webhooks;
 }
 
+/// The findings of the security audit (issue 14), one file per concern.
+mod security {
+    mod escalation;
+}
+
 /// End-user sign-in: the authorization endpoint, hosted pages, sessions,
 /// the code and refresh grants, ID tokens, UserInfo and logout.
 mod signin {
