@@ -143,9 +143,19 @@ async fn write_outbox(dir: &std::path::Path, from: &str, mail: &Mail) -> Result<
     let io = |e: std::io::Error| {
         ServiceError::Internal(format!("cannot write to the outbox {}: {e}", dir.display()))
     };
-    tokio::fs::create_dir_all(dir).await.map_err(io)?;
     let partial = dir.join(format!(".{name}.tmp"));
-    tokio::fs::write(&partial, body).await.map_err(io)?;
+    let write = {
+        let (dir, partial) = (dir.to_owned(), partial.clone());
+        move || -> std::io::Result<()> {
+            use std::io::Write;
+            portcullis_store::private_fs::create_dir_all(&dir)?;
+            portcullis_store::private_fs::create_file(&partial, true)?.write_all(&body)
+        }
+    };
+    tokio::task::spawn_blocking(write)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(io)?;
     tokio::fs::rename(&partial, dir.join(format!("{name}.json"))).await.map_err(io)?;
     tracing::info!(outbox = %dir.display(), subject = %mail.subject, "mail written to the dev outbox");
     Ok(())
@@ -194,6 +204,22 @@ mod tests {
             write.write_all(reply).await.unwrap();
         }
         data
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_dev_outbox_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("portcullis-outbox-{}", uuid::Uuid::new_v4().simple()));
+        let dir = root.join("outbox");
+        let mail = Mail { to: "ann@example.com".into(), subject: "Reset".into(), text: "a link".into() };
+        write_outbox(&dir, "Acme <no-reply@acme.test>", &mail).await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(mode(&files[0]), 0o600);
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[tokio::test]

@@ -140,11 +140,18 @@ impl Db {
             url.to_owned()
         };
         if backend == Backend::Sqlite
-            && let Some(parent) = sqlite_path(&url).and_then(|p| std::path::Path::new(p).parent())
-            && !parent.as_os_str().is_empty()
+            && let Some(path) = sqlite_path(&url).map(std::path::Path::new)
         {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", parent.display())))?;
+            let cannot =
+                |e: std::io::Error| StoreError::Corrupt(format!("cannot create {}: {e}", path.display()));
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                crate::private_fs::create_dir_all(parent).map_err(cannot)?;
+            }
+            // Created here, owner-only, before SQLite opens it (SQLite would
+            // create it 0644, and its -wal and -shm files take its mode).
+            if !path.exists() {
+                crate::private_fs::create_file(path, false).map_err(cannot)?;
+            }
         }
         let options = AnyConnectOptions::from_str(&url)?;
         let pool = AnyPoolOptions::new()
@@ -405,6 +412,24 @@ mod tests {
         let path = std::env::temp_dir().join(format!("portcullis-db-{}.db", new_id()));
         let db = Db::connect(&format!("sqlite:{}", path.display())).await.unwrap();
         (db, path)
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_data_directory_and_database_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("portcullis-perm-{}", new_id()));
+        let dir = root.join("data");
+        let path = dir.join("portcullis.db");
+        let db = Db::connect(&format!("sqlite:{}", path.display())).await.unwrap();
+        db.migrate().await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "data directory");
+        for file in ["portcullis.db", "portcullis.db-wal", "portcullis.db-shm"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        db.pool().close().await;
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 pub mod db;
 pub mod listing;
 pub mod model;
+pub mod private_fs;
 pub mod record;
 pub mod repo;
 pub mod sql;

@@ -110,7 +110,7 @@ impl Config {
             return MasterKey::from_base64(&text)
                 .with_context(|| format!("{} is not a valid key", path.display()));
         }
-        std::fs::create_dir_all(&self.data_dir)
+        portcullis_store::private_fs::create_dir_all(&self.data_dir)
             .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
         let key = MasterKey::generate_base64();
         write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
@@ -119,15 +119,7 @@ impl Config {
     }
 }
 
-#[cfg(unix)]
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    file.write_all(contents.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
+    portcullis_store::private_fs::create_file(path, true)?.write_all(contents.as_bytes())
 }
