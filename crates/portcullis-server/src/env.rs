@@ -17,15 +17,34 @@ use crate::error::ApiFailure;
 #[derive(Clone)]
 pub struct Env(pub Arc<EnvState>);
 
+/// The host a request addresses: an absolute-form target's authority wins
+/// over `Host` (RFC 9112 §3.2.2); two `Host` headers are refused, since
+/// proxies and this server could each pick another one.
+fn request_host(request: &Request) -> Result<String, ApiFailure> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let header_host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ApiError::bad_request("invalid_host", "the request has more than one Host header").into());
+    }
+    if let Some(host) = request.uri().host() {
+        return Ok(match request.uri().port_u16() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        });
+    }
+    match header_host.map(|h| h.to_str()) {
+        Some(Ok(host)) => Ok(host.to_owned()),
+        Some(Err(_)) => Err(ApiError::bad_request("invalid_host", "the Host header is not valid").into()),
+        None => Ok(String::new()),
+    }
+}
+
 /// Resolves the environment once per request; unknown hosts get a 404.
 pub async fn resolve(State(core): State<Arc<Core>>, mut request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().host())
-        .unwrap_or_default()
-        .to_owned();
+    let host = match request_host(&request) {
+        Ok(host) => host,
+        Err(failure) => return failure.into_response(),
+    };
     match core.environment_for_host(&host).await {
         Ok(Some(env)) => {
             request.extensions_mut().insert(Env(env));

@@ -32,12 +32,16 @@ pub fn app(core: Arc<Core>) -> Router {
         core.clone(),
         portcullis_provision::connector::http::shared_throttle(),
     );
+    // Management API answers carry secrets (`meta.client_secret`) and
+    // personal data: no cache may keep them.
+    let management = api::router(&core)
+        .route("/api/openapi.json", axum::routing::get(openapi::serve))
+        .layer(middleware::map_response(no_store));
     Router::new()
-        .merge(api::router(&core))
+        .merge(management)
         .merge(oauth::router())
         .merge(pages::router())
         .merge(hooks::router())
-        .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::Extension(worker))
@@ -45,8 +49,36 @@ pub fn app(core: Arc<Core>) -> Router {
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(middleware::map_response(payload_too_large))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(core)
+}
+
+/// Paths whose last segment is a single-use secret (emailed links).
+const SECRET_PATHS: &[&str] = &["/confirm/", "/password/reset/"];
+
+/// The request's span: method and path, with the secret of an emailed link
+/// redacted and no query string (it can carry `id_token_hint`, codes and
+/// `login_hint`), so logs never hold a credential.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %redacted_path(request.uri().path()),
+        version = ?request.version(),
+    )
+}
+
+fn redacted_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match SECRET_PATHS.iter().find(|prefix| path.starts_with(*prefix)) {
+        Some(prefix) => format!("{prefix}[redacted]").into(),
+        None => path.into(),
+    }
+}
+
+/// `Cache-Control: no-store` on every Management API answer.
+async fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response
 }
 
 async fn not_found() -> error::ApiFailure {
@@ -71,4 +103,17 @@ async fn payload_too_large(response: Response) -> Response {
         return error::ApiFailure::from(error::too_large(BODY_LIMIT)).into_response();
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_path;
+
+    #[test]
+    fn emailed_link_secrets_never_reach_a_span() {
+        assert_eq!(redacted_path("/confirm/abcDEF123"), "/confirm/[redacted]");
+        assert_eq!(redacted_path("/password/reset/s3cr3t/extra"), "/password/reset/[redacted]");
+        assert_eq!(redacted_path("/password/forgot"), "/password/forgot");
+        assert_eq!(redacted_path("/api/users/0193"), "/api/users/0193");
+    }
 }

@@ -181,28 +181,57 @@ fn deleted_action(kind: &'static str) -> &'static str {
 }
 
 /// Validates a required, trimmed, bounded name.
+/// A required single-line text: trimmed, not blank, at most `max`
+/// characters, and free of control characters (a CR/LF in a name would
+/// reach mail headers and logs; a NUL breaks other systems' parsers).
 pub(crate) fn require_text(field: &'static str, value: &str, max: usize) -> Result<String> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(ServiceError::invalid(field, format!("{field} must not be blank")));
     }
-    if trimmed.chars().count() > max {
-        return Err(ServiceError::invalid(field, format!("{field} must be at most {max} characters")));
-    }
+    check_text(field, trimmed, max, false)?;
     Ok(trimmed.to_owned())
 }
 
+/// An optional single-line text: at most `max` characters, no control characters.
 pub(crate) fn optional_text(
     field: &'static str,
     value: Option<String>,
     max: usize,
 ) -> Result<Option<String>> {
-    match value {
-        Some(v) if v.chars().count() > max => {
-            Err(ServiceError::invalid(field, format!("{field} must be at most {max} characters")))
-        }
-        other => Ok(other),
+    if let Some(v) = &value {
+        check_text(field, v, max, false)?;
     }
+    Ok(value)
+}
+
+/// An optional free text (a description): line breaks and tabs allowed,
+/// other control characters not.
+pub(crate) fn optional_multiline(
+    field: &'static str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>> {
+    if let Some(v) = &value {
+        check_text(field, v, max, true)?;
+    }
+    Ok(value)
+}
+
+fn check_text(field: &'static str, value: &str, max: usize, multiline: bool) -> Result<()> {
+    if value.chars().count() > max {
+        return Err(ServiceError::invalid(field, format!("{field} must be at most {max} characters")));
+    }
+    let allowed = |c: char| multiline && matches!(c, '\n' | '\r' | '\t');
+    if value.chars().any(|c| c.is_control() && !allowed(c)) {
+        let what = if multiline {
+            "control characters other than line breaks and tabs"
+        } else {
+            "control characters or line breaks"
+        };
+        return Err(ServiceError::invalid(field, format!("{field} must not contain {what}")));
+    }
+    Ok(())
 }
 
 /// A JSON:API PATCH member: absent, explicitly `null`, or a value.

@@ -4,7 +4,7 @@ use portcullis_store::{new_id, now_micros, record};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Changes, Patch, attrs, fetch_in, finish, optional_text, target, timestamp};
+use super::{Changes, Patch, attrs, fetch_in, finish, optional_multiline, target, timestamp};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
@@ -69,7 +69,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewPermission) -> Result<Perm
         id: new_id(),
         environment_id: ctx.environment_id().to_owned(),
         name: validate_name(&input.name)?,
-        description: optional_text("description", input.description, 1000)?,
+        description: optional_multiline("description", input.description, 1000)?,
         inserted_at: now,
         updated_at: now,
     };
@@ -99,7 +99,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: PermissionChanges) 
         _ => return Err(ServiceError::invalid("name", "name cannot be changed after creation")),
     }
     input.description.apply_to(&mut permission.description);
-    permission.description = optional_text("description", permission.description, 1000)?;
+    permission.description = optional_multiline("description", permission.description, 1000)?;
     permission.updated_at = now_micros();
     record::update(tx.conn(), ctx.environment_id(), &permission).await?;
     let mut changes = Changes::default();

@@ -4,7 +4,7 @@ use portcullis_store::{new_id, now_micros, record, repo};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Changes, Patch, attrs, fetch_in, finish, optional_text, require_text, target, timestamp};
+use super::{Changes, Patch, attrs, fetch_in, finish, optional_multiline, require_text, target, timestamp};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result};
 
@@ -57,7 +57,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewRole) -> Result<Role> {
         id: new_id(),
         environment_id: ctx.environment_id().to_owned(),
         name: require_text("name", &input.name, 100)?,
-        description: optional_text("description", input.description, 1000)?,
+        description: optional_multiline("description", input.description, 1000)?,
         inserted_at: now,
         updated_at: now,
     };
@@ -86,7 +86,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: RoleChanges) -> Res
         role.name = require_text("name", &name, 100)?;
     }
     input.description.apply_to(&mut role.description);
-    role.description = optional_text("description", role.description, 1000)?;
+    role.description = optional_multiline("description", role.description, 1000)?;
     role.updated_at = now_micros();
     record::update(tx.conn(), ctx.environment_id(), &role).await.map_err(conflict_on(
         &["roles_name_key", "roles.name"],

@@ -4,7 +4,7 @@ use portcullis_store::{WriteTx, new_id, now_micros, record, repo};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Changes, Patch, attrs, fetch_in, finish, optional_text, target, timestamp, unique};
+use super::{Changes, Patch, attrs, fetch_in, finish, optional_multiline, target, timestamp, unique};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
@@ -76,7 +76,7 @@ pub async fn create(core: &Core, ctx: &Ctx, resource_server_id: &str, input: New
         environment_id: env.to_owned(),
         resource_server_id: server.id.clone(),
         name: validate_name(&input.name)?,
-        description: optional_text("description", input.description, 1000)?,
+        description: optional_multiline("description", input.description, 1000)?,
         inserted_at: now,
         updated_at: now,
     };
@@ -107,7 +107,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ScopeChanges) -> Re
         scope.name = validate_name(&name)?;
     }
     input.description.apply_to(&mut scope.description);
-    scope.description = optional_text("description", scope.description, 1000)?;
+    scope.description = optional_multiline("description", scope.description, 1000)?;
     scope.updated_at = now_micros();
     record::update(tx.conn(), ctx.environment_id(), &scope).await.map_err(conflict_on(
         TAKEN,

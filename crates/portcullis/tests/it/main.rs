@@ -74,6 +74,7 @@ mod hub {
 /// The findings of the security audit (issue 14), one file per concern.
 mod security {
     mod escalation;
+    mod hygiene;
 }
 
 /// End-user sign-in: the authorization endpoint, hosted pages, sessions,
