@@ -95,6 +95,8 @@ pub struct Core {
     pub passwords: passwords::PasswordPool,
     pub mailer: Arc<mail::Mailer>,
     pub limiter: limits::Limiter,
+    /// Lockout for sign-ins to addresses with no account.
+    pub unknown_logins: signin::UnknownLogins,
     /// Refresh-token rotations, committed in groups.
     pub rotations: oauth::rotation::Rotations,
 }
@@ -107,6 +109,7 @@ impl Core {
         let mailer = Arc::new(mail::Mailer::new(&config.mail)?);
         let core = Arc::new(Core {
             limiter: limits::Limiter::new(config.rate_limits.as_ref()),
+            unknown_logins: signin::UnknownLogins::default(),
             mailer,
             events: events::EventSink::start(db.clone()),
             rotations: oauth::rotation::Rotations::start(db.clone()),
@@ -147,6 +150,7 @@ impl Core {
                 tick.tick().await;
                 let Some(core) = weak.upgrade() else { return };
                 core.limiter.shrink();
+                core.unknown_logins.shrink();
             }
         });
         Ok(core)

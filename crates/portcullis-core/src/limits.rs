@@ -4,8 +4,9 @@
 //! GCRA (governor) per key, in memory: limits are per process. Behind
 //! several instances each enforces its own, which still bounds a guesser.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -36,7 +37,7 @@ impl Rate {
 }
 
 /// What is limited, and by what key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limit {
     /// Password logins from one IP.
     LoginIp,
@@ -52,6 +53,11 @@ pub enum Limit {
     TokenIp,
     /// Token-endpoint calls naming one client.
     TokenClient,
+    /// Failed client authentications (token, introspection, revocation)
+    /// from one IP.
+    ClientAuthIp,
+    /// Failed client authentications naming one client id.
+    ClientAuthClient,
 }
 
 /// The limits in force; `None` turns them all off (benchmarks).
@@ -64,6 +70,8 @@ pub struct RateLimits {
     pub reset_account: Rate,
     pub token_ip: Rate,
     pub token_client: Rate,
+    pub client_auth_ip: Rate,
+    pub client_auth_client: Rate,
 }
 
 impl Default for RateLimits {
@@ -77,6 +85,10 @@ impl Default for RateLimits {
             // Generous: a backend refreshing for many users sits behind one IP.
             token_ip: Rate::per_second(500),
             token_client: Rate::per_second(1000),
+            // Failures only: a client with the right secret never meets these
+            // unless someone is guessing its secret.
+            client_auth_ip: Rate::per_minute(30),
+            client_auth_client: Rate::per_minute(30),
         }
     }
 }
@@ -87,7 +99,7 @@ pub struct RetryAfter(pub u64);
 
 impl Limit {
     /// Every limit, in declaration order (so `limit as usize` indexes it).
-    const ALL: [Limit; 7] = [
+    const ALL: [Limit; 9] = [
         Limit::LoginIp,
         Limit::LoginAccount,
         Limit::RegisterIp,
@@ -95,6 +107,8 @@ impl Limit {
         Limit::ResetAccount,
         Limit::TokenIp,
         Limit::TokenClient,
+        Limit::ClientAuthIp,
+        Limit::ClientAuthClient,
     ];
 }
 
@@ -108,6 +122,8 @@ impl RateLimits {
             Limit::ResetAccount => self.reset_account,
             Limit::TokenIp => self.token_ip,
             Limit::TokenClient => self.token_client,
+            Limit::ClientAuthIp => self.client_auth_ip,
+            Limit::ClientAuthClient => self.client_auth_client,
         }
     }
 }
@@ -115,22 +131,63 @@ impl RateLimits {
 pub struct Limiter {
     /// One bucket set per [`Limit`], indexed by `limit as usize`.
     buckets: Option<[DefaultKeyedRateLimiter<String>; Limit::ALL.len()]>,
+    /// Keys whose failure allowance is spent, until it refills: see
+    /// [`Limiter::count_failure`].
+    spent: std::sync::Mutex<HashMap<(Limit, String), Instant>>,
 }
 
 impl Limiter {
     pub fn new(limits: Option<&RateLimits>) -> Limiter {
         let buckets = limits.map(|l| Limit::ALL.map(|limit| RateLimiter::keyed(l.rate(limit).quota())));
-        Limiter { buckets }
+        Limiter { buckets, spent: Default::default() }
+    }
+
+    fn spent(&self) -> std::sync::MutexGuard<'_, HashMap<(Limit, String), Instant>> {
+        self.spent.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuses a credential check while one of these failure limits is
+    /// spent. Only failures count (see [`Limiter::count_failure`]), so a
+    /// caller that keeps getting it right is never slowed down, and a
+    /// guesser is refused before its guess is looked at.
+    pub fn check_failures(&self, checks: &[(Limit, &str)]) -> Result<(), RetryAfter> {
+        if self.buckets.is_none() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let spent = self.spent();
+        let wait = checks
+            .iter()
+            .filter_map(|(limit, key)| spent.get(&(*limit, normalized(key))))
+            .filter(|until| **until > now)
+            .map(|until| retry_after(*until - now))
+            .max();
+        wait.map_or(Ok(()), Err)
+    }
+
+    /// Counts one failed credential check against each limit. Once one is
+    /// spent, this failure and every check until it refills are refused.
+    pub fn count_failure(&self, checks: &[(Limit, &str)]) -> Result<(), RetryAfter> {
+        let Some(buckets) = &self.buckets else { return Ok(()) };
+        let mut refused = None;
+        for (limit, key) in checks {
+            let key = normalized(key);
+            if let Err(not_until) = buckets[*limit as usize].check_key(&key) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                self.spent().insert((*limit, key), Instant::now() + wait);
+                refused = refused.max(Some(retry_after(wait)));
+            }
+        }
+        refused.map_or(Ok(()), Err)
     }
 
     /// Counts one request against `limit` for `key`. Keys are compared
     /// case-insensitively (emails).
     pub fn check(&self, limit: Limit, key: &str) -> Result<(), RetryAfter> {
         let Some(buckets) = &self.buckets else { return Ok(()) };
-        buckets[limit as usize].check_key(&key.trim().to_lowercase()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            RetryAfter(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(RetryAfter(1))
-        })
+        buckets[limit as usize]
+            .check_key(&normalized(key))
+            .map_err(|not_until| retry_after(not_until.wait_time_from(DefaultClock::default().now())))
     }
 
     /// Checks several limits; a refusal names the longest wait. Every limit
@@ -151,7 +208,20 @@ impl Limiter {
             bucket.retain_recent();
             bucket.shrink_to_fit();
         }
+        let now = Instant::now();
+        let mut spent = self.spent();
+        spent.retain(|_, until| *until > now);
+        spent.shrink_to_fit();
     }
+}
+
+fn normalized(key: &str) -> String {
+    key.trim().to_lowercase()
+}
+
+/// Whole seconds to wait, rounded up, at least 1.
+fn retry_after(wait: Duration) -> RetryAfter {
+    RetryAfter(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(RetryAfter(1))
 }
 
 #[cfg(test)]
@@ -198,10 +268,33 @@ mod tests {
     }
 
     #[test]
+    fn only_failures_count_and_a_spent_key_is_refused_before_it_is_checked() {
+        let limits = RateLimits { client_auth_client: Rate::per_minute(2), ..RateLimits::default() };
+        let limiter = Limiter::new(Some(&limits));
+        let checks = [(Limit::ClientAuthClient, "client-a")];
+        for _ in 0..100 {
+            assert!(limiter.check_failures(&checks).is_ok(), "successes never spend the allowance");
+        }
+        assert!(limiter.count_failure(&checks).is_ok());
+        assert!(limiter.count_failure(&checks).is_ok());
+        assert!(limiter.check_failures(&checks).is_ok(), "two failures are allowed");
+        let RetryAfter(wait) = limiter.count_failure(&checks).unwrap_err();
+        assert!((1..=30).contains(&wait), "{wait}");
+        let RetryAfter(wait) = limiter.check_failures(&[(Limit::ClientAuthClient, " CLIENT-A")]).unwrap_err();
+        assert!((1..=30).contains(&wait), "{wait}");
+        assert!(limiter.check_failures(&[(Limit::ClientAuthClient, "client-b")]).is_ok());
+        assert!(limiter.check_failures(&[(Limit::ClientAuthIp, "client-a")]).is_ok());
+        limiter.shrink();
+        assert!(limiter.check_failures(&checks).is_err(), "shrinking keeps what is still spent");
+    }
+
+    #[test]
     fn no_limits_when_turned_off() {
         let limiter = Limiter::new(None);
         for _ in 0..1000 {
             assert!(limiter.check(Limit::LoginIp, "ip").is_ok());
+            assert!(limiter.count_failure(&[(Limit::ClientAuthIp, "ip")]).is_ok());
+            assert!(limiter.check_failures(&[(Limit::ClientAuthIp, "ip")]).is_ok());
         }
         limiter.shrink();
     }

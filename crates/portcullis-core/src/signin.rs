@@ -61,6 +61,75 @@ async fn decoy_hash(core: &Core) -> Result<&'static str> {
         .map(String::as_str)
 }
 
+/// Failed sign-ins for addresses that have no account, counted and locked
+/// exactly like an account's, so the lockout cannot tell who has one.
+///
+/// In memory, per process (accounts keep theirs in the database): a restart
+/// forgets them, and behind several instances each counts its own. Entries
+/// go a day after their last failure; at [`UnknownLogins::CAPACITY`] the
+/// stalest make room, so a flood of made-up addresses cannot grow memory.
+#[derive(Default)]
+pub struct UnknownLogins {
+    failures: std::sync::Mutex<std::collections::HashMap<(String, String), Failures>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: i64,
+    locked_until: Option<i64>,
+    last_at: i64,
+}
+
+impl UnknownLogins {
+    const CAPACITY: usize = 100_000;
+    const KEEP_MICROS: i64 = 24 * 3600 * 1_000_000;
+
+    fn key(environment_id: &str, email: &str) -> (String, String) {
+        (environment_id.to_owned(), email.trim().to_lowercase())
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), Failures>> {
+        // A panic while holding the lock leaves plain counters behind.
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Until when the address is locked, if it is.
+    fn locked_until(&self, environment_id: &str, email: &str, now: i64) -> Option<i64> {
+        let entries = self.entries();
+        entries.get(&Self::key(environment_id, email))?.locked_until.filter(|until| *until > now)
+    }
+
+    /// Counts one failure; returns the lock it starts, as for an account.
+    fn fail(&self, environment_id: &str, email: &str, now: i64) -> Option<i64> {
+        let mut entries = self.entries();
+        let key = Self::key(environment_id, email);
+        if !entries.contains_key(&key) && entries.len() >= Self::CAPACITY {
+            entries.retain(|_, f| f.last_at > now - Self::KEEP_MICROS);
+            if entries.len() >= Self::CAPACITY
+                && let Some(stalest) = entries.iter().min_by_key(|(_, f)| f.last_at).map(|(k, _)| k.clone())
+            {
+                entries.remove(&stalest);
+            }
+        }
+        let entry = entries.entry(key).or_insert(Failures { count: 0, locked_until: None, last_at: now });
+        entry.count += 1;
+        entry.last_at = now;
+        entry.locked_until = lock_seconds(entry.count).map(|s| now + s * 1_000_000);
+        entry.locked_until
+    }
+
+    /// Drops entries a day past their last failure.
+    pub fn shrink(&self) {
+        let now = now_micros();
+        self.entries().retain(|_, f| f.last_at > now - Self::KEEP_MICROS);
+    }
+}
+
+/// Seconds until `until`, rounded up.
+fn seconds_until(until: i64, now: i64) -> i64 {
+    (until - now + 999_999) / 1_000_000
+}
+
 /// How long an account stays locked after `failures` consecutive failures.
 pub fn lock_seconds(failures: i64) -> Option<i64> {
     (failures >= LOCKOUT_THRESHOLD).then(|| {
@@ -96,11 +165,18 @@ pub async fn password_login(
     drop(conn);
     let now = now_micros();
     let Some(user) = user else {
+        // The same steps as for an account: the lock first, then the hash.
+        if let Some(until) = core.unknown_logins.locked_until(env.id(), email, now) {
+            return Err(LoginError::Locked { retry_after: seconds_until(until, now) });
+        }
         core.passwords.verify(password.to_owned(), decoy_hash(core).await?.to_owned()).await?;
-        return Err(LoginError::InvalidCredentials);
+        return Err(match core.unknown_logins.fail(env.id(), email, now) {
+            Some(until) => LoginError::Locked { retry_after: seconds_until(until, now) },
+            None => LoginError::InvalidCredentials,
+        });
     };
     if let Some(until) = user.locked_until.filter(|until| *until > now) {
-        return Err(LoginError::Locked { retry_after: (until - now + 999_999) / 1_000_000 });
+        return Err(LoginError::Locked { retry_after: seconds_until(until, now) });
     }
     let stored = user.password_hash.clone().unwrap_or_default();
     let stored = if stored.is_empty() { decoy_hash(core).await?.to_owned() } else { stored };
@@ -127,7 +203,7 @@ pub async fn password_login(
             )
             .await;
         return Err(match locked_until {
-            Some(until) => LoginError::Locked { retry_after: (until - now + 999_999) / 1_000_000 },
+            Some(until) => LoginError::Locked { retry_after: seconds_until(until, now) },
             None => LoginError::InvalidCredentials,
         });
     }

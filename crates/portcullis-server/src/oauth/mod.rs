@@ -134,26 +134,46 @@ fn percent_decode(s: &str) -> Option<String> {
     percent_encoding::percent_decode_str(&plus_as_space).decode_utf8().ok().map(|c| c.into_owned())
 }
 
+/// Authenticates the client of a token, introspection or revocation
+/// request. Failures are limited per IP and per client id: once either is
+/// spent, the credentials are refused unchecked until it refills. A failed
+/// Basic authentication gets a challenge.
 async fn authenticated(
+    core: &Core,
     env: &EnvState,
-    headers: &HeaderMap,
-    form: &Params,
-) -> Result<Arc<portcullis_store::model::Client>, OAuthFailure> {
-    let (presented, used_basic) = presented_client(headers, form)?;
-    authenticate_presented(env, &presented, used_basic).await
-}
-
-/// Checks presented credentials; a failed Basic authentication gets a
-/// challenge.
-async fn authenticate_presented(
-    env: &EnvState,
+    ip: &str,
     presented: &PresentedClient,
     used_basic: bool,
 ) -> Result<Arc<portcullis_store::model::Client>, OAuthFailure> {
-    oauth::authenticate(env, presented).await.map_err(|error| OAuthFailure {
-        error,
-        basic_realm: used_basic.then(|| env.issuer.clone()),
-        retry_after: None,
+    let limits = [(Limit::ClientAuthIp, ip), (Limit::ClientAuthClient, presented.client_id.as_str())];
+    core.limiter.check_failures(&limits)?;
+    match oauth::authenticate(env, presented).await {
+        Ok(client) => Ok(client),
+        Err(error) => {
+            core.limiter.count_failure(&limits)?;
+            Err(OAuthFailure {
+                error,
+                basic_realm: used_basic.then(|| env.issuer.clone()),
+                retry_after: None,
+            })
+        }
+    }
+}
+
+/// The client credentials of a request; malformed ones count as a failed
+/// authentication from this IP.
+fn presented_or_failed(
+    core: &Core,
+    ip: &str,
+    headers: &HeaderMap,
+    form: &Params,
+) -> Result<(PresentedClient, bool), OAuthFailure> {
+    core.limiter.check_failures(&[(Limit::ClientAuthIp, ip)])?;
+    presented_client(headers, form).map_err(|error| {
+        match core.limiter.count_failure(&[(Limit::ClientAuthIp, ip)]) {
+            Ok(()) => OAuthFailure::from(error),
+            Err(retry) => OAuthFailure::from(retry),
+        }
     })
 }
 
@@ -165,13 +185,13 @@ async fn token(
     body: Bytes,
 ) -> Result<Response, OAuthFailure> {
     let form = parse_form(&headers, &body)?;
-    // Limited before authentication, so secrets and codes cannot be guessed
-    // at speed either.
-    let (presented, used_basic) = presented_client(&headers, &form)?;
     let ip = meta.ip_address.clone().unwrap_or_default();
+    let (presented, used_basic) = presented_or_failed(&core, &ip, &headers, &form)?;
+    // Every call is limited before authentication, so codes and refresh
+    // tokens cannot be guessed at speed either.
     core.limiter.check_all(&[(Limit::TokenIp, &ip), (Limit::TokenClient, &presented.client_id)])?;
     let grant_type = form.require("grant_type")?;
-    let client = authenticate_presented(&env, &presented, used_basic).await?;
+    let client = authenticated(&core, &env, &ip, &presented, used_basic).await?;
     let info = RequestInfo::from(meta);
     let response = match grant_type {
         "client_credentials" => {
@@ -193,11 +213,14 @@ async fn token(
 async fn introspect(
     State(core): State<Arc<Core>>,
     Env(env): Env,
+    meta: RequestMeta,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthFailure> {
     let form = parse_form(&headers, &body)?;
-    let client = authenticated(&env, &headers, &form).await?;
+    let ip = meta.ip_address.clone().unwrap_or_default();
+    let (presented, used_basic) = presented_or_failed(&core, &ip, &headers, &form)?;
+    let client = authenticated(&core, &env, &ip, &presented, used_basic).await?;
     // RFC 7662 §2.1: the endpoint must be protected from token scanning; a
     // client id alone (a public client) is not authentication.
     if client.client_type != "confidential" {
@@ -218,7 +241,9 @@ async fn revoke(
     body: Bytes,
 ) -> Result<Response, OAuthFailure> {
     let form = parse_form(&headers, &body)?;
-    let client = authenticated(&env, &headers, &form).await?;
+    let ip = meta.ip_address.clone().unwrap_or_default();
+    let (presented, used_basic) = presented_or_failed(&core, &ip, &headers, &form)?;
+    let client = authenticated(&core, &env, &ip, &presented, used_basic).await?;
     let token = form.require("token")?;
     let info = RequestInfo::from(meta);
     oauth::revoke(&core, &env, &client, token, info).await?;

@@ -516,6 +516,45 @@ db_test!(login_failures_are_generic_and_lock_the_account, |server| {
     assert!(!browser.cookies.contains_key("portcullis_session"));
 });
 
+db_test!(unknown_addresses_lock_out_exactly_like_accounts, |server| {
+    let admin = server.admin_token().await;
+    create_person(&server, &admin, "ada@example.com").await;
+    let mut browser = Browser::new(&server);
+    // Each failure, the locking fifth and the attempt after it answer the
+    // same for an account and for an address nobody has.
+    for attempt in 1..=6 {
+        let known = browser.log_in("/login", "ada@example.com", "wrong password").await;
+        let unknown = browser.log_in("/login", "Nobody@Example.com", "wrong password").await;
+        let expected = if attempt < 5 { StatusCode::UNAUTHORIZED } else { StatusCode::TOO_MANY_REQUESTS };
+        assert_eq!((known.status, unknown.status), (expected, expected), "attempt {attempt}");
+        assert_eq!(
+            known.headers.get("retry-after").is_some(),
+            unknown.headers.get("retry-after").is_some(),
+            "attempt {attempt}"
+        );
+        // Only the address typed and the form's CSRF token may differ.
+        let scrub = |page: &Page, email: &str| {
+            let body = page.body.replace(email, "{email}");
+            match page.hidden("csrf") {
+                Some(csrf) => body.replace(&csrf, "{csrf}"),
+                None => body,
+            }
+        };
+        assert_eq!(
+            scrub(&known, "ada@example.com"),
+            scrub(&unknown, "Nobody@Example.com"),
+            "attempt {attempt}"
+        );
+    }
+    // The lock is kept per address, in any case, and only for that address.
+    let again = browser.log_in("/login", "nobody@example.com", PASSWORD).await;
+    assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: i64 = again.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let other = browser.log_in("/login", "somebody-else@example.com", PASSWORD).await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED);
+});
+
 db_test!(forms_without_the_csrf_token_are_refused, |server| {
     let admin = server.admin_token().await;
     create_person(&server, &admin, "ada@example.com").await;

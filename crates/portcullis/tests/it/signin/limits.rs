@@ -454,3 +454,94 @@ db_test!(browser_apps_may_call_the_public_oauth_endpoints_but_not_introspection,
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().get("access-control-allow-origin").is_none(), "{:?}", response.headers());
 });
+
+/// A call to `/oauth/{endpoint}` (`token`, `introspect` or `revoke`)
+/// authenticated with `creds` over HTTP Basic.
+async fn oauth_call(
+    server: &TestServer,
+    http: &reqwest::Client,
+    endpoint: &str,
+    creds: &Creds,
+) -> reqwest::Response {
+    let form: &[(&str, &str)] = match endpoint {
+        "token" => &[("grant_type", "client_credentials")],
+        _ => &[("token", "not-a-token")],
+    };
+    http.post(server.url(&format!("/oauth/{endpoint}")))
+        .basic_auth(&creds.client_id, Some(&creds.client_secret))
+        .form(form)
+        .send()
+        .await
+        .expect("oauth request")
+}
+
+db_test!(
+    failed_client_authentication_is_limited_per_client,
+    config = |c: &mut CoreConfig| {
+        c.rate_limits = Some(RateLimits {
+            client_auth_client: Rate::per_minute(3),
+            client_auth_ip: Rate::per_minute(100),
+            ..RateLimits::default()
+        })
+    },
+    |server| {
+        let admin = server.admin_token().await;
+        let second = second_client(&server, &admin).await;
+        let guess = Creds { client_id: second.client_id.clone(), client_secret: "guess".into() };
+        let http = &server.http;
+        // Three failures are allowed, across the three endpoints; the fourth
+        // spends the allowance.
+        for endpoint in ["token", "introspect", "revoke"] {
+            let response = oauth_call(&server, http, endpoint, &guess).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{endpoint}");
+        }
+        assert_token_limited(oauth_call(&server, http, "token", &guess).await, 20).await;
+        // Now the client's credentials are refused unchecked, even the right
+        // ones and from another IP, at every endpoint.
+        let elsewhere = http_from(OTHER_IP);
+        for endpoint in ["token", "introspect", "revoke"] {
+            assert_token_limited(oauth_call(&server, http, endpoint, &second).await, 20).await;
+            assert_token_limited(oauth_call(&server, &elsewhere, endpoint, &second).await, 20).await;
+        }
+        // Successes never count: the admin client goes on.
+        for _ in 0..5 {
+            let response = client_credentials(&server, http, &server.admin, None).await;
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+);
+
+db_test!(
+    failed_client_authentication_is_limited_per_client_ip,
+    config = |c: &mut CoreConfig| {
+        c.rate_limits = Some(RateLimits {
+            client_auth_client: Rate::per_minute(100),
+            client_auth_ip: Rate::per_minute(3),
+            ..RateLimits::default()
+        })
+    },
+    |server| {
+        let http = &server.http;
+        // Made-up client ids, a malformed Basic header: all failures of this IP.
+        for n in 0..2 {
+            let unknown = Creds { client_id: format!("nope-{n}"), client_secret: "nope".into() };
+            let response = oauth_call(&server, http, "introspect", &unknown).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        }
+        let malformed = http
+            .post(server.url("/oauth/token"))
+            .header("authorization", "Basic %%%")
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(malformed.status(), StatusCode::UNAUTHORIZED);
+        let fourth = Creds { client_id: "nope-3".into(), client_secret: "nope".into() };
+        assert_token_limited(oauth_call(&server, http, "revoke", &fourth).await, 20).await;
+        assert_token_limited(client_credentials(&server, http, &server.admin, None).await, 20).await;
+
+        let elsewhere = http_from(OTHER_IP);
+        let response = client_credentials(&server, &elsewhere, &server.admin, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "another IP has its own allowance");
+    }
+);
