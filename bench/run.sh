@@ -27,7 +27,7 @@ RESOURCE=https://api.bench.test/invoices
 # offline access (refresh tokens), all in bench-es256.
 SIGNIN_EMAIL=signin@example.com
 SIGNIN_PASSWORD="correct horse battery staple"
-REDIRECT_URI=http://app.bench.test/callback
+REDIRECT_URI=https://app.bench.test/callback
 OFFLINE_RESOURCE=https://api.bench.test/accounts
 
 # Debian packages for what is missing (node and npm usually come with the machine).
@@ -223,14 +223,19 @@ api=(-sf -H "Host: $h" -H "Authorization: Bearer $management" -H "Content-Type: 
 curl "${api[@]}" "http://127.0.0.1:$PORT/api/users" -d '{"data": {"type": "user", "attributes": {
     "email": "'"$SIGNIN_EMAIL"'", "password": "'"$SIGNIN_PASSWORD"'",
     "password_confirmation": "'"$SIGNIN_PASSWORD"'"}}}' >/dev/null
-curl "${api[@]}" "http://127.0.0.1:$PORT/api/resource-servers" -d '{"data": {"type": "resource_server",
+accounts_api=$(curl "${api[@]}" "http://127.0.0.1:$PORT/api/resource-servers" -d '{"data": {"type": "resource_server",
     "attributes": {"name": "Accounts", "identifier": "'$OFFLINE_RESOURCE'", "token_ttl": 900,
-                   "allow_offline_access": true}}}' >/dev/null
+                   "allow_offline_access": true}}}' | jq -r .data.id)
 web=$(curl "${api[@]}" "http://127.0.0.1:$PORT/api/clients" -d '{"data": {"type": "client",
     "attributes": {"name": "Bench web app", "redirect_uris": ["'$REDIRECT_URI'"],
                    "grant_types": ["authorization_code", "refresh_token"], "first_party": true}}}')
 web_id=$(jq -r .data.attributes.client_id <<<"$web")
 web_secret=$(jq -r .meta.client_secret <<<"$web")
+# User tokens for an API need the client's grant on it.
+curl "${api[@]}" "http://127.0.0.1:$PORT/api/client-resource-server-grants" -d '{"data": {
+    "type": "client_resource_server_grant", "attributes": {"allowed_scopes": null}, "relationships": {
+    "client": {"data": {"type": "client", "id": "'"$(jq -r .data.id <<<"$web")"'"}},
+    "resource_server": {"data": {"type": "resource_server", "id": "'"$accounts_api"'"}}}}}' >/dev/null
 
 # The login form's CSRF token is double-submit: the cookie GET /login sets
 # and the form's hidden field carry the same value, and POST /login wants both.

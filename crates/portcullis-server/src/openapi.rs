@@ -229,7 +229,7 @@ pub fn document(issuer: &str) -> Value {
     };
     paths.insert("/api/environment".into(), json!({
         "get": environment_op("read", "Get this environment's settings"),
-        "patch": environment_op("write", "Update session_ttl, registration_enabled, default_audience, mass_change_threshold or name"),
+        "patch": environment_op("write", "Update session_ttl, registration_enabled, require_email_verification, default_audience, mass_change_threshold or name"),
     }));
     let accounts = <crate::api::app_accounts::AppAccounts as crate::api::Resource>::DEF;
     let mut of_user = operation(

@@ -86,6 +86,9 @@ pub struct Environment {
     /// A provisioning pass with more deprovisioning steps than this waits
     /// for approval.
     pub mass_change_threshold: i64,
+    /// Password sign-in is refused until the user's address is confirmed.
+    #[sqlx(try_from = "crate::DbBool")]
+    pub require_email_verification: bool,
 }
 
 record! {
@@ -176,6 +179,10 @@ record! {
         pub updated_at: i64,
         #[sqlx(try_from = "String")]
         pub post_logout_redirect_uris: JsonText<Vec<String>>,
+        /// Authorization requests must carry a PKCE challenge; only
+        /// confidential clients may be exempted.
+        #[sqlx(try_from = "crate::DbBool")]
+        pub require_pkce: bool,
     }
 }
 
@@ -199,6 +206,10 @@ record! {
         pub system: bool,
         pub inserted_at: i64,
         pub updated_at: i64,
+        /// User tokens carry only the API scopes the user holds as
+        /// permissions (Auth0's "Enable RBAC").
+        #[sqlx(try_from = "crate::DbBool")]
+        pub enforce_rbac: bool,
     }
 }
 

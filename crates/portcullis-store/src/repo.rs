@@ -33,7 +33,7 @@ pub mod environments {
     use super::*;
 
     const COLUMNS: &str = "id, handle, name, session_ttl, registration_enabled, default_audience, inserted_at, updated_at, \
-         mass_change_threshold";
+         mass_change_threshold, require_email_verification";
 
     /// Holds the lock of an environment's row until the transaction ends:
     /// serialises changes that read, then rewrite, environment-wide state
@@ -73,7 +73,7 @@ pub mod environments {
 
     pub async fn insert(conn: &mut AnyConnection, env: &Environment) -> Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO environments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO environments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         )))
         .bind(env.id.clone())
         .bind(env.handle.clone())
@@ -84,6 +84,7 @@ pub mod environments {
         .bind(env.inserted_at)
         .bind(env.updated_at)
         .bind(env.mass_change_threshold)
+        .bind(env.require_email_verification)
         .execute(conn)
         .await
         .map_err(classify)?;
@@ -93,7 +94,8 @@ pub mod environments {
     pub async fn update(conn: &mut AnyConnection, env: &Environment) -> Result<()> {
         sqlx::query(
             "UPDATE environments SET name = $1, session_ttl = $2, registration_enabled = $3, \
-             default_audience = $4, updated_at = $5, mass_change_threshold = $6 WHERE id = $7",
+             default_audience = $4, updated_at = $5, mass_change_threshold = $6, \
+             require_email_verification = $7 WHERE id = $8",
         )
         .bind(env.name.clone())
         .bind(env.session_ttl)
@@ -101,6 +103,7 @@ pub mod environments {
         .bind(env.default_audience.clone())
         .bind(env.updated_at)
         .bind(env.mass_change_threshold)
+        .bind(env.require_email_verification)
         .bind(env.id.clone())
         .execute(conn)
         .await

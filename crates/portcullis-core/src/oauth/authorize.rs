@@ -153,8 +153,9 @@ pub async fn validate(env: &EnvState, params: &Params) -> Result<AuthorizationRe
     }
 
     let code_challenge = match (params.get("code_challenge"), params.get("code_challenge_method")) {
-        (None, None) if client.client_type == "public" => {
-            return Err(fail("invalid_request", "public clients must use PKCE (code_challenge)".into()));
+        // OAuth 2.1 §4.1.1: every client, unless exempted (confidential only).
+        (None, None) if client.require_pkce => {
+            return Err(fail("invalid_request", "this client must use PKCE (code_challenge)".into()));
         }
         (None, None) => None,
         (None, Some(_)) => {
@@ -216,6 +217,14 @@ pub async fn validate(env: &EnvState, params: &Params) -> Result<AuthorizationRe
         },
         _ => return Err(fail("invalid_target", "request one resource per authorization".into())),
     };
+    // The client needs a grant on the API, and asks only for what it allows
+    // (tokens are narrowed further when issued: see `grants::user_scope`).
+    let allowed = match api {
+        Some(api) => Some(apis.allowed(&client.id, api).ok_or_else(|| {
+            fail("invalid_target", "this client has no grant for the requested resource".into())
+        })?),
+        None => None,
+    };
     let mut scopes = Vec::new();
     for scope in params.get("scope").unwrap_or_default().split_ascii_whitespace() {
         let known =
@@ -223,6 +232,9 @@ pub async fn validate(env: &EnvState, params: &Params) -> Result<AuthorizationRe
         if !known {
             let hint = if api.is_none() { " (API scopes need a `resource`)" } else { "" };
             return Err(fail("invalid_scope", format!("scope `{scope}` is unknown{hint}")));
+        }
+        if !OIDC_SCOPES.contains(&scope) && !allowed.is_some_and(|a| a.iter().any(|n| n == scope)) {
+            return Err(fail("invalid_scope", format!("scope `{scope}` is not granted to this client")));
         }
         // offline_access is dropped for clients that cannot refresh.
         let refreshable = client.allows_grant("refresh_token");

@@ -109,7 +109,8 @@ pub async fn authorization_code(
         auth_time: row.auth_time,
         session_id: row.session_id.as_deref(),
     };
-    let access = access_token(core, env, &grant, &subject, &row.scope).await?;
+    let scope = user_scope(env, &grant, &subject, &row.scope).await?;
+    let access = access_token(core, env, &grant, &subject, &scope).await?;
     let id_token = id_token(env, &grant, row.nonce.as_deref()).await?;
     let refresh = refreshable(env, &grant).await?.then(secret::random_token::<32>);
 
@@ -139,7 +140,7 @@ pub async fn authorization_code(
         info,
     )
     .await;
-    Ok(response(access, &row.scope, id_token, refresh))
+    Ok(response(access, &scope, id_token, refresh))
 }
 
 /// `POST /oauth/token` with `grant_type=refresh_token`.
@@ -197,6 +198,7 @@ pub async fn refresh_token(
         auth_time: row.auth_time,
         session_id: row.session_id.as_deref(),
     };
+    let scope = user_scope(env, &grant, &subject, &scope).await?;
     let access = access_token(core, env, &grant, &subject, &scope).await?;
     // A refreshed ID token carries no nonce (OIDC Core §12.2).
     let id_token = id_token(env, &Authorization { scope: &scope, ..grant }, None).await?;
@@ -306,6 +308,39 @@ fn refresh_row(
         revoked_at: None,
         inserted_at: now,
     }
+}
+
+/// The scopes a user's access token carries, decided at every issuance
+/// since grants, scopes and roles change: OpenID scopes as consented; API
+/// scopes only while the API defines them, the client's grant on the API
+/// allows them and, where the API enforces RBAC, the user holds them as
+/// permissions through their roles. Without a grant on the API any more the
+/// grant is refused.
+async fn user_scope(
+    env: &EnvState,
+    grant: &Authorization<'_>,
+    subject: &Subject,
+    requested: &str,
+) -> Result<String, OAuthError> {
+    let Some(audience) = grant.audience else { return Ok(requested.to_owned()) };
+    let apis = env.apis().await?;
+    let api = apis
+        .by_identifier
+        .get(audience)
+        .ok_or_else(|| OAuthError::new("invalid_target", "the resource no longer exists"))?;
+    let allowed = apis
+        .allowed(&grant.client.id, api)
+        .ok_or_else(|| invalid_grant("this client's grant on the resource has been withdrawn"))?;
+    let kept: Vec<&str> = requested
+        .split_ascii_whitespace()
+        .filter(|scope| {
+            super::authorize::OIDC_SCOPES.contains(scope)
+                || (api.scopes.iter().any(|s| s == scope)
+                    && allowed.iter().any(|s| s == scope)
+                    && (!api.server.enforce_rbac || subject.permissions.iter().any(|p| p == scope)))
+        })
+        .collect();
+    Ok(kept.join(" "))
 }
 
 /// The user's access token: RFC 9068 claims plus `roles`, `permissions`

@@ -27,6 +27,7 @@ pub fn present(client: &Client) -> ResourceObject {
             "grant_types": client.grant_types.0,
             "token_format": client.token_format,
             "first_party": client.first_party,
+            "require_pkce": client.require_pkce,
             "inserted_at": timestamp(client.inserted_at),
             "updated_at": timestamp(client.updated_at),
         })),
@@ -53,6 +54,8 @@ pub struct NewClient {
     pub token_format: Option<String>,
     #[serde(default)]
     pub first_party: bool,
+    #[serde(default)]
+    pub require_pkce: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,9 +75,20 @@ pub struct ClientChanges {
     pub first_party: Patch<bool>,
     #[serde(default)]
     pub client_type: Patch<String>,
+    #[serde(default)]
+    pub require_pkce: Patch<bool>,
 }
 
-fn validate_redirect_uris(field: &'static str, uris: Vec<String>) -> Result<Vec<String>> {
+/// Checks redirect (or post-logout redirect) URIs at registration; the
+/// authorization endpoint then matches them exactly, character for character.
+///
+/// Each must be an absolute URL without a fragment, userinfo or wildcard,
+/// and typed exactly as the URL parser reads it back. `https` anywhere;
+/// `http` only for loopback (`localhost`, `*.localhost`, 127.0.0.0/8, `[::1]`,
+/// RFC 8252 §7.3); a private-use scheme in reverse-domain form
+/// (`com.example.app:/callback`, RFC 8252 §7.1) only for public clients,
+/// which native apps are.
+fn validate_redirect_uris(field: &'static str, uris: Vec<String>, client_type: &str) -> Result<Vec<String>> {
     if uris.len() > MAX_REDIRECT_URIS {
         return Err(ServiceError::invalid(
             field,
@@ -82,17 +96,58 @@ fn validate_redirect_uris(field: &'static str, uris: Vec<String>) -> Result<Vec<
         ));
     }
     for uri in &uris {
-        let ok = url::Url::parse(uri).is_ok_and(|u| {
-            matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.fragment().is_none()
-        });
-        if !ok {
-            return Err(ServiceError::invalid(
-                field,
-                format!("`{uri}` is not an absolute http(s) URL without a fragment"),
-            ));
+        if let Err(reason) = check_redirect_uri(uri, client_type) {
+            return Err(ServiceError::invalid(field, format!("`{}` {reason}", uri.escape_debug())));
         }
     }
     Ok(uris)
+}
+
+fn check_redirect_uri(uri: &str, client_type: &str) -> std::result::Result<(), &'static str> {
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("contains whitespace or control characters");
+    }
+    if uri.contains('#') {
+        return Err("has a fragment (RFC 6749 §3.1.2 forbids them)");
+    }
+    if uri.contains('*') {
+        return Err("has a wildcard: redirect URIs are matched exactly");
+    }
+    let url = url::Url::parse(uri).map_err(|_| "is not an absolute URL")?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("has userinfo (user:password@)");
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => {}
+        "http" if url.host().is_some() => {
+            if !is_loopback(&url) {
+                return Err("uses http for a host other than loopback: use https");
+            }
+        }
+        "http" | "https" => return Err("has no host"),
+        scheme if scheme.contains('.') && client_type == "public" => {}
+        scheme if scheme.contains('.') => {
+            return Err("uses a private-use scheme, which only public (native) clients may (RFC 8252 §7.1)");
+        }
+        _ => {
+            return Err("must be https, http on loopback, or a reverse-domain private-use scheme (RFC 8252)");
+        }
+    }
+    // The parser normalizes (case, default ports, dot segments, percent
+    // encoding); what is stored must be what will be matched.
+    if url.as_str() != uri && url.as_str() != format!("{uri}/") {
+        return Err("is not in normal form (check case, port, dot segments and percent-encoding)");
+    }
+    Ok(())
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost" || domain.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 fn validate_grant_types(grants: Vec<String>, client_type: &str) -> Result<Vec<String>> {
@@ -110,6 +165,15 @@ fn validate_grant_types(grants: Vec<String>, client_type: &str) -> Result<Vec<St
         return Err(ServiceError::invalid("grant_types", "public clients cannot use client_credentials"));
     }
     Ok(out)
+}
+
+/// OAuth 2.1 requires PKCE of every client; a confidential client that
+/// cannot send it yet (a legacy server-side app) may be exempted.
+fn validate_require_pkce(require_pkce: bool, client_type: &str) -> Result<bool> {
+    if !require_pkce && client_type == "public" {
+        return Err(ServiceError::invalid("require_pkce", "public clients must use PKCE"));
+    }
+    Ok(require_pkce)
 }
 
 fn validate_token_format(format: String) -> Result<String> {
@@ -143,11 +207,13 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
         client_id: secret::random_base62(32),
         name: require_text("name", &input.name, 200)?,
         secret_hash: plain_secret.as_deref().map(secret::hash_secret),
-        redirect_uris: JsonText(validate_redirect_uris("redirect_uris", input.redirect_uris)?),
+        redirect_uris: JsonText(validate_redirect_uris("redirect_uris", input.redirect_uris, &client_type)?),
         post_logout_redirect_uris: JsonText(validate_redirect_uris(
             "post_logout_redirect_uris",
             input.post_logout_redirect_uris,
+            &client_type,
         )?),
+        require_pkce: validate_require_pkce(input.require_pkce.unwrap_or(true), &client_type)?,
         grant_types: JsonText(grant_types),
         token_format: validate_token_format(input.token_format.unwrap_or_else(|| "jwt".into()))?,
         first_party: input.first_party,
@@ -172,6 +238,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
             "grant_types": {"from": null, "to": client.grant_types.0},
             "first_party": {"from": null, "to": client.first_party},
             "token_format": {"from": null, "to": client.token_format},
+            "require_pkce": {"from": null, "to": client.require_pkce},
         }),
         data: serde_json::to_value(present(&client)).unwrap_or_default(),
     };
@@ -194,17 +261,20 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
         return Err(ServiceError::invalid("first_party", "first_party cannot be changed after creation"));
     }
     if let Some(uris) = input.redirect_uris.required("redirect_uris")? {
-        client.redirect_uris = JsonText(validate_redirect_uris("redirect_uris", uris)?);
+        client.redirect_uris = JsonText(validate_redirect_uris("redirect_uris", uris, &client.client_type)?);
     }
     if let Some(uris) = input.post_logout_redirect_uris.required("post_logout_redirect_uris")? {
         client.post_logout_redirect_uris =
-            JsonText(validate_redirect_uris("post_logout_redirect_uris", uris)?);
+            JsonText(validate_redirect_uris("post_logout_redirect_uris", uris, &client.client_type)?);
     }
     if let Some(grants) = input.grant_types.required("grant_types")? {
         client.grant_types = JsonText(validate_grant_types(grants, &client.client_type)?);
     }
     if let Some(format) = input.token_format.required("token_format")? {
         client.token_format = validate_token_format(format)?;
+    }
+    if let Some(require_pkce) = input.require_pkce.required("require_pkce")? {
+        client.require_pkce = validate_require_pkce(require_pkce, &client.client_type)?;
     }
     client.updated_at = now_micros();
     record::update(tx.conn(), ctx.environment_id(), &client).await?;
@@ -222,6 +292,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
     );
     changes.track("grant_types", &before.grant_types.0, &client.grant_types.0);
     changes.track("token_format", &before.token_format, &client.token_format);
+    changes.track("require_pkce", &before.require_pkce, &client.require_pkce);
     let event = Event {
         action: "client.updated",
         targets: vec![target(KIND, &client.id, Some(&client.name))],

@@ -29,6 +29,7 @@ pub fn present(env: &EnvState) -> ResourceObject {
             "registration_enabled": e.registration_enabled,
             "default_audience": e.default_audience,
             "mass_change_threshold": e.mass_change_threshold,
+            "require_email_verification": e.require_email_verification,
             "inserted_at": timestamp(e.inserted_at),
             "updated_at": timestamp(e.updated_at),
         })),
@@ -84,6 +85,7 @@ pub async fn create(
         inserted_at: now,
         updated_at: now,
         mass_change_threshold: MASS_CHANGE_THRESHOLD_DEFAULT,
+        require_email_verification: false,
     };
     let env_id = environment.id.clone();
     let pair = signing_keys::generate(key).await?;
@@ -103,6 +105,7 @@ pub async fn create(
         system: true,
         inserted_at: now,
         updated_at: now,
+        enforce_rbac: false,
     };
     record::insert(tx.conn(), &api).await?;
     let key = signing_keys::insert_primary(core, &mut tx, &env_id, pair).await?;
@@ -161,6 +164,8 @@ pub struct EnvironmentChanges {
     pub default_audience: Patch<String>,
     #[serde(default)]
     pub mass_change_threshold: Patch<i64>,
+    #[serde(default)]
+    pub require_email_verification: Patch<bool>,
 }
 
 pub const SESSION_TTL_MIN: i64 = 300;
@@ -191,6 +196,9 @@ pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result
     if let Some(enabled) = input.registration_enabled.required("registration_enabled")? {
         env.registration_enabled = enabled;
     }
+    if let Some(required) = input.require_email_verification.required("require_email_verification")? {
+        env.require_email_verification = required;
+    }
     if let Some(threshold) = input.mass_change_threshold.required("mass_change_threshold")? {
         if !(0..=1_000_000).contains(&threshold) {
             return Err(ServiceError::invalid(
@@ -218,6 +226,11 @@ pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result
     changes.track("registration_enabled", &before.registration_enabled, &env.registration_enabled);
     changes.track("default_audience", &before.default_audience, &env.default_audience);
     changes.track("mass_change_threshold", &before.mass_change_threshold, &env.mass_change_threshold);
+    changes.track(
+        "require_email_verification",
+        &before.require_email_verification,
+        &env.require_email_verification,
+    );
     let event = Event {
         action: "environment.updated",
         targets: vec![target(KIND, &env.id, Some(&env.handle))],
@@ -252,6 +265,7 @@ async fn insert_admin_client(
         inserted_at: now,
         updated_at: now,
         post_logout_redirect_uris: JsonText(vec![]),
+        require_pkce: true,
     };
     record::insert(tx.conn(), &client).await?;
     let grant = Grant {

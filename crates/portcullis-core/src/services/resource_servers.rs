@@ -55,6 +55,7 @@ pub fn present_with(server: &ResourceServer, management_api: &str) -> ResourceOb
             "identifier": identifier,
             "token_ttl": server.token_ttl,
             "allow_offline_access": server.allow_offline_access,
+            "enforce_rbac": server.enforce_rbac,
             "system": server.system,
             "inserted_at": timestamp(server.inserted_at),
             "updated_at": timestamp(server.updated_at),
@@ -79,6 +80,8 @@ pub struct NewResourceServer {
     pub token_ttl: Option<i64>,
     #[serde(default)]
     pub allow_offline_access: bool,
+    #[serde(default)]
+    pub enforce_rbac: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +95,8 @@ pub struct ResourceServerChanges {
     pub token_ttl: Patch<i64>,
     #[serde(default)]
     pub allow_offline_access: Patch<bool>,
+    #[serde(default)]
+    pub enforce_rbac: Patch<bool>,
 }
 
 fn validate_ttl(ttl: i64) -> Result<i64> {
@@ -134,6 +139,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewResourceServer) -> Result<
         system: false,
         inserted_at: now,
         updated_at: now,
+        enforce_rbac: input.enforce_rbac,
     };
     let mut tx = core.db.write().await?;
     record::insert(tx.conn(), &server).await.map_err(conflict_on(
@@ -145,7 +151,10 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewResourceServer) -> Result<
     let event = Event {
         action: "resource_server.created",
         targets: vec![target(KIND, &server.id, Some(&server.name))],
-        changes: json!({"identifier": {"from": null, "to": server.identifier}}),
+        changes: json!({
+            "identifier": {"from": null, "to": server.identifier},
+            "enforce_rbac": {"from": null, "to": server.enforce_rbac},
+        }),
         data: serde_json::to_value(present(&server)).unwrap_or_default(),
     };
     finish(tx, ctx, event).await?;
@@ -182,6 +191,9 @@ pub async fn update(
     if let Some(offline) = input.allow_offline_access.required("allow_offline_access")? {
         server.allow_offline_access = offline;
     }
+    if let Some(enforce) = input.enforce_rbac.required("enforce_rbac")? {
+        server.enforce_rbac = enforce;
+    }
     server.updated_at = now_micros();
     record::update(tx.conn(), ctx.environment_id(), &server).await?;
     tx.invalidate(ctx.environment_id());
@@ -189,6 +201,7 @@ pub async fn update(
     changes.track("name", &before.name, &server.name);
     changes.track("token_ttl", &before.token_ttl, &server.token_ttl);
     changes.track("allow_offline_access", &before.allow_offline_access, &server.allow_offline_access);
+    changes.track("enforce_rbac", &before.enforce_rbac, &server.enforce_rbac);
     let event = Event {
         action: "resource_server.updated",
         targets: vec![target(KIND, &server.id, Some(&server.name))],

@@ -60,13 +60,13 @@ impl Resource for Clients {
                 "redirect_uris",
                 "array",
                 Access::ReadWrite,
-                "Up to 10 absolute http(s) URLs, matched exactly.",
+                "Up to 10 URLs, matched exactly: https, or http on loopback; public (native) clients may also use a reverse-domain private-use scheme (RFC 8252). No fragment, userinfo or wildcard.",
             ),
             attr(
                 "post_logout_redirect_uris",
                 "array",
                 Access::ReadWrite,
-                "Where RP-initiated logout may return to: up to 10 absolute http(s) URLs, matched exactly.",
+                "Where RP-initiated logout may return to: up to 10 URLs, under the rules of `redirect_uris`.",
             ),
             attr(
                 "grant_types",
@@ -76,6 +76,12 @@ impl Resource for Clients {
             ),
             attr("token_format", "string", Access::ReadWrite, "`jwt` (default) or `opaque`."),
             attr("first_party", "boolean", Access::CreateOnly, "Skips consent; immutable after creation."),
+            attr(
+                "require_pkce",
+                "boolean",
+                Access::ReadWrite,
+                "Authorization requests must carry a PKCE `code_challenge` (default true). Only confidential clients may set false, for legacy apps.",
+            ),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],

@@ -65,6 +65,12 @@ impl Resource for ResourceServers {
                 Access::ReadWrite,
                 "Whether refresh tokens may be issued for it.",
             ),
+            attr(
+                "enforce_rbac",
+                "boolean",
+                Access::ReadWrite,
+                "User tokens carry only the API scopes the user holds as permissions through their roles (default false).",
+            ),
             attr("system", "boolean", Access::ReadOnly, "True for the built-in Management API."),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),

@@ -75,6 +75,8 @@ mod hub {
 mod security {
     mod escalation;
     mod hygiene;
+    mod redirect_uris;
+    mod user_tokens;
 }
 
 /// End-user sign-in: the authorization endpoint, hosted pages, sessions,

@@ -151,7 +151,7 @@ db_test!(code_exchange_checks_pkce_redirect_uri_and_client, |server| {
         (vec![("redirect_uri", REDIRECT_URI), ("code_verifier", &wrong_verifier)], &client, "invalid_grant"),
         (vec![("redirect_uri", REDIRECT_URI), ("code_verifier", "short")], &client, "invalid_request"),
         (
-            vec![("redirect_uri", "http://rp.example.test/other"), ("code_verifier", &verifier)],
+            vec![("redirect_uri", "https://rp.example.test/other"), ("code_verifier", &verifier)],
             &client,
             "invalid_grant",
         ),
@@ -289,12 +289,12 @@ db_test!(bad_client_or_redirect_uri_shows_an_error_page_never_a_redirect, |serve
         authorize_path(&[
             ("response_type", "code"),
             ("client_id", &client.creds.client_id),
-            ("redirect_uri", "http://evil.test/cb"),
+            ("redirect_uri", "https://evil.test/cb"),
         ]),
         authorize_path(&[
             ("response_type", "code"),
             ("client_id", &client.creds.client_id),
-            ("redirect_uri", "http://rp.example.test/callback/"),
+            ("redirect_uri", "https://rp.example.test/callback/"),
         ]),
         authorize_path(&[("response_type", "code"), ("client_id", &client.creds.client_id)]),
         format!(
@@ -334,6 +334,8 @@ db_test!(other_authorize_errors_go_back_to_the_client, |server| {
                 ("client_id", id),
                 ("redirect_uri", REDIRECT_URI),
                 ("state", "s1"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
                 ("scope", "openid bogus"),
             ],
             "invalid_scope",
@@ -349,10 +351,20 @@ db_test!(other_authorize_errors_go_back_to_the_client, |server| {
             ],
             "invalid_request",
         ),
+        // No PKCE, from a public or a confidential client.
         (
             vec![
                 ("response_type", "code"),
                 ("client_id", &public.creds.client_id),
+                ("redirect_uri", REDIRECT_URI),
+                ("state", "s1"),
+            ],
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("response_type", "code"),
+                ("client_id", id),
                 ("redirect_uri", REDIRECT_URI),
                 ("state", "s1"),
             ],
@@ -373,6 +385,8 @@ db_test!(other_authorize_errors_go_back_to_the_client, |server| {
                 ("client_id", id),
                 ("redirect_uri", REDIRECT_URI),
                 ("state", "s1"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
                 ("prompt", "none"),
             ],
             "login_required",
@@ -393,6 +407,8 @@ db_test!(other_authorize_errors_go_back_to_the_client, |server| {
                 ("client_id", id),
                 ("redirect_uri", REDIRECT_URI),
                 ("state", "s1"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
                 ("resource", "https://unknown.test"),
             ],
             "invalid_target",
@@ -403,6 +419,8 @@ db_test!(other_authorize_errors_go_back_to_the_client, |server| {
                 ("client_id", id),
                 ("redirect_uri", REDIRECT_URI),
                 ("state", "s1"),
+                ("code_challenge", &challenge),
+                ("code_challenge_method", "S256"),
                 ("max_age", "-1"),
             ],
             "invalid_request",
@@ -589,7 +607,7 @@ db_test!(rp_initiated_logout_ends_the_session_and_returns_to_the_client, |server
         "/oauth/logout?{}",
         url::form_urlencoded::Serializer::new(String::new())
             .append_pair("id_token_hint", id_token)
-            .append_pair("post_logout_redirect_uri", "http://evil.test/")
+            .append_pair("post_logout_redirect_uri", "https://evil.test/")
             .finish()
     );
     let page = browser.get(&bad).await;

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use crate::common::{PASSWORD, create_user, id_of};
 use crate::harness::{Creds, TestServer};
 
-pub const REDIRECT_URI: &str = "http://rp.example.test/callback";
-pub const LOGOUT_URI: &str = "http://rp.example.test/signed-out";
+pub const REDIRECT_URI: &str = "https://rp.example.test/callback";
+pub const LOGOUT_URI: &str = "https://rp.example.test/signed-out";
 
 /// A page or redirect as the browser received it.
 #[derive(Debug)]
