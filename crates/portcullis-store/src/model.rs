@@ -183,6 +183,9 @@ record! {
         /// confidential clients may be exempted.
         #[sqlx(try_from = "crate::DbBool")]
         pub require_pkce: bool,
+        /// The API this client is the backend of: it may introspect tokens
+        /// issued for that API.
+        pub serves_resource_server_id: Option<String>,
     }
 }
 

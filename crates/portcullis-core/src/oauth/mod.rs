@@ -454,9 +454,17 @@ impl From<portcullis_store::StoreError> for VerifyError {
 
 /// RFC 7662 introspection: claims for an active token, `{"active": false}`
 /// for anything else (expired, revoked, foreign, garbage).
-pub async fn introspect(core: &Core, env: &EnvState, token: &str) -> Result<Value, OAuthError> {
+/// RFC 7662 introspection, for the client the token was issued to and for
+/// a client serving the token's API; to any other client every token is
+/// inactive, so it learns nothing about tokens that are not its business.
+pub async fn introspect(
+    core: &Core,
+    env: &EnvState,
+    client: &Client,
+    token: &str,
+) -> Result<Value, OAuthError> {
     match verify_access_token(core, env, token).await {
-        Ok(c) => {
+        Ok(c) if may_introspect(env, client, &c).await? => {
             let mut out = json!({
                 "active": true, "token_type": "Bearer", "client_id": c.client_id, "sub": c.sub,
                 "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
@@ -466,9 +474,18 @@ pub async fn introspect(core: &Core, env: &EnvState, token: &str) -> Result<Valu
             }
             Ok(out)
         }
-        Err(VerifyError::Rejected(_)) => Ok(json!({"active": false})),
+        Ok(_) | Err(VerifyError::Rejected(_)) => Ok(json!({"active": false})),
         Err(VerifyError::Service(e)) => Err(e.into()),
     }
+}
+
+async fn may_introspect(env: &EnvState, client: &Client, claims: &AccessClaims) -> Result<bool, OAuthError> {
+    if claims.client_id == client.client_id {
+        return Ok(true);
+    }
+    let Some(served) = &client.serves_resource_server_id else { return Ok(false) };
+    let apis = env.apis().await?;
+    Ok(apis.by_identifier.get(&claims.aud).is_some_and(|api| api.server.id == *served && !api.server.system))
 }
 
 /// RFC 7009 revocation. Unknown tokens, and tokens issued to another client,

@@ -1,6 +1,6 @@
 use portcullis_crypto::secret;
 use portcullis_jsonapi::ResourceObject;
-use portcullis_store::model::{Client, Event};
+use portcullis_store::model::{Client, Event, ResourceServer};
 use portcullis_store::types::JsonText;
 use portcullis_store::{new_id, now_micros, record};
 use serde::Deserialize;
@@ -28,6 +28,7 @@ pub fn present(client: &Client) -> ResourceObject {
             "token_format": client.token_format,
             "first_party": client.first_party,
             "require_pkce": client.require_pkce,
+            "serves_resource_server_id": client.serves_resource_server_id,
             "inserted_at": timestamp(client.inserted_at),
             "updated_at": timestamp(client.updated_at),
         })),
@@ -56,6 +57,8 @@ pub struct NewClient {
     pub first_party: bool,
     #[serde(default)]
     pub require_pkce: Option<bool>,
+    #[serde(default)]
+    pub serves_resource_server_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +80,8 @@ pub struct ClientChanges {
     pub client_type: Patch<String>,
     #[serde(default)]
     pub require_pkce: Patch<bool>,
+    #[serde(default)]
+    pub serves_resource_server_id: Patch<String>,
 }
 
 /// Checks redirect (or post-logout redirect) URIs at registration; the
@@ -176,6 +181,27 @@ fn validate_require_pkce(require_pkce: bool, client_type: &str) -> Result<bool> 
     Ok(require_pkce)
 }
 
+/// The API a client serves must be one of this environment's own APIs: the
+/// Management API's tokens are introspected by nobody but their client.
+async fn check_served_api(
+    conn: &mut sqlx::AnyConnection,
+    environment_id: &str,
+    id: Option<String>,
+) -> Result<Option<String>> {
+    let Some(id) = id else { return Ok(None) };
+    let server: Option<ResourceServer> = record::find(conn, environment_id, &id).await?;
+    match server {
+        Some(server) if !server.system => Ok(Some(id)),
+        Some(_) => {
+            Err(ServiceError::invalid("serves_resource_server_id", "no client serves the Management API"))
+        }
+        None => Err(ServiceError::invalid(
+            "serves_resource_server_id",
+            "serves_resource_server_id is not an API in this environment",
+        )),
+    }
+}
+
 fn validate_token_format(format: String) -> Result<String> {
     match format.as_str() {
         "jwt" | "opaque" => Ok(format),
@@ -214,6 +240,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
             &client_type,
         )?),
         require_pkce: validate_require_pkce(input.require_pkce.unwrap_or(true), &client_type)?,
+        serves_resource_server_id: None,
         grant_types: JsonText(grant_types),
         token_format: validate_token_format(input.token_format.unwrap_or_else(|| "jwt".into()))?,
         first_party: input.first_party,
@@ -222,6 +249,9 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
         updated_at: now,
     };
     let mut tx = core.db.write().await?;
+    let mut client = client;
+    client.serves_resource_server_id =
+        check_served_api(tx.conn(), ctx.environment_id(), input.serves_resource_server_id).await?;
     record::insert(tx.conn(), &client).await.map_err(conflict_on(
         &["clients_client_id_key", "clients.client_id"],
         Field::Attribute("client_id"),
@@ -239,6 +269,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
             "first_party": {"from": null, "to": client.first_party},
             "token_format": {"from": null, "to": client.token_format},
             "require_pkce": {"from": null, "to": client.require_pkce},
+            "serves_resource_server_id": {"from": null, "to": client.serves_resource_server_id},
         }),
         data: serde_json::to_value(present(&client)).unwrap_or_default(),
     };
@@ -276,6 +307,12 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
     if let Some(require_pkce) = input.require_pkce.required("require_pkce")? {
         client.require_pkce = validate_require_pkce(require_pkce, &client.client_type)?;
     }
+    input.serves_resource_server_id.apply_to(&mut client.serves_resource_server_id);
+    if client.serves_resource_server_id != before.serves_resource_server_id {
+        client.serves_resource_server_id =
+            check_served_api(tx.conn(), ctx.environment_id(), client.serves_resource_server_id.take())
+                .await?;
+    }
     client.updated_at = now_micros();
     record::update(tx.conn(), ctx.environment_id(), &client).await?;
     if before.grant_types != client.grant_types {
@@ -293,6 +330,11 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
     changes.track("grant_types", &before.grant_types.0, &client.grant_types.0);
     changes.track("token_format", &before.token_format, &client.token_format);
     changes.track("require_pkce", &before.require_pkce, &client.require_pkce);
+    changes.track(
+        "serves_resource_server_id",
+        &before.serves_resource_server_id,
+        &client.serves_resource_server_id,
+    );
     let event = Event {
         action: "client.updated",
         targets: vec![target(KIND, &client.id, Some(&client.name))],

@@ -266,6 +266,7 @@ async fn insert_admin_client(
         updated_at: now,
         post_logout_redirect_uris: JsonText(vec![]),
         require_pkce: true,
+        serves_resource_server_id: None,
     };
     record::insert(tx.conn(), &client).await?;
     let grant = Grant {

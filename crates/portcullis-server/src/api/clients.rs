@@ -82,6 +82,12 @@ impl Resource for Clients {
                 Access::ReadWrite,
                 "Authorization requests must carry a PKCE `code_challenge` (default true). Only confidential clients may set false, for legacy apps.",
             ),
+            attr(
+                "serves_resource_server_id",
+                "string",
+                Access::ReadWrite,
+                "The API (resource server id) this client is the backend of, if any: besides the client a token was issued to, only a client serving the token's API may introspect it. Not the Management API.",
+            ),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],

@@ -229,7 +229,7 @@ async fn introspect(
         );
     }
     let token = form.require("token")?;
-    let result: Value = oauth::introspect(&core, &env, token).await?;
+    let result: Value = oauth::introspect(&core, &env, &client, token).await?;
     Ok(no_store(StatusCode::OK, &result))
 }
 

@@ -53,7 +53,7 @@ db_test!(opaque_tokens_work_introspect_and_revoke, |server| {
     reply.assert_bearer_failure(StatusCode::FORBIDDEN);
 
     // Introspection.
-    let reply = introspect(&server, "acme-test", &server.admin, &opaque).await;
+    let reply = introspect(&server, "acme-test", &creds, &opaque).await;
     assert_eq!(reply.status, StatusCode::OK);
     let body = &reply.body;
     assert_eq!(body["active"], true, "{body}");
@@ -70,7 +70,7 @@ db_test!(opaque_tokens_work_introspect_and_revoke, |server| {
     altered.pop();
     altered.push('x');
     assert_eq!(api_get(&server, "acme-test", "/api/users", &altered).await.status, StatusCode::UNAUTHORIZED);
-    assert_inactive(&introspect(&server, "acme-test", &server.admin, &altered).await);
+    assert_inactive(&introspect(&server, "acme-test", &creds, &altered).await);
 
     // Another client cannot revoke it.
     assert_eq!(revoke(&server, "acme-test", &server.admin, &opaque).await.status, StatusCode::OK);
@@ -81,7 +81,7 @@ db_test!(opaque_tokens_work_introspect_and_revoke, |server| {
     let reply = api_get(&server, "acme-test", "/api/users", &opaque).await;
     reply.assert_bearer_failure(StatusCode::UNAUTHORIZED);
     assert!(reply.body["errors"][0]["detail"].as_str().unwrap().contains("revoked"));
-    assert_inactive(&introspect(&server, "acme-test", &server.admin, &opaque).await);
+    assert_inactive(&introspect(&server, "acme-test", &creds, &opaque).await);
     assert_eq!(revoke(&server, "acme-test", &creds, &opaque).await.status, StatusCode::OK);
     // The second revocation changed nothing and recorded nothing.
     assert_eq!(server.count("SELECT COUNT(*) FROM audit_events WHERE action = 'token.revoked'").await, 1);
