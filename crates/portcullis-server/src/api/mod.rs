@@ -351,11 +351,20 @@ fn static_kind(kind: &str) -> &'static str {
         .unwrap_or("")
 }
 
+/// Included resources are read like their own routes: they need their
+/// family's read scope, or `users:read` alone would read roles.
 async fn present_many<R: Resource>(
     core: &Core,
     ctx: &Ctx,
     ids: &[String],
 ) -> Result<Vec<ResourceObject>, ServiceError> {
+    let needed = format!("{}:read", R::DEF.scope);
+    if !ctx.authority.holds(&needed) {
+        return Err(ServiceError::Forbidden(format!(
+            "including `{}` resources needs the `{needed}` scope",
+            R::DEF.kind
+        )));
+    }
     let rows = services::fetch_many::<R::Model>(core, ctx, ids).await?;
     Ok(rows.iter().map(|row| R::present(ctx, row)).collect())
 }

@@ -75,6 +75,7 @@ mod hub {
 mod security {
     mod escalation;
     mod hygiene;
+    mod includes;
     mod redirect_uris;
     mod user_tokens;
 }
