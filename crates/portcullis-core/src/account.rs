@@ -231,6 +231,31 @@ pub async fn confirm_email(
     Ok(Some(user))
 }
 
+/// Mails a new confirmation link if `email` belongs to a user whose address
+/// is not confirmed yet (and who is not blocked); earlier links stop
+/// working. Returns at once, like [`request_password_reset`], so the answer
+/// never tells whether the address has an account.
+pub fn resend_confirmation(core: &Arc<Core>, env: &Arc<EnvState>, email: &str) {
+    let (core, env, email) = (core.clone(), env.clone(), email.trim().to_lowercase());
+    tokio::spawn(async move {
+        if let Err(error) = send_confirmation(&core, &env, &email).await {
+            tracing::error!(%error, "confirmation mail failed");
+        }
+    });
+}
+
+async fn send_confirmation(core: &Core, env: &EnvState, email: &str) -> Result<()> {
+    let mut conn = core.db.read().await?;
+    let user: Option<User> = record::find_by(&mut conn, env.id(), "lower(email)", email).await?;
+    drop(conn);
+    let Some(user) = user.filter(|u| !u.blocked && !u.email_verified) else { return Ok(()) };
+    let mut tx = core.db.write_state().await?;
+    let token = issue_in(&mut tx, &user, Purpose::ConfirmEmail).await?;
+    tx.commit().await?;
+    core.mailer.dispatch(confirmation_mail(env, &user, &token));
+    Ok(())
+}
+
 /// Mails a reset link if `email` belongs to a user who may sign in. Returns
 /// at once; the lookup and the mail happen in the background.
 pub fn request_password_reset(core: &Arc<Core>, env: &Arc<EnvState>, email: &str) {

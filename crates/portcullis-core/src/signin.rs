@@ -28,6 +28,9 @@ pub enum LoginError {
     },
     /// Right password, but an administrator blocked the user.
     Blocked,
+    /// Right password, but the environment requires a confirmed address
+    /// and this one is not confirmed yet.
+    EmailUnverified,
     Service(ServiceError),
 }
 
@@ -209,6 +212,9 @@ pub async fn password_login(
     }
     if user.blocked {
         return Err(LoginError::Blocked);
+    }
+    if env.environment.require_email_verification && !user.email_verified {
+        return Err(LoginError::EmailUnverified);
     }
     start_session(core, &ctx, user, current).await
 }

@@ -354,6 +354,8 @@ record! {
         pub expires_at: i64,
         pub used_at: Option<i64>,
         pub inserted_at: i64,
+        /// The sign-in flow that issued it: one code per flow.
+        pub flow_id: Option<String>,
     }
 }
 

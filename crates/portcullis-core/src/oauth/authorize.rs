@@ -46,6 +46,8 @@ pub struct AuthorizationRequest {
     pub hint_subject: Option<String>,
     /// When `/oauth/authorize` first saw this request (microseconds).
     pub started_at: i64,
+    /// Random: the flow issues at most one code (a resubmitted form is refused).
+    pub flow_id: String,
 }
 
 impl AuthorizationRequest {
@@ -269,6 +271,7 @@ pub async fn validate(env: &EnvState, params: &Params) -> Result<AuthorizationRe
         login_hint: params.get("login_hint").map(|h| h.chars().take(254).collect()),
         hint_subject,
         started_at: now_micros(),
+        flow_id: secret::random_token::<16>(),
     })
 }
 
@@ -325,6 +328,9 @@ pub enum Next {
     Consent { client: Arc<Client>, scopes: Vec<String> },
     /// Done (a code) or failed (an error): go back to the client.
     Redirect(String),
+    /// The flow already issued its code (a form sent twice, the back
+    /// button): nothing more comes of it.
+    Spent,
 }
 
 /// Decides the next step for `request` given the browser's session, and
@@ -377,7 +383,9 @@ pub async fn next_step(
             });
         }
     }
-    let code = issue_code(core, env, request, &client, session).await?;
+    let Some(code) = issue_code(core, env, request, &client, session).await? else {
+        return Ok(Next::Spent);
+    };
     let mut params = vec![("code", code.as_str())];
     if let Some(state) = request.state.as_deref() {
         params.push(("state", state));
@@ -467,7 +475,7 @@ async fn issue_code(
     request: &AuthorizationRequest,
     client: &Client,
     session: &Session,
-) -> Result<String> {
+) -> Result<Option<String>> {
     let code = secret::random_token::<32>();
     let now = now_micros();
     let row = AuthorizationCode {
@@ -488,9 +496,18 @@ async fn issue_code(
         expires_at: now + CODE_TTL_SECONDS * 1_000_000,
         used_at: None,
         inserted_at: now,
+        flow_id: Some(request.flow_id.clone()),
     };
     let mut tx = core.db.write_state().await?;
-    record::insert(tx.conn(), &row).await?;
+    match record::insert(tx.conn(), &row).await {
+        Ok(()) => {}
+        Err(portcullis_store::StoreError::Conflict(index))
+            if index.contains("flow_id") || index.contains("flow_key") =>
+        {
+            return Ok(None);
+        }
+        Err(error) => return Err(error.into()),
+    }
     tx.commit().await?;
-    Ok(code)
+    Ok(Some(code))
 }

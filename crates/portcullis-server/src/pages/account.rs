@@ -1,5 +1,6 @@
 //! Self-service account pages: sign-up (`/register`), email confirmation
-//! (`/confirm/:token`: a button that posts), forgotten password (`/password/forgot`), reset
+//! (`/confirm/:token`: a button that posts; `/confirm/resend` mails a new
+//! link), forgotten password (`/password/forgot`), reset
 //! (`/password/reset/:token`) and change (`/password/change`).
 //!
 //! Sign-up and reset requests answer the same whether or not the address
@@ -264,6 +265,77 @@ async fn submit_forgot(
     forgot_page(&core, &env, jar, StatusCode::OK, flow, Some(email), feedback)
 }
 
+// ---- a new confirmation link ---------------------------------------------------
+
+fn resend_page(
+    core: &Core,
+    env: &EnvState,
+    jar: CookieJar,
+    status: StatusCode,
+    flow: Option<&str>,
+    email: Option<&str>,
+    feedback: Feedback,
+) -> Response {
+    render_form(
+        core,
+        env,
+        jar,
+        status,
+        "confirm_resend.html",
+        minijinja::context! { flow => flow, email => email, error => feedback.error, notice => feedback.notice },
+    )
+}
+
+async fn show_resend(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    jar: CookieJar,
+    Query(query): Query<FlowQuery>,
+) -> Response {
+    if let Err(page) = open_flow(&core, &env, query.flow.as_deref()) {
+        return page;
+    }
+    resend_page(&core, &env, jar, StatusCode::OK, query.flow.as_deref(), None, Feedback::default())
+}
+
+/// Limited like reset requests (it sends the same kind of mail), and
+/// answered the same whether or not the address has an account.
+async fn submit_resend(
+    State(core): State<Arc<Core>>,
+    Env(env): Env,
+    meta: RequestMeta,
+    jar: CookieJar,
+    Submitted(form, _): Submitted,
+) -> Response {
+    let flow = form.get("flow");
+    let Some(email) = form.get("email").map(str::trim).filter(|e| e.contains('@')) else {
+        let feedback = Feedback {
+            error: Some("Enter the email address of your account.".into()),
+            ..Feedback::default()
+        };
+        return resend_page(&core, &env, jar, StatusCode::BAD_REQUEST, flow, form.get("email"), feedback);
+    };
+    let ip = meta.ip_address.unwrap_or_default();
+    if let Err(RetryAfter(wait)) =
+        core.limiter.check_all(&[(Limit::ResetIp, &ip), (Limit::ResetAccount, email)])
+    {
+        let feedback = Feedback {
+            error: Some("Too many requests for links. Wait a while, then try again.".into()),
+            ..Feedback::default()
+        };
+        let page = resend_page(&core, &env, jar, StatusCode::TOO_MANY_REQUESTS, flow, Some(email), feedback);
+        return too_many_requests(page, wait);
+    }
+    account::resend_confirmation(&core, &env, email);
+    let feedback = Feedback {
+        notice: Some(format!(
+            "If {email} has an account waiting for confirmation, we sent it a new link. The link expires in 24 hours."
+        )),
+        ..Feedback::default()
+    };
+    resend_page(&core, &env, jar, StatusCode::OK, flow, Some(email), feedback)
+}
+
 // ---- reset through a link ------------------------------------------------------
 
 fn reset_page(
@@ -413,6 +485,7 @@ async fn submit_change(
 pub fn router() -> Router<Arc<Core>> {
     Router::new()
         .route("/register", get(show_register).post(submit_register))
+        .route("/confirm/resend", get(show_resend).post(submit_resend))
         .route("/confirm/{token}", get(show_confirm).post(confirm))
         .route("/password/forgot", get(show_forgot).post(submit_forgot))
         .route("/password/reset/{token}", get(show_reset).post(submit_reset))

@@ -30,6 +30,8 @@ struct LoginPage<'a> {
     request: Option<&'a AuthorizationRequest>,
     email: Option<&'a str>,
     error: Option<&'a str>,
+    /// Offer to send the confirmation link again.
+    unconfirmed: bool,
 }
 
 async fn page(
@@ -52,6 +54,7 @@ async fn page(
             error => view.error,
             client_name => client_name(env, view.request).await,
             registration_enabled => env.environment.registration_enabled,
+            unconfirmed => view.unconfirmed,
         },
     )
 }
@@ -66,7 +69,13 @@ async fn show(
         Ok(request) => request,
         Err(page) => return page,
     };
-    let view = LoginPage { flow: query.flow.as_deref(), request: request.as_ref(), email: None, error: None };
+    let view = LoginPage {
+        flow: query.flow.as_deref(),
+        request: request.as_ref(),
+        email: None,
+        error: None,
+        unconfirmed: false,
+    };
     page(&core, &env, jar, StatusCode::OK, view).await
 }
 
@@ -83,6 +92,7 @@ async fn submit(
             request: request.as_ref(),
             email: form.get("email"),
             error: Some("Enter your email and password."),
+            unconfirmed: false,
         };
         return page(&core, &env, jar, StatusCode::BAD_REQUEST, view).await;
     };
@@ -95,6 +105,7 @@ async fn submit(
             request: request.as_ref(),
             email: Some(email),
             error: Some("Too many sign-in attempts. Wait a minute, then try again."),
+            unconfirmed: false,
         };
         let response = page(&core, &env, jar, StatusCode::TOO_MANY_REQUESTS, view).await;
         return too_many_requests(response, wait);
@@ -111,12 +122,20 @@ async fn submit(
         request: request.as_ref(),
         email: Some(email),
         error: Some(text),
+        unconfirmed: false,
     };
     let logged_in = match outcome {
         Ok(logged_in) => logged_in,
         Err(LoginError::InvalidCredentials) => {
             let view = failed("The email or password is incorrect.");
             return page(&core, &env, jar, StatusCode::UNAUTHORIZED, view).await;
+        }
+        Err(LoginError::EmailUnverified) => {
+            let view = LoginPage {
+                unconfirmed: true,
+                ..failed("Confirm your email address to sign in: open the link we sent to it.")
+            };
+            return page(&core, &env, jar, StatusCode::FORBIDDEN, view).await;
         }
         Err(LoginError::Blocked) => {
             let view = failed("This account has been blocked. Contact your administrator.");

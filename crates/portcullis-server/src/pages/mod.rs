@@ -40,6 +40,7 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
         ("register.html", include_str!("../../templates/register.html")),
         ("consent.html", include_str!("../../templates/consent.html")),
         ("confirm.html", include_str!("../../templates/confirm.html")),
+        ("confirm_resend.html", include_str!("../../templates/confirm_resend.html")),
         ("forgot.html", include_str!("../../templates/forgot.html")),
         ("reset.html", include_str!("../../templates/reset.html")),
         ("logout.html", include_str!("../../templates/logout.html")),
@@ -324,6 +325,12 @@ pub(crate) async fn continue_flow(
         Next::Login => sealed("/login"),
         Next::Consent { .. } => sealed("/consent"),
         Next::Redirect(url) => redirect(&url),
+        Next::Spent => message(
+            StatusCode::BAD_REQUEST,
+            env,
+            "Already signed in",
+            "This sign-in request has been completed already. Start again from the application.",
+        ),
     }
 }
 
