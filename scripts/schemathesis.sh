@@ -115,7 +115,8 @@ color=--no-color
 echo "== schemathesis $env_url/api/openapi.json (seed $seed, max $max_examples examples)"
 status=0
 # Run from $work so that nothing schemathesis writes lands in the work tree.
-(cd "$work" && timeout 600 "$schemathesis" run "$work/openapi.json" \
+config="$PWD/scripts/schemathesis.toml"
+(cd "$work" && timeout 600 "$schemathesis" --config-file "$config" run "$work/openapi.json" \
     --url "http://127.0.0.1:$port" \
     -H "Host: $host" \
     -H "Authorization: Bearer $token" \

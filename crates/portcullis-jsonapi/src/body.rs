@@ -56,7 +56,7 @@ fn parse_envelope(body: &[u8], expected_type: &str) -> Result<serde_json::Map<St
 
 fn parse_attributes<A: DeserializeOwned>(data: &serde_json::Map<String, Value>) -> Result<A, ApiError> {
     let attributes = match data.get("attributes") {
-        None | Some(Value::Null) => Value::Object(Default::default()),
+        None => Value::Object(Default::default()),
         Some(value @ Value::Object(_)) => value.clone(),
         Some(_) => {
             return Err(ApiError::invalid_body("`data.attributes` must be an object")
@@ -213,6 +213,11 @@ mod tests {
         let malformed_links = br#"{"data":{"type":"role","attributes":{},"relationships":[]}}"#;
         let err = parse_create::<Attrs>(malformed_links, "role").unwrap_err();
         assert_eq!((err.status, err.pointer().unwrap()), (400, "/data/relationships"));
+
+        // JSON:API: attributes, when present, are an object, never null.
+        let null_attributes = br#"{"data":{"type":"role","attributes":null}}"#;
+        let err = parse_create::<Attrs>(null_attributes, "role").unwrap_err();
+        assert_eq!((err.status, err.pointer().unwrap()), (400, "/data/attributes"));
 
         let client_id = br#"{"data":{"type":"role","id":"mine","attributes":{"name":"a"}}}"#;
         let err = parse_create::<Attrs>(client_id, "role").unwrap_err();

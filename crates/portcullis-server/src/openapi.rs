@@ -6,35 +6,55 @@ use axum::response::{IntoResponse, Response};
 use portcullis_core::services::resource_servers::management_scopes;
 use serde_json::{Map, Value, json};
 
-use crate::api::{Access, ResourceDef, definitions};
+use portcullis_jsonapi::FieldKind;
+
+use crate::api::{Access, Attr, Relationship, ResourceDef, definitions};
 use crate::env::Env;
 
 const MEDIA: &str = "application/vnd.api+json";
 
-fn schema_type(ty: &str) -> Value {
-    match ty {
+fn attribute_schema(attr: &Attr) -> Value {
+    let mut schema = match attr.ty {
         "date-time" => json!({"type": "string", "format": "date-time"}),
         "array" => json!({"type": "array", "items": {"type": "string"}}),
+        "array<object>" => json!({"type": "array", "items": {"type": "object"}}),
         other => json!({"type": other}),
+    };
+    if !attr.values.is_empty() {
+        let target = if attr.ty == "array" { &mut schema["items"] } else { &mut schema };
+        target["enum"] = json!(attr.values);
     }
+    if attr.nullable {
+        let ty = schema["type"].clone();
+        schema["type"] = json!([ty, "null"]);
+        if let Some(values) = schema.get_mut("enum").and_then(Value::as_array_mut) {
+            values.push(Value::Null);
+        }
+    }
+    schema["description"] = json!(attr.description);
+    schema
 }
 
-fn attributes_schema(def: &ResourceDef, for_write: Option<bool>) -> Value {
+/// The attributes as read (`for_write: None`), as created (`Some(true)`) or
+/// as updated (`Some(false)`). Writes name every member the server accepts:
+/// any other is refused.
+pub(crate) fn attributes_schema(attributes: &[Attr], for_write: Option<bool>) -> Value {
     let mut properties = Map::new();
     let mut required = Vec::new();
-    for attr in def.attributes {
+    for attr in attributes {
         let shown = match (for_write, attr.access) {
             (None, Access::WriteOnly) => false,
             (None, _) => true,
             (Some(_), Access::ReadOnly) => false,
-            (Some(false), Access::CreateOnly) => true, // accepted if unchanged
+            // Immutable: some resources accept the current value back, but
+            // the document does not offer what cannot change.
+            (Some(false), Access::CreateOnly) => false,
             (Some(_), _) => true,
         };
         if !shown {
             continue;
         }
-        let mut schema = schema_type(attr.ty);
-        schema["description"] = json!(attr.description);
+        let mut schema = attribute_schema(attr);
         if attr.access == Access::ReadOnly {
             schema["readOnly"] = json!(true);
         }
@@ -46,22 +66,53 @@ fn attributes_schema(def: &ResourceDef, for_write: Option<bool>) -> Value {
         }
         properties.insert(attr.name.to_owned(), schema);
     }
-    json!({"type": "object", "properties": properties, "required": required})
+    let mut schema = json!({"type": "object", "properties": properties, "required": required});
+    if for_write.is_some() {
+        schema["additionalProperties"] = json!(false);
+    }
+    schema
 }
 
+fn linkage(kind: &str) -> Value {
+    json!({
+        "type": "object",
+        "properties": {"type": {"const": kind}, "id": {"type": "string"}},
+        "required": ["type", "id"],
+    })
+}
+
+/// Relationships as read: every one, to-many as arrays (present with
+/// `include`).
 fn relationships_schema(def: &ResourceDef) -> Value {
     let mut properties = Map::new();
-    for (name, kind) in def.relationships {
-        properties.insert(
-            (*name).to_owned(),
-            json!({"type": "object", "properties": {"data": {
-                "type": "object",
-                "properties": {"type": {"const": kind}, "id": {"type": "string"}},
-                "required": ["type", "id"],
-            }}}),
-        );
+    for rel in def.relationships {
+        let data = if rel.to_many {
+            json!({"type": "array", "items": linkage(rel.kind)})
+        } else {
+            linkage(rel.kind)
+        };
+        properties.insert(rel.name.to_owned(), json!({"type": "object", "properties": {"data": data}}));
     }
     json!({"type": "object", "properties": properties})
+}
+
+/// Relationships as created: the to-one ones, each required.
+fn create_relationships(def: &ResourceDef) -> Option<Value> {
+    let links: Vec<&Relationship> = def.relationships.iter().filter(|r| !r.to_many).collect();
+    if links.is_empty() {
+        return None;
+    }
+    let mut properties = Map::new();
+    for rel in &links {
+        properties.insert(
+            rel.name.to_owned(),
+            json!({"type": "object", "properties": {"data": linkage(rel.kind)}, "required": ["data"]}),
+        );
+    }
+    let names: Vec<&str> = links.iter().map(|r| r.name).collect();
+    Some(
+        json!({"type": "object", "properties": properties, "required": names, "additionalProperties": false}),
+    )
 }
 
 fn resource_schema(def: &ResourceDef) -> Value {
@@ -70,25 +121,37 @@ fn resource_schema(def: &ResourceDef) -> Value {
         "properties": {
             "type": {"const": def.kind},
             "id": {"type": "string"},
-            "attributes": attributes_schema(def, None),
+            "attributes": attributes_schema(def.attributes, None),
             "relationships": relationships_schema(def),
         },
         "required": ["type", "id", "attributes"],
     })
 }
 
-fn body(def: &ResourceDef, create: bool) -> Value {
+/// A request body: `data` with the type, the attributes and, on create, the
+/// relationships; an update also carries the id.
+pub(crate) fn body(kind: &str, attributes: &[Attr], relationships: Option<Value>, create: bool) -> Value {
+    let attributes = attributes_schema(attributes, Some(create));
+    let mut data = json!({
+        "type": "object",
+        "properties": {"type": {"const": kind}, "attributes": attributes},
+        "required": ["type"],
+    });
+    if !create {
+        data["properties"]["id"] = json!({"type": "string"});
+    }
+    let mut required = vec!["type"];
+    if attributes["required"].as_array().is_some_and(|r| !r.is_empty()) {
+        required.push("attributes");
+    }
+    if let Some(relationships) = relationships {
+        data["properties"]["relationships"] = relationships;
+        required.push("relationships");
+    }
+    data["required"] = json!(required);
     json!({"required": true, "content": {MEDIA: {"schema": {
         "type": "object",
-        "properties": {"data": {
-            "type": "object",
-            "properties": {
-                "type": {"const": def.kind},
-                "attributes": attributes_schema(def, Some(create)),
-                "relationships": relationships_schema(def),
-            },
-            "required": ["type"],
-        }},
+        "properties": {"data": data},
         "required": ["data"],
     }}}})
 }
@@ -116,22 +179,65 @@ fn operation(def: &ResourceDef, summary: String, verb: &str, mut responses: Map<
     })
 }
 
+/// An operation with a request body may also answer 415 (not JSON:API).
+fn with_body(mut op: Value, body: Value) -> Value {
+    op["requestBody"] = body;
+    op["responses"]["415"] = error_ref();
+    op
+}
+
+/// OpenAPI links from a response carrying resources to the operations on
+/// one of them, so clients (and schemathesis) can follow ids.
+fn member_links(def: &ResourceDef, id: &str) -> Value {
+    let mut links = Map::new();
+    for (verb, present) in [("get", def.ops.get), ("update", def.ops.update), ("delete", def.ops.delete)] {
+        if present {
+            links.insert(
+                format!("{verb}_{}", def.kind),
+                json!({"operationId": format!("{verb}_{}", def.kind), "parameters": {"id": id}}),
+            );
+        }
+    }
+    Value::Object(links)
+}
+
+fn filter_schema(kind: FieldKind) -> Value {
+    match kind {
+        FieldKind::Bool => json!({"type": "boolean"}),
+        FieldKind::Int => json!({"type": "integer"}),
+        FieldKind::Timestamp => json!({"type": "string", "format": "date-time"}),
+        FieldKind::Text | FieldKind::TextCi | FieldKind::Id => json!({"type": "string"}),
+    }
+}
+
 fn query_parameters(def: &ResourceDef) -> Vec<Value> {
+    // Cursors are opaque: only ones the server issued (in links.next and
+    // links.prev) are valid, and one request takes one of them.
+    let cursor = |name: &str, link: &str| {
+        json!({"name": name, "in": "query", "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$"},
+               "description": format!("Opaque keyset cursor from {link}; not with the other cursor or page[offset].")})
+    };
     let mut params = vec![
         json!({"name": "page[limit]", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 25}}),
         json!({"name": "page[offset]", "in": "query", "schema": {"type": "integer", "minimum": 0}}),
-        json!({"name": "page[after]", "in": "query", "schema": {"type": "string"}, "description": "Opaque keyset cursor (links.next)."}),
-        json!({"name": "page[before]", "in": "query", "schema": {"type": "string"}, "description": "Opaque keyset cursor (links.prev)."}),
+        cursor("page[after]", "links.next"),
+        cursor("page[before]", "links.prev"),
         json!({"name": "page[count]", "in": "query", "schema": {"type": "boolean"}, "description": "Report meta.page.total."}),
     ];
-    let sorts: Vec<String> =
-        def.query.sorts.iter().flat_map(|(n, _)| [n.to_string(), format!("-{n}")]).collect();
-    params.push(json!({"name": "sort", "in": "query", "schema": {"type": "string"}, "description": format!("Comma-separated: {}", sorts.join(", "))}));
+    let names: Vec<&str> = def.query.sorts.iter().map(|(n, _)| *n).collect();
+    let key = format!("-?({})", names.join("|"));
+    params.push(json!({"name": "sort", "in": "query",
+        "schema": {"type": "string", "pattern": format!("^{key}(,{key})*$")},
+        "description": format!("Comma-separated, each at most once, `-` for descending: {}", names.join(", "))}));
     if !def.query.includes.is_empty() {
-        params.push(json!({"name": "include", "in": "query", "schema": {"type": "string"}, "description": format!("Comma-separated: {}", def.query.includes.join(", "))}));
+        let names = def.query.includes.join("|");
+        params.push(json!({"name": "include", "in": "query",
+            "schema": {"type": "string", "pattern": format!("^(({names})(,({names}))*)?$")},
+            "description": format!("Comma-separated: {}. Each needs its own family's read scope.", def.query.includes.join(", "))}));
     }
-    for (name, _) in def.query.filters {
-        params.push(json!({"name": format!("filter[{name}]"), "in": "query", "schema": {"type": "string"}}));
+    for (name, kind) in def.query.filters {
+        params
+            .push(json!({"name": format!("filter[{name}]"), "in": "query", "schema": filter_schema(*kind)}));
     }
     params
 }
@@ -158,6 +264,8 @@ pub fn document(issuer: &str) -> Value {
             );
             op["parameters"] = json!(query_parameters(def));
             op["description"] = json!(def.summary);
+            op["operationId"] = json!(format!("list_{}", def.kind));
+            op["responses"]["200"]["links"] = member_links(def, "$response.body#/data/0/id");
             collection.insert("get".into(), op);
         }
         if def.ops.create {
@@ -167,19 +275,20 @@ pub fn document(issuer: &str) -> Value {
                 "write",
                 Map::from_iter([("201".to_owned(), one(def, "Created"))]),
             );
-            op["requestBody"] = body(def, true);
+            op["operationId"] = json!(format!("create_{}", def.kind));
+            op["responses"]["201"]["links"] = member_links(def, "$response.body#/data/id");
+            let op = with_body(op, body(def.kind, def.attributes, create_relationships(def), true));
             collection.insert("post".into(), op);
         }
         if def.ops.get {
-            member.insert(
-                "get".into(),
-                operation(
-                    def,
-                    format!("Get a {}", def.kind),
-                    "read",
-                    Map::from_iter([("200".to_owned(), one(def, "The resource"))]),
-                ),
+            let mut op = operation(
+                def,
+                format!("Get a {}", def.kind),
+                "read",
+                Map::from_iter([("200".to_owned(), one(def, "The resource"))]),
             );
+            op["operationId"] = json!(format!("get_{}", def.kind));
+            member.insert("get".into(), op);
         }
         if def.ops.update {
             let mut op = operation(
@@ -188,19 +297,18 @@ pub fn document(issuer: &str) -> Value {
                 "write",
                 Map::from_iter([("200".to_owned(), one(def, "Updated"))]),
             );
-            op["requestBody"] = body(def, false);
-            member.insert("patch".into(), op);
+            op["operationId"] = json!(format!("update_{}", def.kind));
+            member.insert("patch".into(), with_body(op, body(def.kind, def.attributes, None, false)));
         }
         if def.ops.delete {
-            member.insert(
-                "delete".into(),
-                operation(
-                    def,
-                    format!("Delete a {}", def.kind),
-                    "delete",
-                    Map::from_iter([("204".to_owned(), json!({"description": "Deleted"}))]),
-                ),
+            let mut op = operation(
+                def,
+                format!("Delete a {}", def.kind),
+                "delete",
+                Map::from_iter([("204".to_owned(), json!({"description": "Deleted"}))]),
             );
+            op["operationId"] = json!(format!("delete_{}", def.kind));
+            member.insert("delete".into(), op);
         }
         let id_param = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
         if !collection.is_empty() {
@@ -218,19 +326,39 @@ pub fn document(issuer: &str) -> Value {
                 Map::from_iter([("200".to_owned(), one(def, "Updated"))]),
             );
             op["parameters"] = id_param.clone();
+            op["operationId"] = json!(format!("{}_{}", action.replace('-', "_"), def.kind));
             // Actions modify their resource (PATCH) unless documented as POST.
             let method = if description.starts_with("POST:") { "post" } else { "patch" };
             paths.insert(format!("/api/{}/{{id}}/{action}", def.path), json!({method: op}));
         }
     }
+    let environment = crate::api::environment::KIND;
+    schemas.insert(
+        environment.to_owned(),
+        json!({
+            "type": "object",
+            "properties": {
+                "type": {"const": environment},
+                "id": {"type": "string"},
+                "attributes": attributes_schema(crate::api::environment::ATTRIBUTES, None),
+            },
+            "required": ["type", "id", "attributes"],
+        }),
+    );
     let environment_op = |verb: &str, summary: &str| {
         json!({"tags": ["environment"], "summary": summary, "security": [{"bearer": [format!("environment:{verb}")]}],
-               "responses": {"200": {"description": "The environment's settings"}, "401": error_ref(), "403": error_ref(), "422": error_ref()}})
+               "responses": {"200": {"description": "The environment's settings", "content": {MEDIA: {"schema": {
+                   "type": "object", "properties": {"data": {"$ref": format!("#/components/schemas/{environment}")}}}}}},
+                   "400": error_ref(), "401": error_ref(), "403": error_ref(), "409": error_ref(), "422": error_ref()}})
     };
-    paths.insert("/api/environment".into(), json!({
-        "get": environment_op("read", "Get this environment's settings"),
-        "patch": environment_op("write", "Update session_ttl, registration_enabled, require_email_verification, default_audience, mass_change_threshold or name"),
-    }));
+    let update = environment_op("write", "Update this environment's settings");
+    paths.insert(
+        "/api/environment".into(),
+        json!({
+            "get": environment_op("read", "Get this environment's settings"),
+            "patch": with_body(update, body(environment, crate::api::environment::ATTRIBUTES, None, false)),
+        }),
+    );
     let accounts = <crate::api::app_accounts::AppAccounts as crate::api::Resource>::DEF;
     let mut of_user = operation(
         accounts,

@@ -234,6 +234,16 @@ fn check_text(field: &'static str, value: &str, max: usize, multiline: bool) -> 
     Ok(())
 }
 
+/// For `#[serde(default, deserialize_with = "not_null")]` on an optional
+/// attribute: absent gives `None`, a value `Some`, and `null` is an error.
+pub fn not_null<'de, D, T>(deserializer: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// A JSON:API PATCH member: absent, explicitly `null`, or a value.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Patch<T> {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{attrs, fetch_in, finish, target, timestamp};
+use crate::error::Field;
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "signing_key";
@@ -33,7 +34,8 @@ pub fn present(key: &SigningKey) -> ResourceObject {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewSigningKey {
-    #[serde(default)]
+    /// Absent means the default; `null` is refused (the attribute is never null).
+    #[serde(default, deserialize_with = "super::not_null")]
     pub algorithm: Option<String>,
     #[serde(default)]
     pub key_size: Option<u32>,
@@ -116,12 +118,12 @@ pub async fn deactivate(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey> 
     repo::environments::lock(tx.conn(), env).await?;
     let mut key: SigningKey = fetch_in(&mut tx, ctx, KIND, id).await?;
     if key.status != "active" {
-        return Err(ServiceError::invalid("status", "the key is already inactive"));
+        return Err(ServiceError::conflict(Field::Resource, "the key is already inactive"));
     }
     let successor = repo::signing_keys::active(tx.conn(), env).await?.into_iter().find(|k| k.id != key.id);
     let Some(mut successor) = successor else {
-        return Err(ServiceError::invalid(
-            "status",
+        return Err(ServiceError::conflict(
+            Field::Resource,
             "cannot deactivate the last active signing key; generate another first",
         ));
     };
@@ -154,7 +156,7 @@ pub async fn set_primary(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey>
     repo::environments::lock(tx.conn(), env).await?;
     let mut key: SigningKey = fetch_in(&mut tx, ctx, KIND, id).await?;
     if key.status != "active" {
-        return Err(ServiceError::invalid("status", "only an active key can be primary"));
+        return Err(ServiceError::conflict(Field::Resource, "only an active key can be primary"));
     }
     let now = now_micros();
     repo::signing_keys::clear_primary(tx.conn(), env, now).await?;

@@ -14,7 +14,7 @@ use portcullis_provision::graph;
 use portcullis_store::model::AppAccount;
 use serde_json::json;
 
-use super::{Access, ApiResult, Ops, Resource, ResourceDef, attr, resource_router, respond};
+use super::{Access, ApiResult, Ops, Resource, ResourceDef, attr, resource_router, respond, to_one};
 use crate::auth;
 
 /// The person view's path: one user's accounts across every app.
@@ -57,15 +57,16 @@ impl Resource for AppAccounts {
                 Access::ReadOnly,
                 "The app's id for the account (Expensify: the email).",
             ),
-            attr("login", "string", Access::ReadOnly, "The account's email or login in the app."),
+            attr("login", "string", Access::ReadOnly, "The account's email or login in the app.").nullable(),
             attr("status", "string", Access::ReadOnly, "`active`, `deactivated` or `deleted`."),
             attr("orphaned", "boolean", Access::ReadOnly, "Linked to no user."),
             attr("attributes", "object", Access::ReadOnly, "The account's attributes as last seen or set."),
-            attr("last_seen_at", "date-time", Access::ReadOnly, "When the hub last saw or changed it."),
+            attr("last_seen_at", "date-time", Access::ReadOnly, "When the hub last saw or changed it.")
+                .nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "When the hub first recorded it."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("app", "app"), ("user", "user")],
+        relationships: &[to_one("app", "app"), to_one("user", "user")],
         ops: Ops { list: true, get: true, create: false, update: false, delete: false },
         actions: &[],
     };

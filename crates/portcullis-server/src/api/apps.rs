@@ -101,7 +101,8 @@ impl Resource for Apps {
                 "date-time",
                 Access::ReadOnly,
                 "End of the last complete roster read.",
-            ),
+            )
+            .nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],

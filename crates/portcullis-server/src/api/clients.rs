@@ -55,7 +55,7 @@ impl Resource for Clients {
         attributes: &[
             required("name", "string", Access::ReadWrite, "Display name."),
             attr("client_id", "string", Access::ReadOnly, "Generated public identifier."),
-            attr("client_type", "string", Access::CreateOnly, "`confidential` (default) or `public`."),
+            attr("client_type", "string", Access::CreateOnly, "`confidential` (default) or `public`.").one_of(&["confidential", "public"]),
             attr(
                 "redirect_uris",
                 "array",
@@ -73,8 +73,8 @@ impl Resource for Clients {
                 "array",
                 Access::ReadWrite,
                 "`authorization_code` (default), `client_credentials`, `refresh_token`.",
-            ),
-            attr("token_format", "string", Access::ReadWrite, "`jwt` (default) or `opaque`."),
+            ).one_of(&["authorization_code", "client_credentials", "refresh_token"]),
+            attr("token_format", "string", Access::ReadWrite, "`jwt` (default) or `opaque`.").one_of(&["jwt", "opaque"]),
             attr("first_party", "boolean", Access::CreateOnly, "Skips consent; immutable after creation."),
             attr(
                 "require_pkce",
@@ -87,7 +87,7 @@ impl Resource for Clients {
                 "string",
                 Access::ReadWrite,
                 "The API (resource server id) this client is the backend of, if any: besides the client a token was issued to, only a client serving the token's API may introspect it. Not the Management API.",
-            ),
+            ).nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],

@@ -10,9 +10,48 @@ use portcullis_core::services::environments::{self, EnvironmentChanges};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::parse_update;
 
-use super::{JsonApiBody, ok};
+use super::{Access, Attr, JsonApiBody, attr, ok};
 use crate::auth;
 use crate::error::ApiResult;
+
+pub const KIND: &str = environments::KIND;
+
+/// What `GET /api/environment` shows and `PATCH` may change (for the
+/// OpenAPI document; the environment is one resource, not a collection).
+pub const ATTRIBUTES: &[Attr] = &[
+    attr("handle", "string", Access::ReadOnly, "DNS label naming the environment: `{handle}.{base_domain}`."),
+    attr("name", "string", Access::ReadWrite, "Display name (mail subjects, hosted pages)."),
+    attr("issuer", "string", Access::ReadOnly, "The OpenID issuer."),
+    attr("management_api", "string", Access::ReadOnly, "The Management API's audience."),
+    attr(
+        "session_ttl",
+        "integer",
+        Access::ReadWrite,
+        "Browser session lifetime in seconds, 300 to 31536000.",
+    ),
+    attr("registration_enabled", "boolean", Access::ReadWrite, "Whether `/register` is open."),
+    attr(
+        "require_email_verification",
+        "boolean",
+        Access::ReadWrite,
+        "Password sign-in waits until the user's address is confirmed (default false).",
+    ),
+    attr(
+        "default_audience",
+        "string",
+        Access::ReadWrite,
+        "The API `client_credentials` tokens are for when a request names no `resource`.",
+    )
+    .nullable(),
+    attr(
+        "mass_change_threshold",
+        "integer",
+        Access::ReadWrite,
+        "Deprovisioning steps one provisioning pass may take without approval, 0 to 1000000.",
+    ),
+    attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
+    attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
+];
 
 async fn show(Extension(ctx): Extension<Ctx>) -> ApiResult<Response> {
     Ok(ok(environments::present(&ctx.env)))

@@ -10,7 +10,7 @@ use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_
 use portcullis_store::model::Grant;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, resource_router,
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, resource_router, to_one,
 };
 use crate::error::ApiResult;
 
@@ -40,11 +40,12 @@ impl Resource for Grants {
                 "array",
                 Access::ReadWrite,
                 "Scope names the client may request; null means every scope.",
-            ),
+            )
+            .nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("client", "client"), ("resource_server", "resource_server")],
+        relationships: &[to_one("client", "client"), to_one("resource_server", "resource_server")],
         ops: CRUD,
         actions: &[],
     };

@@ -15,7 +15,7 @@ use portcullis_provision::tasks::{self, Completion};
 use portcullis_store::model::ManualTask;
 use serde_json::Value;
 
-use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, attr, ok, resource_router};
+use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, attr, ok, resource_router, to_one};
 use crate::error::ApiResult;
 
 pub struct ManualTasks;
@@ -65,7 +65,8 @@ impl Resource for ManualTasks {
                 "string",
                 Access::ReadWrite,
                 "Who does it (an email or a team); from the app's `task_assignee`.",
-            ),
+            )
+            .nullable(),
             attr(
                 "due_at",
                 "date-time",
@@ -78,19 +79,20 @@ impl Resource for ManualTasks {
                 Access::ReadOnly,
                 "`open`, `done`, `verified` or `verification_failed` (a reconciliation found the account otherwise; complete it again once fixed).",
             ),
-            attr("completed_by", "string", Access::ReadOnly, "Who marked it done."),
-            attr("completed_at", "date-time", Access::ReadOnly, "When."),
-            attr("note", "string", Access::ReadOnly, "What the person said on completing it."),
-            attr("verified_at", "date-time", Access::ReadOnly, "When a reconciliation checked it."),
-            attr("verification", "string", Access::ReadOnly, "What that reconciliation found."),
+            attr("completed_by", "string", Access::ReadOnly, "Who marked it done.").nullable(),
+            attr("completed_at", "date-time", Access::ReadOnly, "When.").nullable(),
+            attr("note", "string", Access::ReadOnly, "What the person said on completing it.").nullable(),
+            attr("verified_at", "date-time", Access::ReadOnly, "When a reconciliation checked it.")
+                .nullable(),
+            attr("verification", "string", Access::ReadOnly, "What that reconciliation found.").nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
         relationships: &[
-            ("app", "app"),
-            ("plan", "provisioning_plan"),
-            ("step", "provisioning_step"),
-            ("user", "user"),
+            to_one("app", "app"),
+            to_one("plan", "provisioning_plan"),
+            to_one("step", "provisioning_step"),
+            to_one("user", "user"),
         ],
         ops: Ops { list: true, get: true, create: false, update: true, delete: false },
         actions: &[(

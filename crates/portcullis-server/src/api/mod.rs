@@ -57,15 +57,20 @@ pub enum Access {
 #[derive(Debug)]
 pub struct Attr {
     pub name: &'static str,
-    /// JSON Schema type: string, boolean, integer, array, object, date-time.
+    /// JSON Schema type: string, boolean, integer, array (of strings),
+    /// `array<object>`, object, date-time.
     pub ty: &'static str,
     pub access: Access,
     pub required: bool,
+    /// May be `null` (shown as null when unset, and accepted to unset it).
+    pub nullable: bool,
+    /// The only values allowed (for an array: of its items), if limited.
+    pub values: &'static [&'static str],
     pub description: &'static str,
 }
 
 pub const fn attr(name: &'static str, ty: &'static str, access: Access, description: &'static str) -> Attr {
-    Attr { name, ty, access, required: false, description }
+    Attr { name, ty, access, required: false, nullable: false, values: &[], description }
 }
 
 pub const fn required(
@@ -74,7 +79,36 @@ pub const fn required(
     access: Access,
     description: &'static str,
 ) -> Attr {
-    Attr { name, ty, access, required: true, description }
+    Attr { name, ty, access, required: true, nullable: false, values: &[], description }
+}
+
+impl Attr {
+    pub const fn nullable(self) -> Attr {
+        Attr { nullable: true, ..self }
+    }
+
+    pub const fn one_of(self, values: &'static [&'static str]) -> Attr {
+        Attr { values, ..self }
+    }
+}
+
+/// A relationship of a resource: to-one linkage is set when the resource is
+/// created (and required then); to-many linkage is read-only, shown with
+/// `include`.
+#[derive(Debug)]
+pub struct Relationship {
+    pub name: &'static str,
+    /// The related resource's type.
+    pub kind: &'static str,
+    pub to_many: bool,
+}
+
+pub const fn to_one(name: &'static str, kind: &'static str) -> Relationship {
+    Relationship { name, kind, to_many: false }
+}
+
+pub const fn to_many(name: &'static str, kind: &'static str) -> Relationship {
+    Relationship { name, kind, to_many: true }
 }
 
 /// Which operations a resource offers.
@@ -103,8 +137,7 @@ pub struct ResourceDef {
     /// Filterable/sortable attribute → SQL column or expression.
     pub columns: &'static [(&'static str, &'static str)],
     pub attributes: &'static [Attr],
-    /// Relationship name → related type.
-    pub relationships: &'static [(&'static str, &'static str)],
+    pub relationships: &'static [Relationship],
     pub ops: Ops,
     /// Extra `PATCH /api/{path}/:id/{action}` routes.
     pub actions: &'static [(&'static str, &'static str)],

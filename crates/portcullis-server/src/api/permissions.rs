@@ -42,7 +42,7 @@ impl Resource for Permissions {
                 Access::CreateOnly,
                 "`resource:action`, unique in the environment; immutable.",
             ),
-            attr("description", "string", Access::ReadWrite, "What the permission allows."),
+            attr("description", "string", Access::ReadWrite, "What the permission allows.").nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],

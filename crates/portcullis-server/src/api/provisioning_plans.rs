@@ -12,7 +12,7 @@ use portcullis_core::{Core, Ctx, ServiceError};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject};
 use portcullis_store::model::{ProvisioningPlan, ProvisioningStep};
 
-use super::{Access, Ops, Resource, ResourceDef, add_to_many, attr, ok, resource_router};
+use super::{Access, Ops, Resource, ResourceDef, add_to_many, attr, ok, resource_router, to_many, to_one};
 use crate::error::ApiResult;
 
 const READ: Ops = Ops { list: true, get: true, create: false, update: false, delete: false };
@@ -47,15 +47,16 @@ impl Resource for Plans {
                 Access::ReadOnly,
                 "`draft`, `approved`, `applying`, `applied`, `failed` or `rejected`.",
             ),
-            attr("approval_reason", "string", Access::ReadOnly, "Why the plan waits for a person."),
+            attr("approval_reason", "string", Access::ReadOnly, "Why the plan waits for a person.")
+                .nullable(),
             attr("summary", "object", Access::ReadOnly, "Step counts; for reconciliation, what was found."),
-            attr("decided_by", "string", Access::ReadOnly, "Who approved or rejected it."),
-            attr("decided_at", "date-time", Access::ReadOnly, "When."),
-            attr("finished_at", "date-time", Access::ReadOnly, "When its last step finished."),
+            attr("decided_by", "string", Access::ReadOnly, "Who approved or rejected it.").nullable(),
+            attr("decided_at", "date-time", Access::ReadOnly, "When.").nullable(),
+            attr("finished_at", "date-time", Access::ReadOnly, "When its last step finished.").nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("app", "app"), ("steps", "provisioning_step")],
+        relationships: &[to_one("app", "app"), to_many("steps", "provisioning_step")],
         ops: READ,
         actions: &[
             ("approve", "Approves a draft; its steps are applied."),
@@ -125,20 +126,21 @@ impl Resource for Steps {
                 Access::ReadOnly,
                 "`pending`, `running`, `waiting` (on a manual task), `succeeded`, `failed`, `skipped` or `cancelled`.",
             ),
-            attr("reason", "string", Access::ReadOnly, "Why the hub planned it."),
+            attr("reason", "string", Access::ReadOnly, "Why the hub planned it.").nullable(),
             attr("changes", "object", Access::ReadOnly, "`{attribute: {from, to}}`."),
             attr("attempts", "integer", Access::ReadOnly, "Calls made so far."),
-            attr("next_attempt_at", "date-time", Access::ReadOnly, "When it is due."),
-            attr("last_error", "string", Access::ReadOnly, "The last failure, or why it was skipped."),
-            attr("completed_at", "date-time", Access::ReadOnly, "When it finished."),
+            attr("next_attempt_at", "date-time", Access::ReadOnly, "When it is due.").nullable(),
+            attr("last_error", "string", Access::ReadOnly, "The last failure, or why it was skipped.")
+                .nullable(),
+            attr("completed_at", "date-time", Access::ReadOnly, "When it finished.").nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
         relationships: &[
-            ("plan", "provisioning_plan"),
-            ("app", "app"),
-            ("user", "user"),
-            ("app_account", "app_account"),
+            to_one("plan", "provisioning_plan"),
+            to_one("app", "app"),
+            to_one("user", "user"),
+            to_one("app_account", "app_account"),
         ],
         ops: READ,
         actions: &[],

@@ -10,7 +10,9 @@ use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_
 use portcullis_store::model::RolePermission;
 use serde::Deserialize;
 
-use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created, no_content, resource_router};
+use super::{
+    Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created, no_content, resource_router, to_one,
+};
 use crate::error::ApiResult;
 
 pub struct RolePermissions;
@@ -37,7 +39,7 @@ impl Resource for RolePermissions {
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("role", "role"), ("permission", "permission")],
+        relationships: &[to_one("role", "role"), to_one("permission", "permission")],
         ops: Ops { list: true, get: true, create: true, update: false, delete: true },
         actions: &[],
     };

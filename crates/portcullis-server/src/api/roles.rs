@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{
     Access, CRUD, JsonApiBody, Resource, ResourceDef, add_to_many, attr, created, no_content, ok, required,
-    resource_router,
+    resource_router, to_many,
 };
 use crate::error::ApiResult;
 
@@ -38,7 +38,7 @@ impl Resource for Roles {
         columns: &[("name", "name"), ("inserted_at", "inserted_at"), ("updated_at", "updated_at")],
         attributes: &[
             required("name", "string", Access::ReadWrite, "Unique in the environment."),
-            attr("description", "string", Access::ReadWrite, "What the role is for."),
+            attr("description", "string", Access::ReadWrite, "What the role is for.").nullable(),
             attr("user_count", "integer", Access::ReadOnly, "Users holding the role (single GET only)."),
             attr(
                 "permission_count",
@@ -49,7 +49,7 @@ impl Resource for Roles {
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("permissions", "permission")],
+        relationships: &[to_many("permissions", "permission")],
         ops: CRUD,
         actions: &[],
     };

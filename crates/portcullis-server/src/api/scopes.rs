@@ -11,7 +11,7 @@ use portcullis_store::model::Scope;
 
 use super::{
     Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, required,
-    resource_router,
+    resource_router, to_one,
 };
 use crate::error::ApiResult;
 
@@ -37,11 +37,11 @@ impl Resource for Scopes {
         ],
         attributes: &[
             required("name", "string", Access::ReadWrite, "A scope token, e.g. `read:documents`."),
-            attr("description", "string", Access::ReadWrite, "Shown on consent screens."),
+            attr("description", "string", Access::ReadWrite, "Shown on consent screens.").nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("resource_server", "resource_server")],
+        relationships: &[to_one("resource_server", "resource_server")],
         ops: CRUD,
         actions: &[],
     };

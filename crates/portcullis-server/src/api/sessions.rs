@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created_with_meta, no_content, ok, resource_router,
+    Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created_with_meta, no_content, ok,
+    resource_router, to_one,
 };
 use crate::error::ApiResult;
 
@@ -43,8 +44,8 @@ impl Resource for Sessions {
         ],
         attributes: &[
             attr("status", "string", Access::ReadOnly, "`active`, `revoked` or `expired`."),
-            attr("ip_address", "string", Access::ReadOnly, "Where the session started."),
-            attr("user_agent", "string", Access::ReadOnly, "The browser that started it."),
+            attr("ip_address", "string", Access::ReadOnly, "Where the session started.").nullable(),
+            attr("user_agent", "string", Access::ReadOnly, "The browser that started it.").nullable(),
             attr(
                 "authenticated_at",
                 "date-time",
@@ -58,11 +59,11 @@ impl Resource for Sessions {
                 Access::ReadOnly,
                 "End of the session (environment `session_ttl`).",
             ),
-            attr("revoked_at", "date-time", Access::ReadOnly, "When it was revoked, if it was."),
+            attr("revoked_at", "date-time", Access::ReadOnly, "When it was revoked, if it was.").nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("user", "user")],
+        relationships: &[to_one("user", "user")],
         ops: Ops { list: true, get: true, create: true, update: false, delete: true },
         actions: &[
             ("touch", "Records activity now."),

@@ -40,18 +40,20 @@ impl Resource for SigningKeys {
             ("inserted_at", "inserted_at"),
         ],
         attributes: &[
-            attr("algorithm", "string", Access::CreateOnly, "`rs256` (default), `es256` or `eddsa`."),
+            attr("algorithm", "string", Access::CreateOnly, "`rs256` (default), `es256` or `eddsa`.")
+                .one_of(&["rs256", "es256", "eddsa"]),
             attr(
                 "key_size",
                 "integer",
                 Access::CreateOnly,
                 "RSA modulus bits: 2048, 3072 or 4096 (default).",
-            ),
+            )
+            .nullable(),
             attr("kid", "string", Access::ReadOnly, "Key id in token headers and the JWKS."),
             attr("status", "string", Access::ReadOnly, "`active` or `inactive`."),
             attr("primary", "boolean", Access::ReadOnly, "Whether this key signs new tokens."),
             attr("public_key", "object", Access::ReadOnly, "The public JWK."),
-            attr("deactivated_at", "date-time", Access::ReadOnly, "When the key was deactivated."),
+            attr("deactivated_at", "date-time", Access::ReadOnly, "When the key was deactivated.").nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],

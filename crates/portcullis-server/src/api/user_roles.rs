@@ -10,7 +10,9 @@ use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_
 use portcullis_store::model::UserRole;
 use serde::Deserialize;
 
-use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created, no_content, resource_router};
+use super::{
+    Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created, no_content, resource_router, to_one,
+};
 use crate::error::ApiResult;
 
 pub struct UserRoles;
@@ -33,7 +35,7 @@ impl Resource for UserRoles {
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("user", "user"), ("role", "role")],
+        relationships: &[to_one("user", "user"), to_one("role", "role")],
         ops: Ops { list: true, get: true, create: true, update: false, delete: true },
         actions: &[],
     };

@@ -11,7 +11,7 @@ use portcullis_store::model::User;
 
 use super::{
     Access, CRUD, JsonApiBody, Resource, ResourceDef, add_to_many, attr, created, no_content, ok, required,
-    resource_router,
+    resource_router, to_many,
 };
 use crate::error::ApiResult;
 
@@ -67,8 +67,8 @@ impl Resource for Users {
                 "8 to 128 characters; stored as an Argon2id hash.",
             ),
             required("password_confirmation", "string", Access::WriteOnly, "Must equal `password`."),
-            attr("first_name", "string", Access::ReadWrite, "Given name."),
-            attr("last_name", "string", Access::ReadWrite, "Family name."),
+            attr("first_name", "string", Access::ReadWrite, "Given name.").nullable(),
+            attr("last_name", "string", Access::ReadWrite, "Family name.").nullable(),
             attr("email_verified", "boolean", Access::ReadWrite, "Whether the email address is confirmed."),
             attr("blocked", "boolean", Access::ReadWrite, "A blocked user can get no tokens."),
             attr(
@@ -76,12 +76,13 @@ impl Resource for Users {
                 "string",
                 Access::ReadWrite,
                 "The user's manager (another user); apps receive them as manager or approver.",
-            ),
+            )
+            .nullable(),
             attr("metadata", "object", Access::ReadWrite, "Free-form JSON object."),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[("roles", "role")],
+        relationships: &[to_many("roles", "role")],
         ops: CRUD,
         actions: &[],
     };

@@ -685,7 +685,7 @@ db_test!(every_kind_of_write_records_exactly_one_event, |server| {
     let before = snapshot(&server).await;
     let reply =
         call(&server, Method::PATCH, &format!("/api/signing-keys/{key}/deactivate"), &token, None).await;
-    reply.assert_error(422, "invalid_attribute");
+    reply.assert_error(409, "conflict");
     assert_eq!(snapshot(&server).await, before);
 
     // The environment's own settings.

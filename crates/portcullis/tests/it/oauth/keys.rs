@@ -193,9 +193,9 @@ db_test!(deactivation_removes_the_key_and_refuses_its_tokens, |server| {
     assert_eq!(primary_kids(&server, &by_third).await, vec![third_kid.clone()]);
     // Deactivating it again is an error, as is making it primary.
     let (status, body) = key_action(&server, &by_third, &first_id, "deactivate").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (status, body) = key_action(&server, &by_third, &first_id, "set-primary").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(primary_kids(&server, &by_third).await, vec![third_kid.clone()]);
 
     // Deactivating the primary promotes the most recently created active key.
@@ -211,8 +211,8 @@ db_test!(deactivation_removes_the_key_and_refuses_its_tokens, |server| {
 
     // The last active key cannot be deactivated: the environment must keep signing.
     let (status, body) = key_action(&server, &by_second, &second_id, "deactivate").await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(body["errors"][0]["status"], "422");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["errors"][0]["status"], "409");
     assert!(body["errors"][0]["detail"].as_str().unwrap().contains("last active"), "{body}");
     let still = get_key(&server, &by_second, &second_id).await;
     assert_eq!(

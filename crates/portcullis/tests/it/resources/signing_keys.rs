@@ -147,9 +147,9 @@ db_test!(set_primary_and_deactivate_hand_over_the_primary_flag, |server| {
 
     // An inactive key can be neither deactivated again nor made primary.
     let (status, body) = server.api(Method::PATCH, &action(&second, "deactivate"), &admin, None).await;
-    assert_invalid(status, &body, "status");
+    assert_error(status, &body, 409, "conflict", None);
     let (status, body) = server.api(Method::PATCH, &action(&second, "set-primary"), &admin, None).await;
-    assert_invalid(status, &body, "status");
+    assert_error(status, &body, 409, "conflict", None);
 
     // Deactivating the primary promotes the newest other active key. (The
     // admin token was signed by that key, so it stops working: get another.)
@@ -164,7 +164,7 @@ db_test!(set_primary_and_deactivate_hand_over_the_primary_flag, |server| {
 
     // The last active key cannot be deactivated.
     let (status, body) = server.api(Method::PATCH, &action(&third, "deactivate"), &admin, None).await;
-    assert_invalid(status, &body, "status");
+    assert_error(status, &body, 409, "conflict", None);
     assert_eq!(get_key(&server, &admin, &third).await["status"], "active");
 
     let (status, body) = server.api(Method::PATCH, &action("nope", "set-primary"), &admin, None).await;
@@ -243,7 +243,7 @@ db_test!(concurrent_key_changes_keep_one_primary_and_one_active_key, |server| {
     for race in races {
         let (status, body) = race.await.unwrap();
         assert!(
-            [StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY, StatusCode::UNAUTHORIZED].contains(&status),
+            [StatusCode::OK, StatusCode::CONFLICT, StatusCode::UNAUTHORIZED].contains(&status),
             "{status}: {body}"
         );
         statuses.push(status);
