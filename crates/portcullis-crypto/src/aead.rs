@@ -74,3 +74,58 @@ mod tests {
         assert!(MasterKey::from_base64("short").is_err());
     }
 }
+
+/// Sealed values (private keys at rest, sealed sign-in flows in cookies)
+/// come back only to the key and row they were sealed for, unaltered.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn open_inverts_seal_only_for_the_same_associated_data(
+            plaintext in prop::collection::vec(any::<u8>(), 0..512),
+            aad in any::<String>(),
+            other_aad in any::<String>(),
+        ) {
+            let key = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+            let sealed = key.seal(&plaintext, &aad).unwrap();
+            prop_assert_eq!(key.open(&sealed, &aad).unwrap(), plaintext);
+            if other_aad != aad {
+                prop_assert!(key.open(&sealed, &other_aad).is_err());
+            }
+        }
+
+        #[test]
+        fn any_change_to_a_sealed_value_is_refused(
+            plaintext in prop::collection::vec(any::<u8>(), 0..64),
+            at in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let key = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+            let sealed = key.seal(&plaintext, "row").unwrap();
+            let blob = B64.decode(&sealed[3..]).unwrap();
+            let reseal = |blob: &[u8]| format!("v1:{}", B64.encode(blob));
+            let mut changed = blob.clone();
+            changed[at.index(blob.len())] ^= 1 << bit;
+            prop_assert!(key.open(&reseal(&changed), "row").is_err());
+            // Cut short or extended: refused too.
+            prop_assert!(key.open(&reseal(&blob[..blob.len() - 1]), "row").is_err());
+            let mut longer = blob;
+            longer.push(0);
+            prop_assert!(key.open(&reseal(&longer), "row").is_err());
+        }
+
+        #[test]
+        fn arbitrary_text_never_opens(text in any::<String>()) {
+            let key = MasterKey::from_base64(&MasterKey::generate_base64()).unwrap();
+            let prefixed = ["v1:", &text].concat();
+            prop_assert!(key.open(&text, "row").is_err());
+            prop_assert!(key.open(&prefixed, "row").is_err());
+        }
+    }
+}

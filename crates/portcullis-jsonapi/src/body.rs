@@ -229,3 +229,111 @@ mod tests {
         assert_eq!(parse_update::<Attrs>(mismatch, "role", "y").unwrap_err().status, 409);
     }
 }
+
+/// Request bodies are attacker input: any bytes, any JSON, end in the typed
+/// attributes or a 4xx pointing into the document, never a panic.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Attrs {
+        name: String,
+        #[serde(default)]
+        size: Option<u32>,
+        #[serde(default)]
+        tags: Vec<String>,
+    }
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec!["role", "user", "name", "size", "tags", "id", "data", ""])
+                .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "data",
+                        "type",
+                        "id",
+                        "attributes",
+                        "relationships",
+                        "name",
+                        "size",
+                        "tags",
+                        "user",
+                        "links",
+                        "meta",
+                        "x",
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..6,
+                )
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn check(result: Result<(Attrs, Relationships), ApiError>) -> Result<(), TestCaseError> {
+        if let Err(err) = result {
+            prop_assert!([400, 403, 409, 422].contains(&err.status), "status {}", err.status);
+            if let Some(pointer) = err.pointer() {
+                prop_assert!(pointer.is_empty() || pointer.starts_with("/data"), "pointer {pointer}");
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_bytes_are_refused_cleanly(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            check(parse_create(&body, "role"))?;
+            check(parse_update(&body, "role", "r1"))?;
+        }
+
+        #[test]
+        fn any_document_is_parsed_or_refused_cleanly(data in any_json(), attributes in any_json()) {
+            for document in [
+                json!({"data": data}),
+                json!({"data": {"type": "role", "attributes": attributes}}),
+                json!({"data": {"type": "role", "id": "r1", "attributes": attributes, "relationships": data}}),
+            ] {
+                let body = serde_json::to_vec(&document).unwrap();
+                check(parse_create(&body, "role"))?;
+                check(parse_update(&body, "role", "r1"))?;
+            }
+        }
+
+        #[test]
+        fn valid_attributes_read_back_exactly(
+            name in any::<String>(),
+            size in any::<Option<u32>>(),
+            tags in prop::collection::vec(any::<String>(), 0..4),
+            user in any::<String>(),
+        ) {
+            let document = json!({"data": {
+                "type": "role",
+                "attributes": {"name": name, "size": size, "tags": tags},
+                "relationships": {"user": {"data": {"type": "user", "id": user}}},
+            }});
+            let (attrs, rels) = parse_create::<Attrs>(&serde_json::to_vec(&document).unwrap(), "role").unwrap();
+            prop_assert_eq!(attrs, Attrs { name, size, tags });
+            prop_assert_eq!(rels.required("user", "user").unwrap(), user);
+        }
+    }
+}

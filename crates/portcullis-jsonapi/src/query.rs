@@ -429,3 +429,99 @@ mod tests {
         );
     }
 }
+
+/// The query string is attacker input: whatever it is, parsing ends in a
+/// list request or a 400 naming the parameter, and what the server issued
+/// (cursors, filter values) reads back unchanged.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    static SPEC: QuerySpec = QuerySpec {
+        filters: &[("email", FieldKind::TextCi), ("blocked", FieldKind::Bool), ("logins", FieldKind::Int)],
+        sorts: &[("email", FieldKind::TextCi), ("inserted_at", FieldKind::Timestamp)],
+        includes: &["roles"],
+        default_sort: &[("inserted_at", Direction::Desc)],
+    };
+
+    fn encoded(text: &str) -> String {
+        form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_query_parses_or_is_a_400_naming_a_parameter(query in any::<String>()) {
+            for result in [parse_list(&query, &SPEC).map(|_| ()), parse_fetch(&query, &SPEC).map(|_| ())] {
+                if let Err(err) = result {
+                    prop_assert_eq!(err.status, 400);
+                    prop_assert!(err.parameter().is_some(), "{query:?}: no source.parameter");
+                }
+            }
+        }
+
+        #[test]
+        fn query_shaped_input_parses_or_is_a_400(
+            pairs in prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "page[limit]", "page[size]", "page[offset]", "page[after]", "page[before]",
+                        "page[count]", "sort", "include", "fields[user]", "filter[email]",
+                        "filter[email][contains]", "filter[blocked]", "filter[logins]", "filter[logins][gt]",
+                        "filter[", "fields[]", "filter[]]", "page[",
+                    ]),
+                    any::<String>(),
+                ),
+                0..6,
+            )
+        ) {
+            let query: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", encoded(k), encoded(v))).collect();
+            if let Err(err) = parse_list(&query.join("&"), &SPEC) {
+                prop_assert_eq!(err.status, 400);
+                prop_assert!(err.parameter().is_some());
+            }
+        }
+
+        #[test]
+        fn filter_values_read_back_exactly(value in any::<String>(), logins in any::<i64>()) {
+            let query = format!("filter[email][contains]={}&filter[logins]={logins}", encoded(&value));
+            let params = parse_list(&query, &SPEC).unwrap();
+            prop_assert_eq!(&params.filters[0].value, &Scalar::Text(value));
+            prop_assert_eq!(params.filters[0].op, FilterOp::Contains);
+            prop_assert_eq!(&params.filters[1].value, &Scalar::Int(logins));
+        }
+
+        #[test]
+        fn issued_cursors_round_trip_and_changed_ones_never_panic(
+            email in any::<String>(),
+            id in any::<String>(),
+            micros in 0i64..4_000_000_000_000_000,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap();
+            let mut attributes = serde_json::Map::new();
+            attributes.insert("email".into(), Value::from(email.clone()));
+            attributes.insert("inserted_at".into(), Value::from(at.format(&Rfc3339).unwrap()));
+            let row = ResourceObject::new("user", id.clone(), attributes);
+            let sort = parse_list("sort=email,-inserted_at", &SPEC).unwrap().sort;
+            let cursor = encode_cursor(&row, &sort);
+            let params = parse_list(&format!("sort=email,-inserted_at&page[before]={cursor}"), &SPEC).unwrap();
+            let Page::Before { cursor: read, .. } = params.page else { panic!("expected a before cursor") };
+            prop_assert_eq!(read, Cursor { values: vec![Scalar::Text(email), Scalar::Int(micros)], id });
+
+            // Cursors are positions, not credentials (the query stays scoped
+            // to the caller's environment): one changed character gives a
+            // 400 on page[after] or some other position, never a panic.
+            let mut bytes = cursor.into_bytes();
+            let at = flip.index(bytes.len());
+            bytes[at] = if bytes[at] == b'A' { b'_' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            if let Err(err) = parse_list(&format!("sort=email,-inserted_at&page[after]={tampered}"), &SPEC) {
+                prop_assert_eq!((err.status, err.parameter()), (400, Some("page[after]")));
+            }
+        }
+    }
+}

@@ -281,3 +281,63 @@ pub fn router() -> Router<Arc<Core>> {
     .layer(cors);
     Router::new().route("/oauth/introspect", post(introspect)).merge(from_browsers)
 }
+
+/// Client credentials are read before anything is checked, from whatever
+/// the caller sent: any header and body give credentials or an OAuth error,
+/// and credentials a conforming client encodes read back exactly.
+#[cfg(test)]
+mod properties {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(authorization) {
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        headers
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_authorization_and_body_give_credentials_or_an_oauth_error(
+            scheme in prop::sample::select(vec!["Basic", "basic", "Bearer", ""]),
+            credentials in any::<String>(),
+            encoded_credentials in any::<Vec<u8>>(),
+            body in any::<String>(),
+        ) {
+            let form = Params::parse(body.as_bytes());
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&encoded_credentials);
+            for value in [format!("{scheme} {credentials}"), format!("{scheme} {b64}")] {
+                if let Err(err) = presented_client(&headers(&value), &form) {
+                    prop_assert!(["invalid_client", "invalid_request"].contains(&err.code), "{}", err.code);
+                    prop_assert!([400, 401].contains(&err.status));
+                }
+            }
+        }
+
+        #[test]
+        fn encoded_basic_credentials_read_back_exactly(id in any::<String>(), secret in any::<String>()) {
+            let pair = format!(
+                "{}:{}",
+                utf8_percent_encode(&id, NON_ALPHANUMERIC),
+                utf8_percent_encode(&secret, NON_ALPHANUMERIC)
+            );
+            let value = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+            let (presented, used_basic) = presented_client(&headers(&value), &Params::parse(b"")).unwrap();
+            prop_assert!(used_basic);
+            prop_assert_eq!(presented.client_id, id.clone());
+            prop_assert_eq!(presented.client_secret, Some(secret));
+            // The same client named in the body as well is fine; another is not.
+            let body = format!("client_id={}", utf8_percent_encode(&id, NON_ALPHANUMERIC));
+            prop_assert!(presented_client(&headers(&value), &Params::parse(body.as_bytes())).is_ok());
+            let other = format!("client_id={}x", utf8_percent_encode(&id, NON_ALPHANUMERIC));
+            let err = presented_client(&headers(&value), &Params::parse(other.as_bytes())).unwrap_err();
+            prop_assert_eq!(err.code, "invalid_request");
+        }
+    }
+}

@@ -607,3 +607,99 @@ mod tests {
         }
     }
 }
+
+/// Filters and PATCH paths come from the SCIM client: any text parses or is
+/// refused with a message, and filters a client writes read back as meant.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["userName", "emails", "name.givenName", "active", "meta.lastModified", "x"])
+            .prop_map(str::to_owned)
+    }
+
+    /// A quoted SCIM string literal (JSON string syntax) and what it means.
+    fn literal() -> impl Strategy<Value = (String, Literal)> {
+        prop_oneof![
+            any::<String>().prop_map(|s| (serde_json::to_string(&s).unwrap(), Literal::Str(s))),
+            any::<bool>().prop_map(|b| (b.to_string(), Literal::Bool(b))),
+            (-1_000_000i32..1_000_000).prop_map(|n| (n.to_string(), Literal::Num(f64::from(n)))),
+            Just(("null".to_owned(), Literal::Null)),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = (&'static str, Op)> {
+        prop::sample::select(vec![
+            ("eq", Op::Eq),
+            ("NE", Op::Ne),
+            ("co", Op::Co),
+            ("sw", Op::Sw),
+            ("Ew", Op::Ew),
+            ("gt", Op::Gt),
+            ("ge", Op::Ge),
+            ("lt", Op::Lt),
+            ("le", Op::Le),
+        ])
+    }
+
+    /// Filter text built from the grammar, with the expression it must parse to.
+    fn filter() -> impl Strategy<Value = (String, Expr)> {
+        let leaf = prop_oneof![
+            (name(), op(), literal()).prop_map(|(name, (word, op), (text, literal))| {
+                (format!("{name} {word} {text}"), Expr::Compare(name, op, literal))
+            }),
+            name().prop_map(|name| (format!("{name} pr"), Expr::Present(name))),
+        ];
+        leaf.prop_recursive(3, 16, 2, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|((a, x), (b, y))| {
+                    (format!("({a}) and ({b})"), Expr::And(Box::new(x), Box::new(y)))
+                }),
+                (inner.clone(), inner.clone()).prop_map(|((a, x), (b, y))| {
+                    (format!("({a}) OR ({b})"), Expr::Or(Box::new(x), Box::new(y)))
+                }),
+                inner.clone().prop_map(|(a, x)| (format!("not ({a})"), Expr::Not(Box::new(x)))),
+                (name(), inner)
+                    .prop_map(|(name, (a, x))| (format!("{name}[{a}]"), Expr::Value(name, Box::new(x)))),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_parses_or_is_refused(text in any::<String>()) {
+            let _ = parse(&text);
+            let _ = parse_path(&text);
+        }
+
+        #[test]
+        fn grammar_shaped_text_parses_or_is_refused(
+            tokens in prop::collection::vec(
+                prop::sample::select(vec![
+                    "userName", "emails", "[", "]", "(", ")", " ", "eq", "pr", "and", "or", "not", "\"a\"",
+                    "\"", "\\", "5", "true", "null", ".", ":", "urn:ietf:params:scim", "value",
+                ]),
+                0..16,
+            )
+        ) {
+            let text = tokens.concat();
+            let _ = parse(&text);
+            let _ = parse_path(&text);
+        }
+
+        #[test]
+        fn written_filters_read_back_as_meant((text, expr) in filter()) {
+            prop_assert_eq!(parse(&text), Ok(expr.clone()));
+            // The same filter as a PATCH value path.
+            prop_assert_eq!(
+                parse_path(&format!("emails[{text}].value")),
+                Ok(RawPath { attr: "emails".into(), filter: Some(expr), sub: Some("value".into()) })
+            );
+        }
+    }
+}

@@ -468,3 +468,109 @@ pub fn member_changes(operations: &[Value]) -> usize {
         })
         .sum()
 }
+
+/// PATCH operations come from the SCIM client: under every profile, any
+/// list of operations applies or is refused with a 4xx SCIM error, never a
+/// panic.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::super::{Profile, schema::Model};
+    use super::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            prop::sample::select(vec!["work", "a@b.c", "True", "x", ""]).prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "value",
+                        "type",
+                        "primary",
+                        "display",
+                        "givenName",
+                        "userName",
+                        "active",
+                        "emails",
+                        "name",
+                        "members",
+                        "$ref",
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..4,
+                )
+                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn operation() -> impl Strategy<Value = Value> {
+        let op = prop::sample::select(vec!["add", "remove", "replace", "Replace", "ADD", "move"]);
+        let path = prop_oneof![
+            Just(None),
+            prop::sample::select(vec![
+                "userName",
+                "active",
+                "name.givenName",
+                "emails",
+                "emails[type eq \"work\"]",
+                "emails[type eq \"work\"].value",
+                "emails[primary eq true].display",
+                "members",
+                "members[value eq \"1\"]",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+                "meta.created",
+                "id",
+                "emails[",
+                "nope",
+            ])
+            .prop_map(|p| Some(p.to_owned())),
+            any::<String>().prop_map(Some),
+        ];
+        (op, path, value()).prop_map(|(op, path, value)| {
+            let mut operation = json!({"op": op, "value": value});
+            if let Some(path) = path {
+                operation["path"] = Value::from(path);
+            }
+            operation
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_operations_apply_or_are_refused_with_a_scim_error(
+            profile in prop::sample::select(Profile::ALL.to_vec()),
+            group in any::<bool>(),
+            operations in prop::collection::vec(prop_oneof![operation(), value()], 0..5),
+        ) {
+            let config = Config::profile(profile);
+            let model = Model::new(&config);
+            let kind = if group { Kind::Group } else { Kind::User };
+            let mut attrs = json!({
+                "userName": "ada",
+                "displayName": "Ada",
+                "emails": [{"value": "ada@example.test", "type": "work", "primary": true}],
+                "members": [{"value": "1"}],
+            })
+            .as_object()
+            .cloned()
+            .unwrap();
+            if let Err(err) = (Patcher { config: &config, model: &model, kind }).apply(&mut attrs, &operations) {
+                prop_assert!((400..500).contains(&err.status), "{err:?}");
+            }
+        }
+    }
+}
