@@ -77,6 +77,7 @@ mod security {
     mod hygiene;
     mod includes;
     mod redirect_uris;
+    mod scopes;
     mod sign_in_flows;
     mod user_tokens;
 }
