@@ -142,3 +142,44 @@ fn withdrawn(realm: &str) -> ApiFailure {
     ApiFailure::from(ApiError::unauthorized(WHY))
         .with_challenge(challenge(realm, Some(("invalid_token", WHY))))
 }
+
+/// The Bearer reader sees every Management API and UserInfo request first:
+/// any header gives no token, a non-empty token, or a malformed-header
+/// answer; a token a client sends comes back exactly.
+#[cfg(test)]
+mod properties {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(value: &[u8]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        headers
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_authorization_header_is_read_without_panicking(value in prop::collection::vec(any::<u8>(), 0..96)) {
+            if let Ok(Some(token)) = bearer_token(&headers(&value)) {
+                prop_assert!(!token.is_empty() && token.trim() == token);
+            }
+        }
+
+        #[test]
+        fn sent_tokens_read_back_exactly(
+            scheme in prop::sample::select(vec!["Bearer", "bearer", "BEARER"]),
+            token in "[A-Za-z0-9._~+/=-]{1,200}",
+        ) {
+            let sent = headers(format!("{scheme} {token}").as_bytes());
+            prop_assert_eq!(bearer_token(&sent).ok().flatten(), Some(token.as_str()));
+            let basic = format!("Basic {token}");
+            prop_assert!(bearer_token(&headers(basic.as_bytes())).is_err());
+        }
+    }
+}
