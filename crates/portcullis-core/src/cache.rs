@@ -117,7 +117,7 @@ impl EnvState {
                     let identifier =
                         if server.system { self.management_api.clone() } else { server.identifier.clone() };
                     let names = if server.system {
-                        crate::services::resource_servers::management_scopes()
+                        crate::authz::management_scopes()
                     } else {
                         scopes
                             .iter()

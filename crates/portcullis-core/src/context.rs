@@ -1,10 +1,10 @@
 //! Who is acting, in which environment, from where, and what they may grant.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use portcullis_store::model::{Actor, Origin};
 
+use crate::authz::{Grant, Grants};
 use crate::cache::EnvState;
 use crate::error::{Result, ServiceError};
 
@@ -15,18 +15,32 @@ pub enum Authority {
     /// An operator at the server's console, or the platform itself.
     Operator,
     /// A Management API token: its scopes, as its client's grant allows them now.
-    Scopes(Arc<HashSet<String>>),
+    Grants(Grants),
     /// An end user on the hosted pages: holds no Management API scope.
     None,
 }
 
 impl Authority {
-    pub fn holds(&self, scope: &str) -> bool {
+    pub fn has(&self, grant: Grant) -> bool {
         match self {
             Authority::Operator => true,
-            Authority::Scopes(held) => held.contains(scope),
+            Authority::Grants(held) => held.contains(grant),
             Authority::None => false,
         }
+    }
+
+    /// Whether the Management API scope `scope` is held (one the catalogue
+    /// does not list is held by nobody but an operator).
+    pub fn holds(&self, scope: &str) -> bool {
+        match Grant::parse(scope) {
+            Some(grant) => self.has(grant),
+            None => matches!(self, Authority::Operator),
+        }
+    }
+
+    /// Refuses (403, naming the scope) unless `grant` is held.
+    pub fn require(&self, grant: Grant) -> Result<()> {
+        if self.has(grant) { Ok(()) } else { Err(ServiceError::MissingGrant(grant)) }
     }
 
     /// Refuses (403) unless every one of `scopes` is held.

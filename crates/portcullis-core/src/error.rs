@@ -21,6 +21,9 @@ pub enum ServiceError {
     Conflict { field: Field, message: String },
     #[error("{0}")]
     Forbidden(String),
+    /// The caller lacks the Management API scope this needs.
+    #[error("this needs the `{0}` scope")]
+    MissingGrant(crate::authz::Grant),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

@@ -2,6 +2,7 @@
 //! these; they never see HTTP types, and only the store sees SQL.
 
 pub mod account;
+pub mod authz;
 pub mod cache;
 pub mod context;
 pub mod error;

@@ -4,7 +4,6 @@
 //! once, as a layer on each resource's router; the scopes held go on in the
 //! `Ctx` as its [`Authority`], which bounds what the caller may grant.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,20 +11,21 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use portcullis_core::authz::{Family, Grants, Verb};
 use portcullis_core::oauth::{self, VerifyError};
 use portcullis_core::{Authority, Core, Ctx};
 use portcullis_jsonapi::ApiError;
 use portcullis_store::model::Actor;
 
 use crate::env::{Env, RequestMeta};
-use crate::error::ApiFailure;
+use crate::error::{ApiFailure, insufficient_scope};
 
 /// The verb a request needs: GET reads, DELETE deletes, the rest write.
-fn verb(method: &Method) -> &'static str {
+pub(crate) fn verb(method: &Method) -> Verb {
     match *method {
-        Method::GET | Method::HEAD => "read",
-        Method::DELETE => "delete",
-        _ => "write",
+        Method::GET | Method::HEAD => Verb::Read,
+        Method::DELETE => Verb::Delete,
+        _ => Verb::Write,
     }
 }
 
@@ -57,7 +57,7 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Malforme
 
 /// Checks the token and scope, then puts the request's [`Ctx`] in its extensions.
 pub async fn require_scope(
-    State((core, family)): State<(Arc<Core>, &'static str)>,
+    State((core, family)): State<(Arc<Core>, Family)>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -70,7 +70,7 @@ pub async fn require_scope(
     }
 }
 
-async fn authorize(core: &Core, family: &'static str, request: &mut Request) -> Result<Ctx, ApiFailure> {
+async fn authorize(core: &Core, family: Family, request: &mut Request) -> Result<Ctx, ApiFailure> {
     let Some(Env(env)) = request.extensions().get::<Env>().cloned() else {
         return Err(ApiError::internal().into());
     };
@@ -112,25 +112,23 @@ async fn authorize(core: &Core, family: &'static str, request: &mut Request) -> 
         .get(&env.management_api)
         .and_then(|api| apis.allowed(&client.id, api))
         .ok_or_else(|| withdrawn(&realm))?;
-    let held: HashSet<String> =
-        claims.scopes().filter(|s| allowed.iter().any(|a| a == s)).map(str::to_owned).collect();
-    let needed = format!("{family}:{}", verb(request.method()));
-    if !held.contains(&needed) {
-        let detail = if claims.scopes().any(|s| s == needed) {
+    let held = Grants::from_scopes(claims.scopes().filter(|s| allowed.iter().any(|a| a == s)));
+    let needed = family.grant(verb(request.method()));
+    if !held.contains(needed) {
+        let detail = if Grants::from_scopes(claims.scopes()).contains(needed) {
             format!("the client's grant no longer allows the `{needed}` scope")
         } else {
             format!("the access token lacks the `{needed}` scope")
         };
-        return Err(ApiFailure::from(ApiError::forbidden(detail)).with_challenge(format!(
-            "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{needed}\""
-        )));
+        return Err(ApiFailure::from(ApiError::forbidden(detail))
+            .with_challenge(insufficient_scope(Some(&realm), needed)));
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let meta = RequestMeta::from_parts(request.headers(), peer);
     Ok(Ctx {
         env,
         actor: Actor { kind: "client", id: Some(claims.client_id), name: Some(client.name.clone()) },
-        authority: Authority::Scopes(Arc::new(held)),
+        authority: Authority::Grants(held),
         ip_address: meta.ip_address,
         user_agent: meta.user_agent,
     })

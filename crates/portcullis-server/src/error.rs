@@ -2,6 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use portcullis_core::authz::Grant;
 use portcullis_core::{Field, ServiceError};
 use portcullis_jsonapi::{ApiError, ErrorDocument, MEDIA_TYPE};
 use portcullis_store::StoreError;
@@ -45,6 +46,10 @@ impl From<ServiceError> for ApiFailure {
                 None => ApiError::conflict(message.clone()),
             },
             ServiceError::Forbidden(message) => ApiError::forbidden(message.clone()),
+            ServiceError::MissingGrant(grant) => {
+                return ApiFailure::from(ApiError::forbidden(format!("this needs the `{grant}` scope")))
+                    .with_challenge(insufficient_scope(None, *grant));
+            }
             // A related row vanished between the service's check and the
             // insert (a concurrent delete): the request named a resource that
             // no longer exists, which is the client's to retry, not a 500.
@@ -77,6 +82,12 @@ impl IntoResponse for ApiFailure {
 }
 
 pub type ApiResult<T> = Result<T, ApiFailure>;
+
+/// RFC 6750 §3.1: the challenge of a 403 for a missing scope.
+pub fn insufficient_scope(realm: Option<&str>, grant: Grant) -> String {
+    let realm = realm.map(|realm| format!("realm=\"{realm}\", ")).unwrap_or_default();
+    format!("Bearer {realm}error=\"insufficient_scope\", scope=\"{grant}\"")
+}
 
 /// A request body over `limit` bytes (413).
 pub fn too_large(limit: usize) -> ApiError {

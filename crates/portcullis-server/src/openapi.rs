@@ -3,12 +3,12 @@
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_core::services::resource_servers::management_scopes;
+use portcullis_core::authz::management_scopes;
 use serde_json::{Map, Value, json};
 
 use portcullis_jsonapi::FieldKind;
 
-use crate::api::{Access, Attr, Relationship, ResourceDef, definitions};
+use crate::api::{Access, ActionMethod, Attr, REGISTRY, Relationship, ResourceDef};
 use crate::env::Env;
 
 const MEDIA: &str = "application/vnd.api+json";
@@ -174,7 +174,7 @@ fn operation(def: &ResourceDef, summary: String, verb: &str, mut responses: Map<
     json!({
         "tags": [def.path],
         "summary": summary,
-        "security": [{"bearer": [format!("{}:{verb}", def.scope)]}],
+        "security": [{"bearer": [format!("{}:{verb}", def.family.name())]}],
         "responses": responses,
     })
 }
@@ -246,7 +246,7 @@ fn query_parameters(def: &ResourceDef) -> Vec<Value> {
 pub fn document(issuer: &str) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    for def in definitions() {
+    for def in REGISTRY.iter().map(|entry| entry.def) {
         schemas.insert(def.kind.to_owned(), resource_schema(def));
         let mut collection = Map::new();
         let mut member = Map::new();
@@ -318,18 +318,20 @@ pub fn document(issuer: &str) -> Value {
             member.insert("parameters".into(), id_param.clone());
             paths.insert(format!("/api/{}/{{id}}", def.path), Value::Object(member));
         }
-        for (action, description) in def.actions {
+        for action in def.actions {
             let mut op = operation(
                 def,
-                (*description).to_owned(),
+                action.description.to_owned(),
                 "write",
                 Map::from_iter([("200".to_owned(), one(def, "Updated"))]),
             );
             op["parameters"] = id_param.clone();
-            op["operationId"] = json!(format!("{}_{}", action.replace('-', "_"), def.kind));
-            // Actions modify their resource (PATCH) unless documented as POST.
-            let method = if description.starts_with("POST:") { "post" } else { "patch" };
-            paths.insert(format!("/api/{}/{{id}}/{action}", def.path), json!({method: op}));
+            op["operationId"] = json!(format!("{}_{}", action.name.replace('-', "_"), def.kind));
+            let method = match action.method {
+                ActionMethod::Post => "post",
+                ActionMethod::Patch => "patch",
+            };
+            paths.insert(format!("/api/{}/{{id}}/{}", def.path, action.name), json!({method: op}));
         }
     }
     let environment = crate::api::environment::KIND;

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Changes, Patch, attrs, fetch_in, finish, target, timestamp, unique};
+use crate::authz::management_scopes;
 use crate::error::{Field, conflict_on};
-use crate::services::resource_servers::management_scopes;
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "client_resource_server_grant";

@@ -13,37 +13,6 @@ pub const TTL_MIN: i64 = 60;
 pub const TTL_MAX: i64 = 86_400;
 pub const TTL_DEFAULT: i64 = 3_600;
 
-/// The scope families of the Management API: `{family}:{read|write|delete}`.
-pub const MANAGEMENT_FAMILIES: [&str; 18] = [
-    "users",
-    "sessions",
-    "roles",
-    "permissions",
-    "clients",
-    // Grants of APIs to clients: apart from `clients`, because a grant on
-    // the Management API hands out its scopes (Auth0's `client_grants`).
-    "client_grants",
-    "resource_servers",
-    "scopes",
-    "signing_keys",
-    "organizations",
-    "memberships",
-    "invitations",
-    "connections",
-    "webhooks",
-    "actions",
-    "audit_events",
-    "environment",
-    "apps",
-];
-
-pub fn management_scopes() -> Vec<String> {
-    MANAGEMENT_FAMILIES
-        .iter()
-        .flat_map(|family| ["read", "write", "delete"].map(|verb| format!("{family}:{verb}")))
-        .collect()
-}
-
 /// Presents a resource server; the system API shows its live identifier.
 pub fn present_with(server: &ResourceServer, management_api: &str) -> ResourceObject {
     let identifier = if server.system { management_api } else { &server.identifier };

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{MethodRouter, get};
-use axum::{Extension, Router, middleware};
+use axum::routing::get;
 use portcullis_core::services::app_accounts;
 use portcullis_core::{Core, Ctx, ServiceError};
 use portcullis_jsonapi::{Direction, Document, FieldKind, QuerySpec, ResourceObject};
@@ -14,8 +14,8 @@ use portcullis_provision::graph;
 use portcullis_store::model::AppAccount;
 use serde_json::json;
 
-use super::{Access, ApiResult, Ops, Resource, ResourceDef, attr, resource_router, respond, to_one};
-use crate::auth;
+use super::{Access, ApiResult, Ops, Resource, ResourceDef, Routes, attr, respond, to_one};
+use portcullis_core::authz::Family;
 
 /// The person view's path: one user's accounts across every app.
 pub const OF_USER_PATH: &str = "/api/users/{id}/app-accounts";
@@ -27,7 +27,7 @@ impl Resource for AppAccounts {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "app_account",
         path: "app-accounts",
-        scope: "apps",
+        family: Family::Apps,
         summary: "Accounts found or created in apps, linked to their user (or orphaned).",
         query: QuerySpec {
             filters: &[
@@ -70,6 +70,10 @@ impl Resource for AppAccounts {
         ops: Ops { list: true, get: true, create: false, update: false, delete: false },
         actions: &[],
     };
+
+    fn routes() -> Routes {
+        Routes::default().extra(OF_USER_PATH, get(of_user))
+    }
 
     fn present(_: &Ctx, account: &AppAccount) -> ResourceObject {
         app_accounts::present(account)
@@ -117,13 +121,4 @@ async fn of_user(
         .with_meta("user_exists", json!(person.user.is_some()))
         .with_meta("missing", json!(missing));
     Ok(respond(StatusCode::OK, &document))
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    // Under the user's path, but it reads the identity graph: the `apps`
-    // scope guards it, as it does /api/app-accounts.
-    let of_user = Router::new().route(OF_USER_PATH, get(of_user)).route_layer(
-        middleware::from_fn_with_state((core.clone(), AppAccounts::DEF.scope), auth::require_scope),
-    );
-    resource_router::<AppAccounts>(core, MethodRouter::new(), MethodRouter::new(), vec![]).merge(of_user)
 }

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::apps::{self, AppChanges, NewApp};
 use portcullis_core::{Core, Ctx, ServiceError, services};
 use portcullis_jsonapi::{
@@ -18,10 +17,11 @@ use portcullis_store::model::App;
 use serde_json::{Value, json};
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, required,
-    resource_router, respond,
+    Access, Action, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok,
+    required, respond,
 };
 use crate::error::{ApiFailure, ApiResult};
+use portcullis_core::authz::Family;
 
 pub struct Apps;
 
@@ -30,7 +30,7 @@ impl Resource for Apps {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "app",
         path: "apps",
-        scope: "apps",
+        family: Family::Apps,
         summary: "SaaS apps the lifecycle hub keeps in step with the directory.",
         query: QuerySpec {
             filters: &[("name", FieldKind::Text), ("kind", FieldKind::Text), ("enabled", FieldKind::Bool)],
@@ -108,11 +108,15 @@ impl Resource for Apps {
         ],
         relationships: &[],
         ops: CRUD,
-        actions: &[(
+        actions: &[Action::post(
             "reconcile",
-            "POST: reads the app's roster, refreshes the identity graph and proposes a draft plan; `{\"dry_run\": true}` only reports.",
+            "Reads the app's roster, refreshes the identity graph and proposes a draft plan; `{\"dry_run\": true}` only reports.",
         )],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).update(update).delete(delete).action("reconcile", reconcile_app)
+    }
 
     fn present(_: &Ctx, app: &App) -> ResourceObject {
         apps::present(app)
@@ -191,13 +195,4 @@ async fn reconcile_app(
         .with_meta("reconciliation", json!(report))
         .with_meta("dry_run", json!(dry_run));
     Ok(respond(axum::http::StatusCode::OK, &document))
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Apps>(
-        core,
-        post(create),
-        patch(update).delete(delete),
-        vec![("reconcile", post(reconcile_app))],
-    )
 }

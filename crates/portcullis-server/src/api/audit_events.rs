@@ -1,13 +1,10 @@
-use std::sync::Arc;
-
-use axum::Router;
-use axum::routing::MethodRouter;
+use portcullis_core::Ctx;
 use portcullis_core::services::audit_events;
-use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject};
 use portcullis_store::model::AuditEvent;
 
-use super::{Access, Ops, Resource, ResourceDef, attr, resource_router};
+use super::{Access, Ops, Resource, ResourceDef, Routes, attr};
+use portcullis_core::authz::Family;
 
 pub struct AuditEvents;
 
@@ -16,7 +13,7 @@ impl Resource for AuditEvents {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "audit_event",
         path: "audit-events",
-        scope: "audit_events",
+        family: Family::AuditEvents,
         summary: "The read-only record of every change, newest first.",
         query: QuerySpec {
             filters: &[
@@ -57,11 +54,11 @@ impl Resource for AuditEvents {
         actions: &[],
     };
 
+    fn routes() -> Routes {
+        Routes::default()
+    }
+
     fn present(_: &Ctx, event: &AuditEvent) -> ResourceObject {
         audit_events::present(event)
     }
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<AuditEvents>(core, MethodRouter::new(), MethodRouter::new(), vec![])
 }

@@ -1,9 +1,8 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::clients::{self, ClientChanges, NewClient};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{
@@ -13,10 +12,11 @@ use portcullis_store::model::Client;
 use serde_json::json;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, created_with_meta, no_content, ok,
-    required, resource_router, respond,
+    Access, Action, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, created_with_meta,
+    no_content, ok, required, respond,
 };
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct Clients;
 
@@ -25,7 +25,7 @@ impl Resource for Clients {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "client",
         path: "clients",
-        scope: "clients",
+        family: Family::Clients,
         summary: "OAuth clients (applications). The secret is returned once, in `meta.client_secret`.",
         query: QuerySpec {
             filters: &[
@@ -93,8 +93,12 @@ impl Resource for Clients {
         ],
         relationships: &[],
         ops: CRUD,
-        actions: &[("rotate-secret", "Replaces the secret; the new one is in `meta.client_secret`.")],
+        actions: &[Action::patch("rotate-secret", "Replaces the secret; the new one is in `meta.client_secret`.")],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).update(update).delete(delete).action("rotate-secret", rotate_secret)
+    }
 
     fn present(_: &Ctx, client: &Client) -> ResourceObject {
         clients::present(client)
@@ -141,13 +145,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     clients::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Clients>(
-        core,
-        post(create),
-        patch(update).delete(delete),
-        vec![("rotate-secret", patch(rotate_secret))],
-    )
 }

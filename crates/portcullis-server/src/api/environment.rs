@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router, middleware};
+use portcullis_core::authz::Family;
 use portcullis_core::services::environments::{self, EnvironmentChanges};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::parse_update;
@@ -72,5 +73,5 @@ async fn update(
 pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
     Router::new()
         .route("/api/environment", get(show).patch(update))
-        .route_layer(middleware::from_fn_with_state((core.clone(), "environment"), auth::require_scope))
+        .route_layer(middleware::from_fn_with_state((core.clone(), Family::Environment), auth::require_scope))
 }

@@ -1,18 +1,18 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::grants::{self, GrantAttributes};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
 use portcullis_store::model::Grant;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, resource_router, to_one,
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, to_one,
 };
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct Grants;
 
@@ -21,7 +21,7 @@ impl Resource for Grants {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "client_resource_server_grant",
         path: "client-resource-server-grants",
-        scope: "client_grants",
+        family: Family::ClientGrants,
         summary: "Lets a client get tokens for a resource server, limited to `allowed_scopes` (null: all).",
         query: QuerySpec {
             filters: &[("client_id", FieldKind::Id), ("resource_server_id", FieldKind::Id)],
@@ -49,6 +49,10 @@ impl Resource for Grants {
         ops: CRUD,
         actions: &[],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).update(update).delete(delete)
+    }
 
     fn present(_: &Ctx, grant: &Grant) -> ResourceObject {
         grants::present(grant)
@@ -83,8 +87,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     grants::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Grants>(core, post(create), patch(update).delete(delete), vec![])
 }

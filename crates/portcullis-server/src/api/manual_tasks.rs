@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{MethodRouter, patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::manual_tasks::{self, TaskChanges};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{ApiError, Direction, FieldKind, QuerySpec, ResourceObject, parse_update};
@@ -15,8 +14,9 @@ use portcullis_provision::tasks::{self, Completion};
 use portcullis_store::model::ManualTask;
 use serde_json::Value;
 
-use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, attr, ok, resource_router, to_one};
+use super::{Access, Action, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, ok, to_one};
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct ManualTasks;
 
@@ -25,7 +25,7 @@ impl Resource for ManualTasks {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "manual_task",
         path: "manual-tasks",
-        scope: "apps",
+        family: Family::Apps,
         summary: "Changes people make by hand in apps without an API (or provisioned manually), with who did them and whether a reconciliation confirmed it.",
         query: QuerySpec {
             filters: &[
@@ -95,11 +95,15 @@ impl Resource for ManualTasks {
             to_one("user", "user"),
         ],
         ops: Ops { list: true, get: true, create: false, update: true, delete: false },
-        actions: &[(
+        actions: &[Action::post(
             "complete",
-            "POST: marks the task done; optional `{\"note\": …, \"external_id\": …}` (plain JSON or JSON:API `meta`). The step succeeds and the graph records the account.",
+            "Marks the task done; optional `{\"note\": …, \"external_id\": …}` (plain JSON or JSON:API `meta`). The step succeeds and the graph records the account.",
         )],
     };
+
+    fn routes() -> Routes {
+        Routes::default().update(update).action("complete", complete)
+    }
 
     fn present(_: &Ctx, task: &ManualTask) -> ResourceObject {
         manual_tasks::present(task)
@@ -133,13 +137,4 @@ async fn complete(
         })?
     };
     Ok(ok(manual_tasks::present(&tasks::complete(&core, &ctx, &id, input).await?)))
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<ManualTasks>(
-        core,
-        MethodRouter::new(),
-        patch(update),
-        vec![("complete", post(complete))],
-    )
 }

@@ -26,10 +26,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, delete, get, patch, post};
 use axum::{Extension, Router, middleware};
+use portcullis_core::authz::{Family, Verb};
 use portcullis_core::{Core, Ctx, ServiceError, services};
 use portcullis_jsonapi::query::{SortKey, encode_cursor};
 use portcullis_jsonapi::{
@@ -130,8 +132,8 @@ pub struct ResourceDef {
     pub kind: &'static str,
     /// The path segment under `/api/`, e.g. `users`.
     pub path: &'static str,
-    /// The scope family: `{scope}:read|write|delete`.
-    pub scope: &'static str,
+    /// The scope family: `{family}:read|write|delete`.
+    pub family: Family,
     pub summary: &'static str,
     pub query: QuerySpec,
     /// Filterable/sortable attribute → SQL column or expression.
@@ -139,8 +141,84 @@ pub struct ResourceDef {
     pub attributes: &'static [Attr],
     pub relationships: &'static [Relationship],
     pub ops: Ops,
-    /// Extra `PATCH /api/{path}/:id/{action}` routes.
-    pub actions: &'static [(&'static str, &'static str)],
+    /// Extra `{POST|PATCH} /api/{path}/:id/{name}` operations.
+    pub actions: &'static [Action],
+}
+
+/// How an action is called: PATCH when it changes its resource, POST when
+/// it starts work beyond it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionMethod {
+    Post,
+    Patch,
+}
+
+/// An operation on one resource beyond CRUD, e.g. `rotate-secret`.
+#[derive(Debug)]
+pub struct Action {
+    pub name: &'static str,
+    pub method: ActionMethod,
+    pub description: &'static str,
+}
+
+impl Action {
+    pub const fn patch(name: &'static str, description: &'static str) -> Action {
+        Action { name, method: ActionMethod::Patch, description }
+    }
+
+    pub const fn post(name: &'static str, description: &'static str) -> Action {
+        Action { name, method: ActionMethod::Post, description }
+    }
+}
+
+type Route = MethodRouter<Arc<Core>>;
+type ActionRoute = Box<dyn FnOnce(ActionMethod) -> Route>;
+
+/// The handlers of a resource beyond the generic list and show. The router
+/// checks them against the resource's declaration, so a declared operation
+/// without a handler (or the reverse) fails at startup, in every test.
+#[derive(Default)]
+pub struct Routes {
+    create: Option<Route>,
+    update: Option<Route>,
+    delete: Option<Route>,
+    actions: Vec<(&'static str, ActionRoute)>,
+    /// Routes outside `/api/{path}`, guarded by the same family.
+    extra: Vec<(&'static str, Route)>,
+}
+
+impl Routes {
+    pub fn create<H: Handler<T, Arc<Core>>, T: 'static>(mut self, handler: H) -> Self {
+        self.create = Some(post(handler));
+        self
+    }
+
+    pub fn update<H: Handler<T, Arc<Core>>, T: 'static>(mut self, handler: H) -> Self {
+        self.update = Some(patch(handler));
+        self
+    }
+
+    pub fn delete<H: Handler<T, Arc<Core>>, T: 'static>(mut self, handler: H) -> Self {
+        self.delete = Some(delete(handler));
+        self
+    }
+
+    /// The handler of the declared action `name` (its method is declared with it).
+    pub fn action<H: Handler<T, Arc<Core>>, T: 'static>(mut self, name: &'static str, handler: H) -> Self {
+        self.actions.push((
+            name,
+            Box::new(move |method| match method {
+                ActionMethod::Post => post(handler),
+                ActionMethod::Patch => patch(handler),
+            }),
+        ));
+        self
+    }
+
+    pub fn extra(mut self, path: &'static str, route: Route) -> Self {
+        self.extra.push((path, route));
+        self
+    }
 }
 
 /// A Management API resource backed by one table.
@@ -149,6 +227,9 @@ pub trait Resource: Send + Sync + 'static {
     const DEF: &'static ResourceDef;
 
     fn present(ctx: &Ctx, model: &Self::Model) -> ResourceObject;
+
+    /// Its create, update, delete and action handlers.
+    fn routes() -> Routes;
 
     /// Adds what a single GET shows beyond the list view (e.g. counts).
     fn detail(
@@ -353,35 +434,22 @@ async fn load_related(
                 one => vec![one.clone()],
             };
             for item in items {
-                if let (Some(kind), Some(id)) = (item["type"].as_str(), item["id"].as_str()) {
-                    let ids = wanted.entry(static_kind(kind)).or_default();
-                    if !ids.iter().any(|i| i == id) {
-                        ids.push(id.to_owned());
-                    }
+                let (Some(kind), Some(id)) = (item["type"].as_str(), item["id"].as_str()) else { continue };
+                let Some(entry) = REGISTRY.iter().find(|entry| entry.def.kind == kind) else { continue };
+                let ids = wanted.entry(entry.def.kind).or_default();
+                if !ids.iter().any(|i| i == id) {
+                    ids.push(id.to_owned());
                 }
             }
         }
     }
     let mut related = Vec::new();
     for (kind, ids) in wanted {
-        related.extend(match kind {
-            "user" => present_many::<users::Users>(core, ctx, &ids).await?,
-            "role" => present_many::<roles::Roles>(core, ctx, &ids).await?,
-            "permission" => present_many::<permissions::Permissions>(core, ctx, &ids).await?,
-            "client" => present_many::<clients::Clients>(core, ctx, &ids).await?,
-            "resource_server" => present_many::<resource_servers::ResourceServers>(core, ctx, &ids).await?,
-            "provisioning_step" => present_many::<provisioning_plans::Steps>(core, ctx, &ids).await?,
-            _ => Vec::new(),
-        });
+        let entry =
+            REGISTRY.iter().find(|entry| entry.def.kind == kind).expect("kinds come from the registry");
+        related.extend((entry.present_many)(core, ctx, &ids).await?);
     }
     Ok(related)
-}
-
-fn static_kind(kind: &str) -> &'static str {
-    ["user", "role", "permission", "client", "resource_server", "provisioning_step"]
-        .into_iter()
-        .find(|k| *k == kind)
-        .unwrap_or("")
 }
 
 /// Included resources are read like their own routes: they need their
@@ -391,8 +459,8 @@ async fn present_many<R: Resource>(
     ctx: &Ctx,
     ids: &[String],
 ) -> Result<Vec<ResourceObject>, ServiceError> {
-    let needed = format!("{}:read", R::DEF.scope);
-    if !ctx.authority.holds(&needed) {
+    let needed = R::DEF.family.grant(Verb::Read);
+    if !ctx.authority.has(needed) {
         return Err(ServiceError::Forbidden(format!(
             "including `{}` resources needs the `{needed}` scope",
             R::DEF.kind
@@ -452,17 +520,23 @@ pub async fn show<R: Resource>(
     Ok(respond(StatusCode::OK, &document))
 }
 
-/// Builds a resource's router: generic list/show plus its own write routes,
-/// all behind the scope guard for its family.
-pub fn resource_router<R: Resource>(
-    core: &Arc<Core>,
-    collection: MethodRouter<Arc<Core>>,
-    member: MethodRouter<Arc<Core>>,
-    actions: Vec<(&'static str, MethodRouter<Arc<Core>>)>,
-) -> Router<Arc<Core>> {
+/// Builds a resource's router from its declaration: generic list and show,
+/// its own handlers, all behind the guard of its family.
+fn resource_router<R: Resource>(core: &Arc<Core>) -> Router<Arc<Core>> {
     let def = R::DEF;
-    let mut collection = collection;
-    let mut member = member;
+    let routes = R::routes();
+    let declared = |what: &str, declared: bool, handled: bool| {
+        assert_eq!(
+            declared, handled,
+            "{}: `{what}` is declared {declared} but has a handler: {handled}",
+            def.path
+        );
+    };
+    declared("create", def.ops.create, routes.create.is_some());
+    declared("update", def.ops.update, routes.update.is_some());
+    declared("delete", def.ops.delete, routes.delete.is_some());
+    let mut collection = routes.create.unwrap_or_default();
+    let mut member = routes.update.unwrap_or_default().merge(routes.delete.unwrap_or_default());
     if def.ops.list {
         collection = collection.merge(get(list::<R>));
     }
@@ -472,52 +546,70 @@ pub fn resource_router<R: Resource>(
     let mut router = Router::new()
         .route(&format!("/api/{}", def.path), collection)
         .route(&format!("/api/{}/{{id}}", def.path), member);
-    for (action, route) in actions {
-        router = router.route(&format!("/api/{}/{{id}}/{action}", def.path), route);
+    let mut handlers = routes.actions;
+    for action in def.actions {
+        let at = handlers.iter().position(|(name, _)| *name == action.name);
+        let (_, route) =
+            handlers.remove(at.unwrap_or_else(|| panic!("{}: no handler for `{}`", def.path, action.name)));
+        router = router.route(&format!("/api/{}/{{id}}/{}", def.path, action.name), route(action.method));
     }
-    router.route_layer(middleware::from_fn_with_state((core.clone(), def.scope), auth::require_scope))
+    if let Some((name, _)) = handlers.first() {
+        panic!("{}: a handler for the undeclared action `{name}`", def.path);
+    }
+    for (path, route) in routes.extra {
+        router = router.route(path, route);
+    }
+    router.route_layer(middleware::from_fn_with_state((core.clone(), def.family), auth::require_scope))
 }
 
-/// Every resource's definition, for the OpenAPI document.
-pub fn definitions() -> Vec<&'static ResourceDef> {
-    vec![
-        users::Users::DEF,
-        roles::Roles::DEF,
-        permissions::Permissions::DEF,
-        role_permissions::RolePermissions::DEF,
-        user_roles::UserRoles::DEF,
-        clients::Clients::DEF,
-        resource_servers::ResourceServers::DEF,
-        scopes::Scopes::DEF,
-        sessions::Sessions::DEF,
-        grants::Grants::DEF,
-        signing_keys::SigningKeys::DEF,
-        audit_events::AuditEvents::DEF,
-        apps::Apps::DEF,
-        app_accounts::AppAccounts::DEF,
-        provisioning_plans::Plans::DEF,
-        provisioning_plans::Steps::DEF,
-        manual_tasks::ManualTasks::DEF,
-    ]
+type PresentMany =
+    for<'a> fn(&'a Core, &'a Ctx, &'a [String]) -> BoxFuture<'a, Result<Vec<ResourceObject>, ServiceError>>;
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A resource family's entry in the registry.
+pub struct Registration {
+    pub def: &'static ResourceDef,
+    router: fn(&Arc<Core>) -> Router<Arc<Core>>,
+    /// Presents resources of this kind by id, for `include`.
+    present_many: PresentMany,
 }
 
+const fn entry<R: Resource>() -> Registration {
+    Registration { def: R::DEF, router: resource_router::<R>, present_many: present_many_boxed::<R> }
+}
+
+fn present_many_boxed<'a, R: Resource>(
+    core: &'a Core,
+    ctx: &'a Ctx,
+    ids: &'a [String],
+) -> BoxFuture<'a, Result<Vec<ResourceObject>, ServiceError>> {
+    Box::pin(present_many::<R>(core, ctx, ids))
+}
+
+/// Every resource of the Management API, registered once: the router, the
+/// OpenAPI document and `include` all read this list.
+pub static REGISTRY: &[Registration] = &[
+    entry::<users::Users>(),
+    entry::<roles::Roles>(),
+    entry::<permissions::Permissions>(),
+    entry::<role_permissions::RolePermissions>(),
+    entry::<user_roles::UserRoles>(),
+    entry::<clients::Clients>(),
+    entry::<resource_servers::ResourceServers>(),
+    entry::<scopes::Scopes>(),
+    entry::<sessions::Sessions>(),
+    entry::<grants::Grants>(),
+    entry::<signing_keys::SigningKeys>(),
+    entry::<audit_events::AuditEvents>(),
+    entry::<apps::Apps>(),
+    entry::<app_accounts::AppAccounts>(),
+    entry::<provisioning_plans::Plans>(),
+    entry::<provisioning_plans::Steps>(),
+    entry::<manual_tasks::ManualTasks>(),
+];
+
+/// The Management API: every registered resource, and the environment's
+/// own settings (a singleton, not a collection).
 pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    Router::new()
-        .merge(users::router(core))
-        .merge(roles::router(core))
-        .merge(permissions::router(core))
-        .merge(role_permissions::router(core))
-        .merge(user_roles::router(core))
-        .merge(clients::router(core))
-        .merge(resource_servers::router(core))
-        .merge(scopes::router(core))
-        .merge(sessions::router(core))
-        .merge(grants::router(core))
-        .merge(signing_keys::router(core))
-        .merge(audit_events::router(core))
-        .merge(apps::router(core))
-        .merge(app_accounts::router(core))
-        .merge(provisioning_plans::router(core))
-        .merge(manual_tasks::router(core))
-        .merge(environment::router(core))
+    REGISTRY.iter().fold(environment::router(core), |router, entry| router.merge((entry.router)(core)))
 }

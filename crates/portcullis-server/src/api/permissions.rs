@@ -1,19 +1,18 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::permissions::{self, NewPermission, PermissionChanges};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
 use portcullis_store::model::Permission;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, required,
-    resource_router,
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, required,
 };
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct Permissions;
 
@@ -22,7 +21,7 @@ impl Resource for Permissions {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "permission",
         path: "permissions",
-        scope: "permissions",
+        family: Family::Permissions,
         summary: "Application permissions in `resource:action` form, granted through roles.",
         query: QuerySpec {
             filters: &[("name", FieldKind::Text)],
@@ -50,6 +49,10 @@ impl Resource for Permissions {
         ops: CRUD,
         actions: &[],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).update(update).delete(delete)
+    }
 
     fn present(_: &Ctx, permission: &Permission) -> ResourceObject {
         permissions::present(permission)
@@ -82,8 +85,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     permissions::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Permissions>(core, post(create), patch(update).delete(delete), vec![])
 }

@@ -3,17 +3,17 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{MethodRouter, patch};
-use axum::{Extension, Router};
 use portcullis_core::services::provisioning_plans as plans;
 use portcullis_core::{Core, Ctx, ServiceError};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject};
 use portcullis_store::model::{ProvisioningPlan, ProvisioningStep};
 
-use super::{Access, Ops, Resource, ResourceDef, add_to_many, attr, ok, resource_router, to_many, to_one};
+use super::{Access, Action, Ops, Resource, ResourceDef, Routes, add_to_many, attr, ok, to_many, to_one};
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 const READ: Ops = Ops { list: true, get: true, create: false, update: false, delete: false };
 
@@ -24,7 +24,7 @@ impl Resource for Plans {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "provisioning_plan",
         path: "provisioning-plans",
-        scope: "apps",
+        family: Family::Apps,
         summary: "Changes the hub intends in one app: applied at once when safe, otherwise a draft awaiting approval.",
         query: QuerySpec {
             filters: &[("app_id", FieldKind::Text), ("status", FieldKind::Text), ("source", FieldKind::Text)],
@@ -59,10 +59,14 @@ impl Resource for Plans {
         relationships: &[to_one("app", "app"), to_many("steps", "provisioning_step")],
         ops: READ,
         actions: &[
-            ("approve", "Approves a draft; its steps are applied."),
-            ("reject", "Rejects a draft; its steps are cancelled."),
+            Action::patch("approve", "Approves a draft; its steps are applied."),
+            Action::patch("reject", "Rejects a draft; its steps are cancelled."),
         ],
     };
+
+    fn routes() -> Routes {
+        Routes::default().action("approve", approve).action("reject", reject)
+    }
 
     fn present(_: &Ctx, plan: &ProvisioningPlan) -> ResourceObject {
         plans::present(plan)
@@ -94,7 +98,7 @@ impl Resource for Steps {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "provisioning_step",
         path: "provisioning-steps",
-        scope: "apps",
+        family: Family::Apps,
         summary: "One change to one account, with its attempts and outcome.",
         query: QuerySpec {
             filters: &[
@@ -146,6 +150,10 @@ impl Resource for Steps {
         actions: &[],
     };
 
+    fn routes() -> Routes {
+        Routes::default()
+    }
+
     fn present(_: &Ctx, step: &ProvisioningStep) -> ResourceObject {
         plans::present_step(step)
     }
@@ -165,14 +173,4 @@ async fn reject(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(ok(plans::present(&plans::reject(&core, &ctx, &id).await?)))
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Plans>(
-        core,
-        MethodRouter::new(),
-        MethodRouter::new(),
-        vec![("approve", patch(approve)), ("reject", patch(reject))],
-    )
-    .merge(resource_router::<Steps>(core, MethodRouter::new(), MethodRouter::new(), vec![]))
 }

@@ -1,19 +1,18 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::resource_servers::{self, NewResourceServer, ResourceServerChanges};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
 use portcullis_store::model::ResourceServer;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, required,
-    resource_router,
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, required,
 };
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct ResourceServers;
 
@@ -22,7 +21,7 @@ impl Resource for ResourceServers {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "resource_server",
         path: "resource-servers",
-        scope: "resource_servers",
+        family: Family::ResourceServers,
         summary: "APIs that accept this environment's access tokens. The system Management API cannot be changed.",
         query: QuerySpec {
             filters: &[
@@ -80,6 +79,10 @@ impl Resource for ResourceServers {
         actions: &[],
     };
 
+    fn routes() -> Routes {
+        Routes::default().create(create).update(update).delete(delete)
+    }
+
     fn present(ctx: &Ctx, server: &ResourceServer) -> ResourceObject {
         resource_servers::present_with(server, &ctx.env.management_api)
     }
@@ -113,8 +116,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     resource_servers::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<ResourceServers>(core, post(create), patch(update).delete(delete), vec![])
 }

@@ -1,19 +1,17 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{delete as delete_route, post};
-use axum::{Extension, Router};
 use portcullis_core::services::role_permissions;
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create};
 use portcullis_store::model::RolePermission;
 use serde::Deserialize;
 
-use super::{
-    Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created, no_content, resource_router, to_one,
-};
+use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created, no_content, to_one};
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct RolePermissions;
 
@@ -22,7 +20,7 @@ impl Resource for RolePermissions {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "role_permission",
         path: "role-permissions",
-        scope: "roles",
+        family: Family::Roles,
         summary: "Grants a permission to a role (unique per pair).",
         query: QuerySpec {
             filters: &[("role_id", FieldKind::Id), ("permission_id", FieldKind::Id)],
@@ -43,6 +41,10 @@ impl Resource for RolePermissions {
         ops: Ops { list: true, get: true, create: true, update: false, delete: true },
         actions: &[],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).delete(delete)
+    }
 
     fn present(_: &Ctx, link: &RolePermission) -> ResourceObject {
         role_permissions::present(link)
@@ -71,8 +73,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     role_permissions::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<RolePermissions>(core, post(create), delete_route(delete), vec![])
 }

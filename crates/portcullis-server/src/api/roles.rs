@@ -1,9 +1,8 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::roles::{self, NewRole, RoleChanges};
 use portcullis_core::{Core, Ctx, ServiceError, services};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
@@ -11,10 +10,11 @@ use portcullis_store::model::Role;
 use serde_json::json;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, add_to_many, attr, created, no_content, ok, required,
-    resource_router, to_many,
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, add_to_many, attr, created, no_content, ok,
+    required, to_many,
 };
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct Roles;
 
@@ -23,7 +23,7 @@ impl Resource for Roles {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "role",
         path: "roles",
-        scope: "roles",
+        family: Family::Roles,
         summary: "Named sets of permissions, assigned to users.",
         query: QuerySpec {
             filters: &[("name", FieldKind::Text)],
@@ -53,6 +53,10 @@ impl Resource for Roles {
         ops: CRUD,
         actions: &[],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).update(update).delete(delete)
+    }
 
     fn present(_: &Ctx, role: &Role) -> ResourceObject {
         roles::present(role)
@@ -111,8 +115,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     roles::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Roles>(core, post(create), patch(update).delete(delete), vec![])
 }

@@ -1,19 +1,18 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::scopes::{self, NewScope, ScopeChanges};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
 use portcullis_store::model::Scope;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, attr, created, no_content, ok, required,
-    resource_router, to_one,
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, required, to_one,
 };
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct Scopes;
 
@@ -22,7 +21,7 @@ impl Resource for Scopes {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "scope",
         path: "scopes",
-        scope: "scopes",
+        family: Family::Scopes,
         summary: "Custom scopes of a resource server (names unique per server).",
         query: QuerySpec {
             filters: &[("name", FieldKind::Text), ("resource_server_id", FieldKind::Id)],
@@ -45,6 +44,10 @@ impl Resource for Scopes {
         ops: CRUD,
         actions: &[],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).update(update).delete(delete)
+    }
 
     fn present(_: &Ctx, scope: &Scope) -> ResourceObject {
         scopes::present(scope)
@@ -78,8 +81,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     scopes::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Scopes>(core, post(create), patch(update).delete(delete), vec![])
 }

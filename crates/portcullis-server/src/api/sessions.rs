@@ -1,9 +1,8 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{delete as delete_route, patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::sessions;
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create};
@@ -12,10 +11,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created_with_meta, no_content, ok,
-    resource_router, to_one,
+    Access, Action, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created_with_meta, no_content, ok,
+    to_one,
 };
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct Sessions;
 
@@ -24,7 +24,7 @@ impl Resource for Sessions {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "session",
         path: "sessions",
-        scope: "sessions",
+        family: Family::Sessions,
         summary: "End-user login sessions: where and when users signed in, and revocation.",
         query: QuerySpec {
             filters: &[("user_id", FieldKind::Id)],
@@ -66,10 +66,14 @@ impl Resource for Sessions {
         relationships: &[to_one("user", "user")],
         ops: Ops { list: true, get: true, create: true, update: false, delete: true },
         actions: &[
-            ("touch", "Records activity now."),
-            ("revoke", "Ends the session and the refresh tokens issued under it, at once."),
+            Action::patch("touch", "Records activity now."),
+            Action::patch("revoke", "Ends the session and the refresh tokens issued under it, at once."),
         ],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).delete(delete).action("touch", touch).action("revoke", revoke)
+    }
 
     fn present(_: &Ctx, session: &Session) -> ResourceObject {
         sessions::present(session)
@@ -116,13 +120,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     sessions::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Sessions>(
-        core,
-        post(create),
-        delete_route(delete),
-        vec![("touch", patch(touch)), ("revoke", patch(revoke))],
-    )
 }

@@ -1,16 +1,16 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{MethodRouter, patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::signing_keys::{self, NewSigningKey};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create};
 use portcullis_store::model::SigningKey;
 
-use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created, ok, resource_router};
+use super::{Access, Action, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created, ok};
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct SigningKeys;
 
@@ -19,7 +19,7 @@ impl Resource for SigningKeys {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "signing_key",
         path: "signing-keys",
-        scope: "signing_keys",
+        family: Family::SigningKeys,
         summary: "Token signing keys. A new key becomes primary; private keys are encrypted at rest and never returned.",
         query: QuerySpec {
             filters: &[
@@ -60,13 +60,17 @@ impl Resource for SigningKeys {
         relationships: &[],
         ops: Ops { list: true, get: true, create: true, update: false, delete: false },
         actions: &[
-            (
+            Action::patch(
                 "deactivate",
                 "Removes the key from the JWKS; a primary key hands over to the newest active key.",
             ),
-            ("set-primary", "Makes an active key the one that signs new tokens."),
+            Action::patch("set-primary", "Makes an active key the one that signs new tokens."),
         ],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).action("deactivate", deactivate).action("set-primary", set_primary)
+    }
 
     fn present(_: &Ctx, key: &SigningKey) -> ResourceObject {
         signing_keys::present(key)
@@ -96,13 +100,4 @@ async fn set_primary(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(ok(signing_keys::present(&signing_keys::set_primary(&core, &ctx, &id).await?)))
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<SigningKeys>(
-        core,
-        post(create),
-        MethodRouter::new(),
-        vec![("deactivate", patch(deactivate)), ("set-primary", patch(set_primary))],
-    )
 }

@@ -1,19 +1,17 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{delete as delete_route, post};
-use axum::{Extension, Router};
 use portcullis_core::services::user_roles;
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create};
 use portcullis_store::model::UserRole;
 use serde::Deserialize;
 
-use super::{
-    Access, JsonApiBody, Ops, Resource, ResourceDef, attr, created, no_content, resource_router, to_one,
-};
+use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created, no_content, to_one};
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct UserRoles;
 
@@ -22,7 +20,7 @@ impl Resource for UserRoles {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "user_role",
         path: "user-roles",
-        scope: "users",
+        family: Family::Users,
         summary: "Assigns a role to a user (unique per pair).",
         query: QuerySpec {
             filters: &[("user_id", FieldKind::Id), ("role_id", FieldKind::Id)],
@@ -39,6 +37,10 @@ impl Resource for UserRoles {
         ops: Ops { list: true, get: true, create: true, update: false, delete: true },
         actions: &[],
     };
+
+    fn routes() -> Routes {
+        Routes::default().create(create).delete(delete)
+    }
 
     fn present(_: &Ctx, link: &UserRole) -> ResourceObject {
         user_roles::present(link)
@@ -67,8 +69,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     user_roles::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<UserRoles>(core, post(create), delete_route(delete), vec![])
 }

@@ -1,19 +1,19 @@
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use axum::routing::{patch, post};
-use axum::{Extension, Router};
 use portcullis_core::services::users::{self, NewUser, UserChanges};
 use portcullis_core::{Core, Ctx, ServiceError, services};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
 use portcullis_store::model::User;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, add_to_many, attr, created, no_content, ok, required,
-    resource_router, to_many,
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, add_to_many, attr, created, no_content, ok,
+    required, to_many,
 };
 use crate::error::ApiResult;
+use portcullis_core::authz::Family;
 
 pub struct Users;
 
@@ -22,7 +22,7 @@ impl Resource for Users {
     const DEF: &'static ResourceDef = &ResourceDef {
         kind: "user",
         path: "users",
-        scope: "users",
+        family: Family::Users,
         summary: "People who can sign in to this environment.",
         query: QuerySpec {
             filters: &[
@@ -87,6 +87,10 @@ impl Resource for Users {
         actions: &[],
     };
 
+    fn routes() -> Routes {
+        Routes::default().create(create).update(update).delete(delete)
+    }
+
     fn present(_: &Ctx, user: &User) -> ResourceObject {
         users::present(user)
     }
@@ -132,8 +136,4 @@ async fn delete(
 ) -> ApiResult<Response> {
     users::delete(&core, &ctx, &id).await?;
     Ok(no_content())
-}
-
-pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    resource_router::<Users>(core, post(create), patch(update).delete(delete), vec![])
 }

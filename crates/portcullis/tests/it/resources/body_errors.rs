@@ -8,19 +8,26 @@ use crate::common::{assert_conflict, assert_error, assert_invalid, create_role, 
 use crate::db_test;
 use crate::harness::TestServer;
 
-/// Every collection that accepts POST, with its resource type.
-const WRITABLE: [(&str, &str); 10] = [
-    ("/api/users", "user"),
-    ("/api/roles", "role"),
-    ("/api/permissions", "permission"),
-    ("/api/role-permissions", "role_permission"),
-    ("/api/user-roles", "user_role"),
-    ("/api/clients", "client"),
-    ("/api/resource-servers", "resource_server"),
-    ("/api/scopes", "scope"),
-    ("/api/client-resource-server-grants", "client_resource_server_grant"),
-    ("/api/signing-keys", "signing_key"),
-];
+/// Every collection that accepts POST, with its resource type, as the
+/// OpenAPI document (generated from the resource registry) lists them.
+async fn writable(server: &TestServer) -> Vec<(String, String)> {
+    let document: Value =
+        server.http.get(server.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let collections: Vec<(String, String)> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| !path.contains('{'))
+        .filter_map(|(path, item)| {
+            let schema = &item["post"]["requestBody"]["content"]["application/vnd.api+json"]["schema"];
+            let kind = schema["properties"]["data"]["properties"]["type"]["const"].as_str()?;
+            Some((path.clone(), kind.to_owned()))
+        })
+        .collect();
+    assert!(collections.len() >= 12, "{collections:?}");
+    assert!(collections.contains(&("/api/users".into(), "user".into())), "{collections:?}");
+    collections
+}
 
 /// Sends `body` as-is with `content_type`; returns status and the parsed
 /// body, after checking that the response is JSON:API.
@@ -48,11 +55,11 @@ const JSON_API: Option<&str> = Some("application/vnd.api+json");
 
 db_test!(wrong_type_is_a_conflict_on_every_endpoint, |server| {
     let admin = server.admin_token().await;
-    for (path, kind) in WRITABLE {
+    for (path, kind) in writable(&server).await {
         let body = json!({"data": {"type": "widget", "attributes": {}}});
-        let (status, response) = server.api(Method::POST, path, &admin, Some(body)).await;
+        let (status, response) = server.api(Method::POST, &path, &admin, Some(body)).await;
         assert_conflict(status, &response, "/data/type");
-        assert!(response["errors"][0]["detail"].as_str().unwrap().contains(kind), "{response}");
+        assert!(response["errors"][0]["detail"].as_str().unwrap().contains(&kind), "{response}");
     }
     // The type of another resource is no better.
     let (status, body) = server
@@ -84,7 +91,8 @@ db_test!(wrong_type_is_a_conflict_on_every_endpoint, |server| {
 
 db_test!(malformed_bodies_are_400_on_every_endpoint, |server| {
     let admin = server.admin_token().await;
-    for (path, kind) in WRITABLE {
+    for (path, kind) in writable(&server).await {
+        let path = path.as_str();
         for text in ["", "{", "{\"data\": }", "null", "not json", "{\"data\": {\"type\": \"x\",}}"] {
             let (status, body) = raw(&server, Method::POST, path, &admin, JSON_API, text).await;
             assert_error(status, &body, 400, "invalid_body", None);
@@ -120,8 +128,8 @@ db_test!(content_type_must_be_json_api_or_json, |server| {
         Some("application/xml"),
         None,
     ] {
-        for (path, _) in WRITABLE {
-            let (status, response) = raw(&server, Method::POST, path, &admin, content_type, body("R")).await;
+        for (path, _) in writable(&server).await {
+            let (status, response) = raw(&server, Method::POST, &path, &admin, content_type, body("R")).await;
             assert_error(status, &response, 415, "unsupported_media_type", None);
             assert_eq!(response["errors"][0]["source"]["header"], "Content-Type", "{response}");
         }

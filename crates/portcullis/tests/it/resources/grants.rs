@@ -110,7 +110,14 @@ db_test!(management_api_grants_take_management_scopes, |server| {
     let admin = server.admin_token().await;
     let api = system_api(&server, &admin).await;
     let client = create_client(&server, &admin, "Ops").await;
-    for scopes in [json!(["users:fly"]), json!(["read:docs"]), json!(["users:read", "users:admin"])] {
+    // Unknown scopes, and scopes that would guard no route, are refused.
+    for scopes in [
+        json!(["users:fly"]),
+        json!(["read:docs"]),
+        json!(["users:read", "users:admin"]),
+        json!(["audit_events:write"]),
+        json!(["organizations:read"]),
+    ] {
         let (status, body) =
             post_grant(&server, &admin, json!({"allowed_scopes": scopes}), &client, &api).await;
         assert_invalid(status, &body, "allowed_scopes");
@@ -118,7 +125,7 @@ db_test!(management_api_grants_take_management_scopes, |server| {
     let (status, body) = post_grant(
         &server,
         &admin,
-        json!({"allowed_scopes": ["users:read", "roles:write", "signing_keys:delete"]}),
+        json!({"allowed_scopes": ["users:read", "roles:write", "scopes:delete"]}),
         &client,
         &api,
     )
