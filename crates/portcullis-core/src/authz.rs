@@ -75,7 +75,7 @@ impl Family {
     pub const fn verbs(self) -> &'static [Verb] {
         match self {
             Family::AuditEvents => &[Verb::Read],
-            Family::SigningKeys | Family::Environment => RW,
+            Family::Environment => RW,
             _ => RWD,
         }
     }
@@ -138,6 +138,12 @@ pub fn catalogue() -> impl Iterator<Item = Grant> {
 /// The Management API's scopes: the catalogue as strings.
 pub fn management_scopes() -> Vec<String> {
     catalogue().map(|grant| grant.to_string()).collect()
+}
+
+/// A stored resource and the family whose scopes guard it: the generic
+/// reads (`services::fetch`, `list`, `count`, `fetch_many`) check it.
+pub trait Guarded {
+    const FAMILY: Family;
 }
 
 /// A set of grants (a bit per family and verb: checked on every request).

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use portcullis_store::model::{Actor, Origin};
 
-use crate::authz::{Grant, Grants};
+use crate::authz::{Family, Grant, Grants, Verb};
 use crate::cache::EnvState;
 use crate::error::{Result, ServiceError};
 
@@ -14,8 +14,9 @@ use crate::error::{Result, ServiceError};
 pub enum Authority {
     /// An operator at the server's console, or the platform itself.
     Operator,
-    /// A Management API token: its scopes, as its client's grant allows them now.
-    Grants(Grants),
+    /// A Management API token: the grants its scopes name (`claimed`) and
+    /// those of them its client's grant still allows (`held`).
+    Token { held: Grants, claimed: Grants },
     /// An end user on the hosted pages: holds no Management API scope.
     None,
 }
@@ -24,7 +25,7 @@ impl Authority {
     pub fn has(&self, grant: Grant) -> bool {
         match self {
             Authority::Operator => true,
-            Authority::Grants(held) => held.contains(grant),
+            Authority::Token { held, .. } => held.contains(grant),
             Authority::None => false,
         }
     }
@@ -40,7 +41,11 @@ impl Authority {
 
     /// Refuses (403, naming the scope) unless `grant` is held.
     pub fn require(&self, grant: Grant) -> Result<()> {
-        if self.has(grant) { Ok(()) } else { Err(ServiceError::MissingGrant(grant)) }
+        if self.has(grant) {
+            return Ok(());
+        }
+        let withdrawn = matches!(self, Authority::Token { claimed, .. } if claimed.contains(grant));
+        Err(ServiceError::MissingGrant { grant, withdrawn })
     }
 
     /// Refuses (403) unless every one of `scopes` is held.
@@ -76,6 +81,12 @@ impl Ctx {
             ip_address: None,
             user_agent: Some("portcullis CLI".into()),
         }
+    }
+
+    /// Refuses (403) unless the actor may `verb` resources of `family`:
+    /// every service operation of the Management API starts with this.
+    pub fn require(&self, family: Family, verb: Verb) -> Result<()> {
+        self.authority.require(family.grant(verb))
     }
 
     pub fn environment_id(&self) -> &str {

@@ -21,9 +21,10 @@ pub enum ServiceError {
     Conflict { field: Field, message: String },
     #[error("{0}")]
     Forbidden(String),
-    /// The caller lacks the Management API scope this needs.
-    #[error("this needs the `{0}` scope")]
-    MissingGrant(crate::authz::Grant),
+    /// The caller lacks the Management API scope this needs; `withdrawn`:
+    /// its token names the scope, but its client's grant no longer allows it.
+    #[error("this needs the `{grant}` scope")]
+    MissingGrant { grant: crate::authz::Grant, withdrawn: bool },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]

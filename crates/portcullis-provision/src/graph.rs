@@ -286,6 +286,19 @@ pub struct PersonAccount {
     pub open_task: Option<String>,
 }
 
+/// The person view for a caller of the Management API, which needs
+/// `apps:read` (it reads the identity graph, whoever the person is).
+pub async fn person_for(
+    core: &portcullis_core::Core,
+    ctx: &portcullis_core::Ctx,
+    user_id: &str,
+) -> Result<Option<Person>, portcullis_core::ServiceError> {
+    use portcullis_core::authz::{Family, Verb};
+    ctx.require(Family::Apps, Verb::Read)?;
+    let mut conn = core.db.read().await?;
+    Ok(person(&mut conn, ctx.environment_id(), user_id).await?)
+}
+
 /// The person view of `user_id`, or `None` when the id names neither a
 /// user nor any account.
 pub async fn person(

@@ -137,6 +137,7 @@ pub async fn complete(
     id: &str,
     input: Completion,
 ) -> Result<ManualTask, ServiceError> {
+    ctx.require(portcullis_core::authz::Family::Apps, portcullis_core::authz::Verb::Write)?;
     let env = ctx.environment_id();
     if input.note.as_deref().is_some_and(|n| n.len() > 2000) {
         return Err(ServiceError::invalid("note", "note must be at most 2000 characters"));

@@ -1,33 +1,25 @@
-//! Management API authorization: a Bearer access token for this environment's
-//! Management API whose scope holds `{family}:{read|write|delete}` for the
-//! route, as far as its client's current grant still allows it. Checked
-//! once, as a layer on each resource's router; the scopes held go on in the
-//! `Ctx` as its [`Authority`], which bounds what the caller may grant.
+//! Management API authentication: a Bearer access token for this
+//! environment's Management API, from a client that still has a grant on
+//! it. The grants its scopes name, as far as that grant still allows them,
+//! go on in the `Ctx` as its [`Authority`]; what each operation needs is
+//! decided by the service (`Ctx::require`), so every transport gets the same
+//! answer.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use portcullis_core::authz::{Family, Grants, Verb};
+use portcullis_core::authz::Grants;
 use portcullis_core::oauth::{self, VerifyError};
 use portcullis_core::{Authority, Core, Ctx};
 use portcullis_jsonapi::ApiError;
 use portcullis_store::model::Actor;
 
 use crate::env::{Env, RequestMeta};
-use crate::error::{ApiFailure, insufficient_scope};
-
-/// The verb a request needs: GET reads, DELETE deletes, the rest write.
-pub(crate) fn verb(method: &Method) -> Verb {
-    match *method {
-        Method::GET | Method::HEAD => Verb::Read,
-        Method::DELETE => Verb::Delete,
-        _ => Verb::Write,
-    }
-}
+use crate::error::ApiFailure;
 
 fn challenge(realm: &str, error: Option<(&str, &str)>) -> String {
     match error {
@@ -55,22 +47,28 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Malforme
     }
 }
 
-/// Checks the token and scope, then puts the request's [`Ctx`] in its extensions.
-pub async fn require_scope(
-    State((core, family)): State<(Arc<Core>, Family)>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    match authorize(&core, family, &mut request).await {
-        Ok(ctx) => {
-            request.extensions_mut().insert(ctx);
-            next.run(request).await
-        }
-        Err(failure) => failure.into_response(),
+/// Checks the token, then puts the request's [`Ctx`] in its extensions. A
+/// Bearer challenge in the answer (a service's 403 for a missing scope)
+/// gets this API's realm.
+pub async fn authenticate(State(core): State<Arc<Core>>, mut request: Request, next: Next) -> Response {
+    let ctx = match authenticated(&core, &mut request).await {
+        Ok(ctx) => ctx,
+        Err(failure) => return failure.into_response(),
+    };
+    let realm = ctx.env.management_api.clone();
+    request.extensions_mut().insert(ctx);
+    let mut response = next.run(request).await;
+    let challenge = response.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+    if let Some(params) =
+        challenge.and_then(|c| c.strip_prefix("Bearer ")).filter(|p| !p.starts_with("realm="))
+        && let Ok(value) = HeaderValue::from_str(&format!("Bearer realm=\"{realm}\", {params}"))
+    {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
     }
+    response
 }
 
-async fn authorize(core: &Core, family: Family, request: &mut Request) -> Result<Ctx, ApiFailure> {
+async fn authenticated(core: &Core, request: &mut Request) -> Result<Ctx, ApiFailure> {
     let Some(Env(env)) = request.extensions().get::<Env>().cloned() else {
         return Err(ApiError::internal().into());
     };
@@ -113,22 +111,13 @@ async fn authorize(core: &Core, family: Family, request: &mut Request) -> Result
         .and_then(|api| apis.allowed(&client.id, api))
         .ok_or_else(|| withdrawn(&realm))?;
     let held = Grants::from_scopes(claims.scopes().filter(|s| allowed.iter().any(|a| a == s)));
-    let needed = family.grant(verb(request.method()));
-    if !held.contains(needed) {
-        let detail = if Grants::from_scopes(claims.scopes()).contains(needed) {
-            format!("the client's grant no longer allows the `{needed}` scope")
-        } else {
-            format!("the access token lacks the `{needed}` scope")
-        };
-        return Err(ApiFailure::from(ApiError::forbidden(detail))
-            .with_challenge(insufficient_scope(Some(&realm), needed)));
-    }
+    let claimed = Grants::from_scopes(claims.scopes());
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let meta = RequestMeta::from_parts(request.headers(), peer);
     Ok(Ctx {
         env,
         actor: Actor { kind: "client", id: Some(claims.client_id), name: Some(client.name.clone()) },
-        authority: Authority::Grants(held),
+        authority: Authority::Token { held, claimed },
         ip_address: meta.ip_address,
         user_agent: meta.user_agent,
     })

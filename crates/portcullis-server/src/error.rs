@@ -2,7 +2,6 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use portcullis_core::authz::Grant;
 use portcullis_core::{Field, ServiceError};
 use portcullis_jsonapi::{ApiError, ErrorDocument, MEDIA_TYPE};
 use portcullis_store::StoreError;
@@ -46,9 +45,15 @@ impl From<ServiceError> for ApiFailure {
                 None => ApiError::conflict(message.clone()),
             },
             ServiceError::Forbidden(message) => ApiError::forbidden(message.clone()),
-            ServiceError::MissingGrant(grant) => {
-                return ApiFailure::from(ApiError::forbidden(format!("this needs the `{grant}` scope")))
-                    .with_challenge(insufficient_scope(None, *grant));
+            ServiceError::MissingGrant { grant, withdrawn } => {
+                let detail = if *withdrawn {
+                    format!("the client's grant no longer allows the `{grant}` scope")
+                } else {
+                    format!("the access token lacks the `{grant}` scope")
+                };
+                // The authentication layer adds the realm to the challenge.
+                return ApiFailure::from(ApiError::forbidden(detail))
+                    .with_challenge(format!("Bearer error=\"insufficient_scope\", scope=\"{grant}\""));
             }
             // A related row vanished between the service's check and the
             // insert (a concurrent delete): the request named a resource that
@@ -82,12 +87,6 @@ impl IntoResponse for ApiFailure {
 }
 
 pub type ApiResult<T> = Result<T, ApiFailure>;
-
-/// RFC 6750 §3.1: the challenge of a 403 for a missing scope.
-pub fn insufficient_scope(realm: Option<&str>, grant: Grant) -> String {
-    let realm = realm.map(|realm| format!("realm=\"{realm}\", ")).unwrap_or_default();
-    format!("Bearer {realm}error=\"insufficient_scope\", scope=\"{grant}\"")
-}
 
 /// A request body over `limit` bytes (413).
 pub fn too_large(limit: usize) -> ApiError {

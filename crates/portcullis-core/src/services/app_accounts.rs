@@ -7,8 +7,13 @@ use portcullis_store::model::AppAccount;
 use serde_json::json;
 
 use super::{attrs, timestamp};
+use crate::authz::{Family, Guarded};
 
 pub const KIND: &str = "app_account";
+
+impl Guarded for AppAccount {
+    const FAMILY: Family = Family::Apps;
+}
 
 pub fn present(account: &AppAccount) -> ResourceObject {
     ResourceObject::new(

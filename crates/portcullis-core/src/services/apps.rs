@@ -14,10 +14,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{Changes, Patch, attrs, fetch_in, finish, require_text, target, timestamp, unique};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "app";
+
+impl Guarded for App {
+    const FAMILY: Family = Family::Apps;
+}
 const NAME_TAKEN: &str = "an app with this name already exists";
 
 /// The connectors the hub has.
@@ -512,7 +517,15 @@ fn event(action: &'static str, app: &App, changes: Value) -> Event {
     }
 }
 
+/// The app a reconciliation runs for: reconciling writes (a draft plan, the
+/// graph), so it needs `apps:write`.
+pub async fn reconcile_target(core: &Core, ctx: &Ctx, id: &str) -> Result<App> {
+    ctx.require(Family::Apps, Verb::Write)?;
+    super::find(core, ctx, KIND, id).await
+}
+
 pub async fn create(core: &Core, ctx: &Ctx, input: NewApp) -> Result<App> {
+    ctx.require(Family::Apps, Verb::Write)?;
     let kind = AppKind::parse(&input.kind)?;
     input.credentials.validate(kind)?;
     let now = now_micros();
@@ -565,6 +578,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewApp) -> Result<App> {
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Result<App> {
+    ctx.require(Family::Apps, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let before: App = fetch_in(&mut tx, ctx, KIND, id).await?;
     let kind = AppKind::parse(&before.kind)?;
@@ -630,5 +644,6 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Resu
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Apps, Verb::Delete)?;
     super::delete::<App>(core, ctx, KIND, id, present, name, false).await
 }

@@ -3,8 +3,13 @@ use portcullis_store::model::AuditEvent;
 use serde_json::json;
 
 use super::{attrs, timestamp};
+use crate::authz::{Family, Guarded};
 
 pub const KIND: &str = "audit_event";
+
+impl Guarded for AuditEvent {
+    const FAMILY: Family = Family::AuditEvents;
+}
 
 pub fn present(event: &AuditEvent) -> ResourceObject {
     ResourceObject::new(

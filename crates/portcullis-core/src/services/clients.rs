@@ -7,10 +7,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Changes, Patch, attrs, fetch_in, finish, require_text, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "client";
+
+impl Guarded for Client {
+    const FAMILY: Family = Family::Clients;
+}
 pub const GRANT_TYPES: [&str; 3] = ["authorization_code", "client_credentials", "refresh_token"];
 pub const MAX_REDIRECT_URIS: usize = 10;
 
@@ -217,6 +222,7 @@ fn new_secret() -> String {
 /// Registers a client; returns it and, for confidential clients, its secret
 /// (shown once, stored only as a hash).
 pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client, Option<String>)> {
+    ctx.require(Family::Clients, Verb::Write)?;
     let client_type = input.client_type.unwrap_or_else(|| "confidential".into());
     if !matches!(client_type.as_str(), "confidential" | "public") {
         return Err(ServiceError::invalid("client_type", "client_type must be confidential or public"));
@@ -278,6 +284,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> Result<Client> {
+    ctx.require(Family::Clients, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let before: Client = fetch_in(&mut tx, ctx, KIND, id).await?;
     let mut client = before.clone();
@@ -347,6 +354,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
 
 /// Replaces a confidential client's secret; the old one stops working at once.
 pub async fn rotate_secret(core: &Core, ctx: &Ctx, id: &str) -> Result<(Client, String)> {
+    ctx.require(Family::Clients, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let mut client: Client = fetch_in(&mut tx, ctx, KIND, id).await?;
     if client.client_type != "confidential" {
@@ -369,6 +377,7 @@ pub async fn rotate_secret(core: &Core, ctx: &Ctx, id: &str) -> Result<(Client, 
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Clients, Verb::Delete)?;
     let mut tx = core.db.write().await?;
     super::delete_in::<Client>(&mut tx, ctx, KIND, id, present, name).await?;
     super::grants::keep_an_admin_client(&mut tx, ctx.environment_id()).await?;

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::signing_keys::{self, NewSigningKey};
 use super::{Changes, Patch, attrs, finish, require_text, target, timestamp};
+use crate::authz::{Family, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, EnvState, Result, ServiceError};
 
@@ -171,7 +172,14 @@ pub struct EnvironmentChanges {
 pub const SESSION_TTL_MIN: i64 = 300;
 pub const SESSION_TTL_MAX: i64 = 365 * 24 * 3600;
 
+/// The environment's settings, as the Management API shows them.
+pub fn settings(ctx: &Ctx) -> Result<ResourceObject> {
+    ctx.require(Family::Environment, Verb::Read)?;
+    Ok(present(&ctx.env))
+}
+
 pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result<Environment> {
+    ctx.require(Family::Environment, Verb::Write)?;
     let apis = ctx.env.apis().await?;
     let mut tx = core.db.write().await?;
     // Start from the stored row, under its lock, so concurrent updates of

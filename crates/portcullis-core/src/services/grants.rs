@@ -7,10 +7,15 @@ use serde_json::json;
 
 use super::{Changes, Patch, attrs, fetch_in, finish, target, timestamp, unique};
 use crate::authz::management_scopes;
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "client_resource_server_grant";
+
+impl Guarded for Grant {
+    const FAMILY: Family = Family::ClientGrants;
+}
 
 pub fn present(grant: &Grant) -> ResourceObject {
     ResourceObject::new(
@@ -144,6 +149,7 @@ pub async fn create(
     resource_server_id: &str,
     input: GrantAttributes,
 ) -> Result<Grant> {
+    ctx.require(Family::ClientGrants, Verb::Write)?;
     let env = ctx.environment_id();
     let mut tx = core.db.write().await?;
     let client: Client = record::find(tx.conn(), env, client_id)
@@ -189,6 +195,7 @@ pub async fn create(
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: GrantAttributes) -> Result<Grant> {
+    ctx.require(Family::ClientGrants, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let before: Grant = fetch_in(&mut tx, ctx, KIND, id).await?;
     let mut grant = before.clone();
@@ -218,6 +225,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: GrantAttributes) ->
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::ClientGrants, Verb::Delete)?;
     let mut tx = core.db.write().await?;
     super::delete_in::<Grant>(&mut tx, ctx, KIND, id, present, |_| None).await?;
     keep_an_admin_client(&mut tx, ctx.environment_id()).await?;

@@ -13,9 +13,14 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{Changes, Patch, attrs, fetch_in, finish, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "manual_task";
+
+impl Guarded for ManualTask {
+    const FAMILY: Family = Family::Apps;
+}
 
 pub fn present(task: &ManualTask) -> ResourceObject {
     ResourceObject::new(
@@ -58,6 +63,7 @@ pub struct TaskChanges {
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: TaskChanges) -> Result<ManualTask> {
+    ctx.require(Family::Apps, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let before: ManualTask = fetch_in(&mut tx, ctx, KIND, id).await?;
     let mut task = before.clone();

@@ -26,6 +26,7 @@ use portcullis_store::model::{Event, Target};
 use portcullis_store::{Listing, Record, WriteTx, record};
 use serde_json::{Map, Value, json};
 
+use crate::authz::{Guarded, Verb};
 use crate::{Core, Ctx, Result, ServiceError};
 
 /// A stored timestamp as the API shows it.
@@ -79,8 +80,15 @@ pub(crate) async fn find_by_secret<R: Record>(
     record::find_by(conn, environment_id, column, &portcullis_crypto::secret::hash_secret(secret)).await
 }
 
-/// One row of this environment, or `NotFound(kind)`.
-pub async fn fetch<R: Record>(core: &Core, ctx: &Ctx, kind: &'static str, id: &str) -> Result<R> {
+/// One row of this environment, or `NotFound(kind)`; needs its family's read.
+pub async fn fetch<R: Record + Guarded>(core: &Core, ctx: &Ctx, kind: &'static str, id: &str) -> Result<R> {
+    ctx.require(R::FAMILY, Verb::Read)?;
+    find(core, ctx, kind, id).await
+}
+
+/// One row of this environment, or `NotFound(kind)`, for an operation that
+/// checked what it needs itself.
+pub(crate) async fn find<R: Record>(core: &Core, ctx: &Ctx, kind: &'static str, id: &str) -> Result<R> {
     let mut conn = core.db.read().await?;
     record::find::<R>(&mut conn, ctx.environment_id(), id).await?.ok_or(ServiceError::NotFound(kind))
 }
@@ -95,18 +103,22 @@ pub(crate) async fn fetch_in<R: Record>(
 }
 
 /// A page of this environment's rows.
-pub async fn list<R: Record>(core: &Core, ctx: &Ctx, query: &Listing) -> Result<Slice<R>> {
+pub async fn list<R: Record + Guarded>(core: &Core, ctx: &Ctx, query: &Listing) -> Result<Slice<R>> {
+    ctx.require(R::FAMILY, Verb::Read)?;
     let mut conn = core.db.read().await?;
     Ok(listing::list::<R>(&mut conn, ctx.environment_id(), query).await?)
 }
 
-pub async fn count<R: Record>(core: &Core, ctx: &Ctx, query: &Listing) -> Result<i64> {
+pub async fn count<R: Record + Guarded>(core: &Core, ctx: &Ctx, query: &Listing) -> Result<i64> {
+    ctx.require(R::FAMILY, Verb::Read)?;
     let mut conn = core.db.read().await?;
     Ok(listing::count::<R>(&mut conn, ctx.environment_id(), &query.conditions).await?)
 }
 
-/// Rows of this environment by id, for `include`.
-pub async fn fetch_many<R: Record>(core: &Core, ctx: &Ctx, ids: &[String]) -> Result<Vec<R>> {
+/// Rows of this environment by id, for `include`: included resources are
+/// read like their own routes, or `users:read` alone would read roles.
+pub async fn fetch_many<R: Record + Guarded>(core: &Core, ctx: &Ctx, ids: &[String]) -> Result<Vec<R>> {
+    ctx.require(R::FAMILY, Verb::Read)?;
     let mut conn = core.db.read().await?;
     Ok(record::find_in::<R>(&mut conn, ctx.environment_id(), "id", ids).await?)
 }
@@ -176,6 +188,7 @@ fn deleted_action(kind: &'static str) -> &'static str {
         "client_resource_server_grant" => "client_resource_server_grant.deleted",
         "session" => "session.deleted",
         "app" => "app.deleted",
+        "signing_key" => "signing_key.deleted",
         _ => "resource.deleted",
     }
 }

@@ -5,10 +5,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Changes, Patch, attrs, fetch_in, finish, optional_multiline, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "permission";
+
+impl Guarded for Permission {
+    const FAMILY: Family = Family::Permissions;
+}
 const NAME_TAKEN: &str = "a permission with this name already exists";
 
 pub fn present(permission: &Permission) -> ResourceObject {
@@ -64,6 +69,7 @@ pub struct PermissionChanges {
 }
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewPermission) -> Result<Permission> {
+    ctx.require(Family::Permissions, Verb::Write)?;
     let now = now_micros();
     let permission = Permission {
         id: new_id(),
@@ -90,6 +96,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewPermission) -> Result<Perm
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: PermissionChanges) -> Result<Permission> {
+    ctx.require(Family::Permissions, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let before: Permission = fetch_in(&mut tx, ctx, KIND, id).await?;
     let mut permission = before.clone();
@@ -115,5 +122,6 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: PermissionChanges) 
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Permissions, Verb::Delete)?;
     super::delete::<Permission>(core, ctx, KIND, id, present, name, true).await
 }

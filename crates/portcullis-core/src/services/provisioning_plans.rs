@@ -10,9 +10,18 @@ use portcullis_store::{now_micros, record, repo};
 use serde_json::json;
 
 use super::{attrs, fetch_in, finish, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "provisioning_plan";
+
+impl Guarded for ProvisioningPlan {
+    const FAMILY: Family = Family::Apps;
+}
+
+impl Guarded for ProvisioningStep {
+    const FAMILY: Family = Family::Apps;
+}
 pub const STEP_KIND: &str = "provisioning_step";
 
 pub fn present(plan: &ProvisioningPlan) -> ResourceObject {
@@ -64,11 +73,13 @@ pub fn decided_by(ctx: &Ctx) -> String {
 
 /// Approves a draft: workers take its steps on their next pass.
 pub async fn approve(core: &Core, ctx: &Ctx, id: &str) -> Result<ProvisioningPlan> {
+    ctx.require(Family::Apps, Verb::Write)?;
     decide(core, ctx, id, "approved").await
 }
 
 /// Rejects a draft: its steps are cancelled and nothing is applied.
 pub async fn reject(core: &Core, ctx: &Ctx, id: &str) -> Result<ProvisioningPlan> {
+    ctx.require(Family::Apps, Verb::Write)?;
     decide(core, ctx, id, "rejected").await
 }
 
@@ -106,6 +117,7 @@ async fn decide(core: &Core, ctx: &Ctx, id: &str, status: &'static str) -> Resul
 
 /// A plan's steps in apply order.
 pub async fn steps(core: &Core, ctx: &Ctx, plan_id: &str) -> Result<Vec<ProvisioningStep>> {
+    ctx.require(Family::Apps, Verb::Read)?;
     let mut conn = core.db.read().await?;
     let mut steps: Vec<ProvisioningStep> =
         record::find_in(&mut conn, ctx.environment_id(), "plan_id", &[plan_id.to_owned()]).await?;

@@ -5,10 +5,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Changes, Patch, attrs, fetch_in, finish, require_text, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "resource_server";
+
+impl Guarded for ResourceServer {
+    const FAMILY: Family = Family::ResourceServers;
+}
 pub const TTL_MIN: i64 = 60;
 pub const TTL_MAX: i64 = 86_400;
 pub const TTL_DEFAULT: i64 = 3_600;
@@ -93,6 +98,7 @@ const IDENTIFIER_TAKEN: &str = "an API with this identifier already exists";
 const TAKEN_MARKERS: &[&str] = &["resource_servers_identifier_key", "resource_servers.identifier"];
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewResourceServer) -> Result<ResourceServer> {
+    ctx.require(Family::ResourceServers, Verb::Write)?;
     let identifier = validate_identifier(&input.identifier)?;
     if identifier == ctx.env.management_api {
         return Err(ServiceError::conflict(Field::Attribute("identifier"), IDENTIFIER_TAKEN));
@@ -144,6 +150,7 @@ pub async fn update(
     id: &str,
     input: ResourceServerChanges,
 ) -> Result<ResourceServer> {
+    ctx.require(Family::ResourceServers, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let before: ResourceServer = fetch_in(&mut tx, ctx, KIND, id).await?;
     refuse_system(&before)?;
@@ -182,7 +189,8 @@ pub async fn update(
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
-    let server: ResourceServer = super::fetch(core, ctx, KIND, id).await?;
+    ctx.require(Family::ResourceServers, Verb::Delete)?;
+    let server: ResourceServer = super::find(core, ctx, KIND, id).await?;
     refuse_system(&server)?;
     if ctx.env.environment.default_audience.as_deref() == Some(server.identifier.as_str()) {
         return Err(ServiceError::conflict(

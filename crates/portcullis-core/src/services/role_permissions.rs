@@ -4,10 +4,15 @@ use portcullis_store::{new_id, now_micros, record};
 use serde_json::json;
 
 use super::{attrs, finish, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "role_permission";
+
+impl Guarded for RolePermission {
+    const FAMILY: Family = Family::Roles;
+}
 
 pub fn present(link: &RolePermission) -> ResourceObject {
     ResourceObject::new(
@@ -20,6 +25,7 @@ pub fn present(link: &RolePermission) -> ResourceObject {
 }
 
 pub async fn create(core: &Core, ctx: &Ctx, role_id: &str, permission_id: &str) -> Result<RolePermission> {
+    ctx.require(Family::Roles, Verb::Write)?;
     let env = ctx.environment_id();
     let mut tx = core.db.write().await?;
     let role: Role = record::find(tx.conn(), env, role_id)
@@ -57,5 +63,6 @@ pub async fn create(core: &Core, ctx: &Ctx, role_id: &str, permission_id: &str) 
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Roles, Verb::Delete)?;
     super::delete::<RolePermission>(core, ctx, KIND, id, present, |_| None, true).await
 }

@@ -5,10 +5,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Changes, Patch, attrs, fetch_in, finish, optional_multiline, require_text, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result};
 
 pub const KIND: &str = "role";
+
+impl Guarded for Role {
+    const FAMILY: Family = Family::Roles;
+}
 const NAME_TAKEN: &str = "a role with this name already exists";
 
 pub fn present(role: &Role) -> ResourceObject {
@@ -52,6 +57,7 @@ pub struct RoleChanges {
 }
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewRole) -> Result<Role> {
+    ctx.require(Family::Roles, Verb::Write)?;
     let now = now_micros();
     let role = Role {
         id: new_id(),
@@ -79,6 +85,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewRole) -> Result<Role> {
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: RoleChanges) -> Result<Role> {
+    ctx.require(Family::Roles, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let before: Role = fetch_in(&mut tx, ctx, KIND, id).await?;
     let mut role = before.clone();
@@ -108,5 +115,6 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: RoleChanges) -> Res
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Roles, Verb::Delete)?;
     super::delete::<Role>(core, ctx, KIND, id, present, name, true).await
 }

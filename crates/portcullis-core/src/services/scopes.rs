@@ -5,10 +5,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Changes, Patch, attrs, fetch_in, finish, optional_multiline, target, timestamp, unique};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "scope";
+
+impl Guarded for Scope {
+    const FAMILY: Family = Family::Scopes;
+}
 const NAME_TAKEN: &str = "this API already has a scope with this name";
 
 pub fn present(scope: &Scope) -> ResourceObject {
@@ -61,6 +66,7 @@ pub struct ScopeChanges {
 const TAKEN: &[&str] = &["scopes_name_key", "scopes.name"];
 
 pub async fn create(core: &Core, ctx: &Ctx, resource_server_id: &str, input: NewScope) -> Result<Scope> {
+    ctx.require(Family::Scopes, Verb::Write)?;
     let env = ctx.environment_id();
     let mut tx = core.db.write().await?;
     let server: ResourceServer =
@@ -100,6 +106,7 @@ pub async fn create(core: &Core, ctx: &Ctx, resource_server_id: &str, input: New
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ScopeChanges) -> Result<Scope> {
+    ctx.require(Family::Scopes, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let before: Scope = fetch_in(&mut tx, ctx, KIND, id).await?;
     let mut scope = before.clone();
@@ -133,6 +140,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ScopeChanges) -> Re
 
 /// Deletes a scope; grants that allowed it no longer do.
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Scopes, Verb::Delete)?;
     let mut tx = core.db.write().await?;
     let scope: Scope = super::delete_in(&mut tx, ctx, KIND, id, present, name).await?;
     follow_in_grants(&mut tx, &scope, None).await?;

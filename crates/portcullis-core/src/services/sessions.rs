@@ -10,9 +10,14 @@ use portcullis_store::{WriteTx, new_id, now_micros, record, repo};
 use serde_json::json;
 
 use super::{attrs, fetch_in, finish, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::{Core, Ctx, EnvState, Result, ServiceError};
 
 pub const KIND: &str = "session";
+
+impl Guarded for Session {
+    const FAMILY: Family = Family::Sessions;
+}
 
 pub fn status(session: &Session, now: i64) -> &'static str {
     if session.revoked_at.is_some() {
@@ -46,6 +51,7 @@ pub fn present(session: &Session) -> ResourceObject {
 /// Starts a session for `user`; returns it and its token (shown once).
 /// `ctx.actor` is the user at a login, or the client calling the API.
 pub async fn create(core: &Core, ctx: &Ctx, user_id: &str) -> Result<(Session, String)> {
+    ctx.require(Family::Sessions, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let user: User = record::find(tx.conn(), ctx.environment_id(), user_id)
         .await?
@@ -106,6 +112,7 @@ pub async fn find_active(core: &Core, env: &EnvState, token: &str) -> Result<Opt
 
 /// Records activity on a session (`PATCH /api/sessions/:id/touch`).
 pub async fn touch(core: &Core, ctx: &Ctx, id: &str) -> Result<Session> {
+    ctx.require(Family::Sessions, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let mut session: Session = fetch_in(&mut tx, ctx, KIND, id).await?;
     let now = now_micros();
@@ -127,10 +134,18 @@ pub async fn touch(core: &Core, ctx: &Ctx, id: &str) -> Result<Session> {
 }
 
 /// Revokes a session and everything issued under it. Revoking a revoked
-/// session changes nothing and records nothing.
+/// session changes nothing and records nothing. Users may end their own
+/// sessions (signing out); anyone else needs `sessions:write`.
 pub async fn revoke(core: &Core, ctx: &Ctx, id: &str) -> Result<Session> {
+    let signing_out = ctx.actor.kind == "user";
+    if !signing_out {
+        ctx.require(Family::Sessions, Verb::Write)?;
+    }
     let mut tx = core.db.write().await?;
     let mut session: Session = fetch_in(&mut tx, ctx, KIND, id).await?;
+    if signing_out && ctx.actor.id.as_deref() != Some(session.user_id.as_str()) {
+        return Err(ServiceError::NotFound(KIND));
+    }
     if session.revoked_at.is_some() {
         return Ok(session);
     }
@@ -161,6 +176,7 @@ pub(crate) async fn revoke_in(
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Sessions, Verb::Delete)?;
     let mut tx = core.db.write().await?;
     // The rows go with the session (ON DELETE CASCADE); their access tokens
     // must stop working too.

@@ -7,10 +7,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{attrs, fetch_in, finish, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::Field;
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "signing_key";
+
+impl Guarded for SigningKey {
+    const FAMILY: Family = Family::SigningKeys;
+}
 pub const DEFAULT_RSA_BITS: u32 = 4096;
 
 pub fn present(key: &SigningKey) -> ResourceObject {
@@ -97,6 +102,7 @@ pub(crate) async fn insert_primary(
 }
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewSigningKey) -> Result<SigningKey> {
+    ctx.require(Family::SigningKeys, Verb::Write)?;
     let pair = generate(input).await?;
     let mut tx = core.db.write().await?;
     let key = insert_primary(core, &mut tx, ctx.environment_id(), pair).await?;
@@ -113,6 +119,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewSigningKey) -> Result<Sign
 /// Deactivates a key: it leaves the JWKS and its tokens stop verifying. If it
 /// was primary, the most recently created other active key takes over.
 pub async fn deactivate(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey> {
+    ctx.require(Family::SigningKeys, Verb::Write)?;
     let env = ctx.environment_id();
     let mut tx = core.db.write().await?;
     repo::environments::lock(tx.conn(), env).await?;
@@ -151,6 +158,7 @@ pub async fn deactivate(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey> 
 }
 
 pub async fn set_primary(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey> {
+    ctx.require(Family::SigningKeys, Verb::Write)?;
     let env = ctx.environment_id();
     let mut tx = core.db.write().await?;
     repo::environments::lock(tx.conn(), env).await?;
@@ -172,4 +180,24 @@ pub async fn set_primary(core: &Core, ctx: &Ctx, id: &str) -> Result<SigningKey>
     };
     finish(tx, ctx, event).await?;
     Ok(key)
+}
+
+/// Deletes an inactive key for good (409 while it is active: deactivate it
+/// first, so that tokens it signed stop verifying before the key is gone).
+pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::SigningKeys, Verb::Delete)?;
+    let env = ctx.environment_id();
+    let mut tx = core.db.write().await?;
+    repo::environments::lock(tx.conn(), env).await?;
+    let key: SigningKey = fetch_in(&mut tx, ctx, KIND, id).await?;
+    if key.status == "active" {
+        return Err(ServiceError::conflict(
+            Field::Resource,
+            "only an inactive key can be deleted; deactivate it first",
+        ));
+    }
+    super::delete_in(&mut tx, ctx, KIND, id, present, |key: &SigningKey| Some(key.kid.as_str())).await?;
+    tx.invalidate(env);
+    tx.commit().await?;
+    Ok(())
 }

@@ -4,10 +4,15 @@ use portcullis_store::{new_id, now_micros, record};
 use serde_json::json;
 
 use super::{attrs, finish, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "user_role";
+
+impl Guarded for UserRole {
+    const FAMILY: Family = Family::Users;
+}
 
 pub fn present(link: &UserRole) -> ResourceObject {
     ResourceObject::new(
@@ -20,6 +25,7 @@ pub fn present(link: &UserRole) -> ResourceObject {
 }
 
 pub async fn create(core: &Core, ctx: &Ctx, user_id: &str, role_id: &str) -> Result<UserRole> {
+    ctx.require(Family::Users, Verb::Write)?;
     let env = ctx.environment_id();
     let mut tx = core.db.write().await?;
     let user: User = record::find(tx.conn(), env, user_id)
@@ -57,5 +63,6 @@ pub async fn create(core: &Core, ctx: &Ctx, user_id: &str, role_id: &str) -> Res
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Users, Verb::Delete)?;
     super::delete::<UserRole>(core, ctx, KIND, id, present, |_| None, true).await
 }

@@ -6,10 +6,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Changes, Patch, attrs, fetch_in, finish, optional_text, target, timestamp};
+use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "user";
+
+impl Guarded for User {
+    const FAMILY: Family = Family::Users;
+}
 pub const PASSWORD_MIN: usize = 8;
 pub const PASSWORD_MAX: usize = 128;
 
@@ -141,6 +146,7 @@ fn validate_metadata(metadata: Value) -> Result<Value> {
 const EMAIL_TAKEN: &str = "email has already been taken";
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
+    ctx.require(Family::Users, Verb::Write)?;
     let manager_id = input.manager_id.clone();
     let mut user = build(core, ctx.environment_id(), input).await?;
     let mut tx = core.db.write().await?;
@@ -225,6 +231,7 @@ pub(crate) fn created_event(action: &'static str, user: &User) -> Event {
 }
 
 pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Result<User> {
+    ctx.require(Family::Users, Verb::Write)?;
     let new_password = match (input.password, input.password_confirmation) {
         (Patch::Absent, Patch::Absent) => None,
         (Patch::Value(password), confirmation) => {
@@ -314,5 +321,6 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Res
 }
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
+    ctx.require(Family::Users, Verb::Delete)?;
     super::delete::<User>(core, ctx, KIND, id, present, name, true).await
 }

@@ -90,10 +90,7 @@ async fn of_user(
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let person = {
-        let mut conn = core.db.read().await.map_err(ServiceError::from)?;
-        graph::person(&mut conn, ctx.environment_id(), &id).await.map_err(ServiceError::from)?
-    };
+    let person = graph::person_for(&core, &ctx, &id).await?;
     let person = person.ok_or(ServiceError::NotFound("user"))?;
     let data = person
         .accounts

@@ -7,7 +7,7 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use portcullis_core::services::apps::{self, AppChanges, NewApp};
-use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_core::{Core, Ctx, ServiceError};
 use portcullis_jsonapi::{
     ApiError, Direction, Document, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update,
 };
@@ -172,7 +172,7 @@ async fn reconcile_app(
             Some(_) => return Err(ServiceError::invalid("dry_run", "dry_run must be a boolean").into()),
         }
     };
-    let app: App = services::fetch(&core, &ctx, Apps::DEF.kind, &id).await?;
+    let app = apps::reconcile_target(&core, &ctx, &id).await?;
     let report = match reconcile::reconcile(&worker, &app, dry_run, &|_| {}).await {
         Ok(report) => report,
         Err(ReconcileError::Service(error)) => return Err(error.into()),
@@ -190,7 +190,7 @@ async fn reconcile_app(
             return Err(failure);
         }
     };
-    let app: App = services::fetch(&core, &ctx, Apps::DEF.kind, &id).await?;
+    let app = apps::reconcile_target(&core, &ctx, &id).await?;
     let document = Document::one(apps::present(&app))
         .with_meta("reconciliation", json!(report))
         .with_meta("dry_run", json!(dry_run));

@@ -31,7 +31,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use axum::{Extension, Router, middleware};
-use portcullis_core::authz::{Family, Verb};
+use portcullis_core::authz::{Family, Guarded};
 use portcullis_core::{Core, Ctx, ServiceError, services};
 use portcullis_jsonapi::query::{SortKey, encode_cursor};
 use portcullis_jsonapi::{
@@ -183,7 +183,7 @@ pub struct Routes {
     update: Option<Route>,
     delete: Option<Route>,
     actions: Vec<(&'static str, ActionRoute)>,
-    /// Routes outside `/api/{path}`, guarded by the same family.
+    /// Routes outside `/api/{path}` (their services check what they need).
     extra: Vec<(&'static str, Route)>,
 }
 
@@ -223,7 +223,7 @@ impl Routes {
 
 /// A Management API resource backed by one table.
 pub trait Resource: Send + Sync + 'static {
-    type Model: Record + Sync;
+    type Model: Record + Guarded + Sync;
     const DEF: &'static ResourceDef;
 
     fn present(ctx: &Ctx, model: &Self::Model) -> ResourceObject;
@@ -452,20 +452,13 @@ async fn load_related(
     Ok(related)
 }
 
-/// Included resources are read like their own routes: they need their
-/// family's read scope, or `users:read` alone would read roles.
+/// Included resources are read like their own routes (`fetch_many` needs
+/// their family's read scope, or `users:read` alone would read roles).
 async fn present_many<R: Resource>(
     core: &Core,
     ctx: &Ctx,
     ids: &[String],
 ) -> Result<Vec<ResourceObject>, ServiceError> {
-    let needed = R::DEF.family.grant(Verb::Read);
-    if !ctx.authority.has(needed) {
-        return Err(ServiceError::Forbidden(format!(
-            "including `{}` resources needs the `{needed}` scope",
-            R::DEF.kind
-        )));
-    }
     let rows = services::fetch_many::<R::Model>(core, ctx, ids).await?;
     Ok(rows.iter().map(|row| R::present(ctx, row)).collect())
 }
@@ -521,9 +514,10 @@ pub async fn show<R: Resource>(
 }
 
 /// Builds a resource's router from its declaration: generic list and show,
-/// its own handlers, all behind the guard of its family.
-fn resource_router<R: Resource>(core: &Arc<Core>) -> Router<Arc<Core>> {
+/// and its own handlers. What each needs, its service decides.
+fn resource_router<R: Resource>() -> Router<Arc<Core>> {
     let def = R::DEF;
+    assert_eq!(def.family, <R::Model as Guarded>::FAMILY, "{}: the family of its rows", def.path);
     let routes = R::routes();
     let declared = |what: &str, declared: bool, handled: bool| {
         assert_eq!(
@@ -559,7 +553,7 @@ fn resource_router<R: Resource>(core: &Arc<Core>) -> Router<Arc<Core>> {
     for (path, route) in routes.extra {
         router = router.route(path, route);
     }
-    router.route_layer(middleware::from_fn_with_state((core.clone(), def.family), auth::require_scope))
+    router
 }
 
 type PresentMany =
@@ -569,7 +563,7 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A resource family's entry in the registry.
 pub struct Registration {
     pub def: &'static ResourceDef,
-    router: fn(&Arc<Core>) -> Router<Arc<Core>>,
+    router: fn() -> Router<Arc<Core>>,
     /// Presents resources of this kind by id, for `include`.
     present_many: PresentMany,
 }
@@ -609,7 +603,10 @@ pub static REGISTRY: &[Registration] = &[
 ];
 
 /// The Management API: every registered resource, and the environment's
-/// own settings (a singleton, not a collection).
+/// own settings (a singleton, not a collection), behind authentication.
 pub fn router(core: &Arc<Core>) -> Router<Arc<Core>> {
-    REGISTRY.iter().fold(environment::router(core), |router, entry| router.merge((entry.router)(core)))
+    REGISTRY
+        .iter()
+        .fold(environment::router(), |router, entry| router.merge((entry.router)()))
+        .route_layer(middleware::from_fn_with_state(core.clone(), auth::authenticate))
 }

@@ -8,7 +8,7 @@ use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create};
 use portcullis_store::model::SigningKey;
 
-use super::{Access, Action, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created, ok};
+use super::{Access, Action, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created, no_content, ok};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -58,7 +58,7 @@ impl Resource for SigningKeys {
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
         relationships: &[],
-        ops: Ops { list: true, get: true, create: true, update: false, delete: false },
+        ops: Ops { list: true, get: true, create: true, update: false, delete: true },
         actions: &[
             Action::patch(
                 "deactivate",
@@ -69,7 +69,11 @@ impl Resource for SigningKeys {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).action("deactivate", deactivate).action("set-primary", set_primary)
+        Routes::default()
+            .create(create)
+            .delete(delete)
+            .action("deactivate", deactivate)
+            .action("set-primary", set_primary)
     }
 
     fn present(_: &Ctx, key: &SigningKey) -> ResourceObject {
@@ -100,4 +104,14 @@ async fn set_primary(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(ok(signing_keys::present(&signing_keys::set_primary(&core, &ctx, &id).await?)))
+}
+
+/// `DELETE /api/signing-keys/:id`: an inactive key only (409 otherwise).
+async fn delete(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    signing_keys::delete(&core, &ctx, &id).await?;
+    Ok(no_content())
 }

@@ -63,7 +63,11 @@ db_test!(machine_to_machine_quick_start, |server| {
             Method::POST,
             "/api/users",
             &token,
-            Some(json!({"data": {"type": "user", "attributes": {"email": "a@b.co"}}})),
+            Some(json!({"data": {"type": "user", "attributes": {
+                "email": "a@b.co",
+                "password": "correct horse battery staple",
+                "password_confirmation": "correct horse battery staple",
+            }}})),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");

@@ -153,7 +153,14 @@ db_test!(missing_scope_is_403_insufficient_scope, |server| {
         .post(format!("{}/users", server.management_api()))
         .bearer_auth(&reader)
         .header("content-type", "application/vnd.api+json")
-        .body(json!({"data": {"type": "user", "attributes": {"email": "x@example.com"}}}).to_string())
+        .body(
+            json!({"data": {"type": "user", "attributes": {
+                "email": "x@example.com",
+                "password": "correct horse battery staple",
+                "password_confirmation": "correct horse battery staple",
+            }}})
+            .to_string(),
+        )
         .send()
         .await
         .unwrap();

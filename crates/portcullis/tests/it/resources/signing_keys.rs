@@ -172,7 +172,7 @@ db_test!(set_primary_and_deactivate_hand_over_the_primary_flag, |server| {
     let (status, body) = server.api(Method::PATCH, &action("nope", "deactivate"), &admin, None).await;
     assert_not_found(status, &body);
 
-    // Keys are neither updated nor deleted directly.
+    // Keys are not updated directly.
     let (status, body) = server
         .api(
             Method::PATCH,
@@ -182,9 +182,51 @@ db_test!(set_primary_and_deactivate_hand_over_the_primary_flag, |server| {
         )
         .await;
     assert_error(status, &body, 405, "method_not_allowed", None);
-    let (status, body) = server.api(Method::DELETE, &format!("{PATH}/{third}"), &admin, None).await;
-    assert_error(status, &body, 405, "method_not_allowed", None);
     assert_eq!(server.count("SELECT COUNT(*) FROM signing_keys").await, 3);
+});
+
+db_test!(only_an_inactive_key_can_be_deleted, |server| {
+    let admin = server.admin_token().await;
+    let first = keys(&server, &admin).await[0].clone();
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let (_, body) = post_key(&server, &admin, json!({"algorithm": "es256"})).await;
+    let second = id_of(&body);
+    let path = |id: &str| format!("{PATH}/{id}");
+    let events = |action: &str| format!("SELECT COUNT(*) FROM audit_events WHERE action = '{action}'");
+
+    // Active keys, primary or not, are refused with 409 and stay.
+    let admin = server.admin_token().await;
+    for id in [&first_id, &second] {
+        let (status, body) = server.api(Method::DELETE, &path(id), &admin, None).await;
+        assert_error(status, &body, 409, "conflict", None);
+        assert!(body["errors"][0]["detail"].as_str().unwrap().contains("deactivate"), "{body}");
+    }
+    assert_eq!(server.count("SELECT COUNT(*) FROM signing_keys").await, 2);
+    assert_eq!(server.count(&events("signing_key.deleted")).await, 0);
+
+    // Deactivated, it can go: gone from the API and the database, the JWKS
+    // never lists it again, and the deletion is audited.
+    let (status, body) =
+        server.api(Method::PATCH, &format!("{}/deactivate", path(&first_id)), &admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let admin = server.admin_token().await;
+    let (status, body) = server.api(Method::DELETE, &path(&first_id), &admin, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = server.api(Method::GET, &path(&first_id), &admin, None).await;
+    assert_not_found(status, &body);
+    assert_eq!(server.count("SELECT COUNT(*) FROM signing_keys").await, 1);
+    assert_eq!(server.count(&events("signing_key.deleted")).await, 1);
+    let jwks = crate::oauth::support::jwks(&server, "acme-test").await;
+    assert!(!jwks.to_string().contains(first["attributes"]["kid"].as_str().unwrap()), "{jwks}");
+
+    // Twice: not found. The remaining (last, active) key: refused.
+    let (status, body) = server.api(Method::DELETE, &path(&first_id), &admin, None).await;
+    assert_not_found(status, &body);
+    let (status, body) = server.api(Method::DELETE, &path(&second), &admin, None).await;
+    assert_error(status, &body, 409, "conflict", None);
+    // Tokens still work: the primary key was never touched.
+    let (status, _) = server.api(Method::GET, PATH, &admin, None).await;
+    assert_eq!(status, StatusCode::OK);
 });
 
 db_test!(concurrent_key_changes_keep_one_primary_and_one_active_key, |server| {

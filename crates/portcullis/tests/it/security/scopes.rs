@@ -1,8 +1,9 @@
-//! Authorization is decided in one place: every operation the OpenAPI
-//! document lists is refused (403, nothing written) to a token holding every
-//! Management API scope but the one the document names for it, and is not
-//! refused to a token holding that scope alone; and every scope the
-//! document advertises guards some operation.
+//! Authorization is decided in one place, the services: every operation the
+//! OpenAPI document lists is refused (403, nothing written) to a token
+//! holding every Management API scope but the one the document names for
+//! it, even with a body the document allows, and is not refused to a token
+//! holding that scope alone; and every scope the document advertises guards
+//! some operation.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -36,7 +37,6 @@ db_test!(every_documented_operation_needs_exactly_its_documented_scope, |server|
     let mut only: HashMap<String, String> = HashMap::new();
     let mut operations = 0;
     let mut guarding = BTreeSet::new();
-    let writes_before = server.count(WRITES).await;
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
             if !["get", "post", "patch", "put", "delete"].contains(&method.as_str()) {
@@ -58,16 +58,19 @@ db_test!(every_documented_operation_needs_exactly_its_documented_scope, |server|
                 only.insert(scope.clone(), token);
             }
 
-            // No such resource, and a body of the wrong type: the scope is
-            // checked before either is looked at.
+            // No such resource, and the smallest body the document allows:
+            // the service checks the scope before it looks anything up.
             let url = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
+            let body = operation
+                .get("requestBody")
+                .map(|body| example(&body["content"]["application/vnd.api+json"]["schema"]));
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let body = matches!(method, Method::POST | Method::PATCH)
-                .then(|| json!({"data": {"type": "nothing", "attributes": {}}}));
+            let writes_before = server.count(WRITES).await;
             let (status, reply) = server.api(method.clone(), &url, &without[&scope], body.clone()).await;
             assert_error(status, &reply, 403, "forbidden", None);
             let detail = reply["errors"][0]["detail"].as_str().unwrap();
             assert!(detail.contains(&scope), "{method} {url}: the error names {scope}: {reply}");
+            assert_eq!(server.count(WRITES).await, writes_before, "{method} {url} wrote while refused");
 
             let (status, reply) = server.api(method.clone(), &url, &only[&scope], body).await;
             assert_ne!(status, StatusCode::FORBIDDEN, "{method} {url} refused {scope} alone: {reply}");
@@ -78,7 +81,39 @@ db_test!(every_documented_operation_needs_exactly_its_documented_scope, |server|
     assert!(operations >= 60, "only {operations} operations documented");
     let advertised: BTreeSet<String> = all_scopes.iter().cloned().collect();
     assert_eq!(guarding, advertised, "advertised scopes that guard nothing, or the reverse");
-    // The refused calls, and the allowed ones on missing resources or with
-    // a body of the wrong type, wrote nothing.
-    assert_eq!(server.count(WRITES).await, writes_before);
 });
+
+/// The smallest value `schema` allows: required members only, the first
+/// allowed value, one of each type.
+fn example(schema: &Value) -> Value {
+    if let Some(value) = schema.get("const") {
+        return value.clone();
+    }
+    if let Some(value) = schema["enum"].as_array().and_then(|values| values.iter().find(|v| !v.is_null())) {
+        return value.clone();
+    }
+    let ty = match &schema["type"] {
+        Value::String(ty) => ty.as_str(),
+        Value::Array(types) => {
+            types.iter().filter_map(Value::as_str).find(|t| *t != "null").unwrap_or("null")
+        }
+        _ => "object",
+    };
+    match ty {
+        "object" => {
+            let required = schema["required"].as_array().cloned().unwrap_or_default();
+            let members = required
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|name| (name.to_owned(), example(&schema["properties"][name])));
+            Value::Object(members.collect())
+        }
+        "array" if schema["minItems"].as_u64().unwrap_or(0) > 0 => json!([example(&schema["items"])]),
+        "array" => json!([]),
+        "string" if schema["format"] == "date-time" => json!("2026-01-01T00:00:00Z"),
+        "string" => json!("x"),
+        "integer" | "number" => json!(schema["minimum"].as_i64().unwrap_or(1).max(1)),
+        "boolean" => json!(false),
+        _ => Value::Null,
+    }
+}
