@@ -23,6 +23,7 @@ pub enum Family {
     AuditEvents,
     Environment,
     Apps,
+    Organizations,
 }
 
 /// What a request does to a family: GET and HEAD read, DELETE deletes,
@@ -38,7 +39,7 @@ const RWD: &[Verb] = &[Verb::Read, Verb::Write, Verb::Delete];
 const RW: &[Verb] = &[Verb::Read, Verb::Write];
 
 impl Family {
-    pub const ALL: [Family; 12] = [
+    pub const ALL: [Family; 13] = [
         Family::Users,
         Family::Sessions,
         Family::Roles,
@@ -51,6 +52,7 @@ impl Family {
         Family::AuditEvents,
         Family::Environment,
         Family::Apps,
+        Family::Organizations,
     ];
 
     /// The scope prefix.
@@ -68,6 +70,7 @@ impl Family {
             Family::AuditEvents => "audit_events",
             Family::Environment => "environment",
             Family::Apps => "apps",
+            Family::Organizations => "organizations",
         }
     }
 
@@ -181,7 +184,7 @@ mod tests {
             ":read",
             "users:admin",
             "audit_events:write",
-            "organizations:read",
+            "webhooks:read",
             "Users:read",
         ] {
             assert_eq!(Grant::parse(bad), None, "{bad}");

@@ -117,6 +117,20 @@ record! {
 }
 
 record! {
+    /// A customer company of a B2B app (`/api/organizations`).
+    pub struct Organization in "organizations" {
+        pub id: String,
+        pub environment_id: String,
+        pub name: String,
+        pub slug: String,
+        #[sqlx(try_from = "String")]
+        pub metadata: JsonText<Value>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
     pub struct Role in "roles" {
         pub id: String,
         pub environment_id: String,

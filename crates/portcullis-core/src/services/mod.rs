@@ -9,6 +9,7 @@ pub mod clients;
 pub mod environments;
 pub mod grants;
 pub mod manual_tasks;
+pub mod organizations;
 pub mod permissions;
 pub mod provisioning_plans;
 pub mod resource_servers;
@@ -188,8 +189,18 @@ fn deleted_action(kind: &'static str) -> &'static str {
         "client_resource_server_grant" => "client_resource_server_grant.deleted",
         "session" => "session.deleted",
         "app" => "app.deleted",
+        "organization" => "organization.deleted",
         "signing_key" => "signing_key.deleted",
         _ => "resource.deleted",
+    }
+}
+
+/// A `metadata` attribute: a JSON object of the customer's own.
+pub(crate) fn metadata_object(metadata: Value) -> Result<Value> {
+    if metadata.is_object() {
+        Ok(metadata)
+    } else {
+        Err(ServiceError::invalid("metadata", "metadata must be an object"))
     }
 }
 

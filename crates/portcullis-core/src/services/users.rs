@@ -135,14 +135,6 @@ pub fn validate_password(password: &str, confirmation: &str) -> Result<()> {
     Ok(())
 }
 
-fn validate_metadata(metadata: Value) -> Result<Value> {
-    if metadata.is_object() {
-        Ok(metadata)
-    } else {
-        Err(ServiceError::invalid("metadata", "metadata must be an object"))
-    }
-}
-
 const EMAIL_TAKEN: &str = "email has already been taken";
 
 pub async fn create(core: &Core, ctx: &Ctx, input: NewUser) -> Result<User> {
@@ -164,7 +156,7 @@ pub(crate) async fn build(core: &Core, environment_id: &str, input: NewUser) -> 
     validate_password(&input.password, &input.password_confirmation)?;
     let first_name = optional_text("first_name", input.first_name, 255)?;
     let last_name = optional_text("last_name", input.last_name, 255)?;
-    let metadata = validate_metadata(input.metadata.unwrap_or_else(|| json!({})))?;
+    let metadata = super::metadata_object(input.metadata.unwrap_or_else(|| json!({})))?;
     let password_hash = core.passwords.hash(input.password).await?;
     let now = now_micros();
     Ok(User {
@@ -263,7 +255,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Res
         user.blocked = v;
     }
     if let Some(v) = input.metadata.required("metadata")? {
-        user.metadata = JsonText(validate_metadata(v)?);
+        user.metadata = JsonText(super::metadata_object(v)?);
     }
     match input.manager_id {
         Patch::Absent => {}

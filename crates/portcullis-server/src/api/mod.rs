@@ -10,6 +10,7 @@ pub mod clients;
 pub mod environment;
 pub mod grants;
 pub mod manual_tasks;
+pub mod organizations;
 pub mod permissions;
 pub mod provisioning_plans;
 pub mod resource_servers;
@@ -600,6 +601,7 @@ pub static REGISTRY: &[Registration] = &[
     entry::<provisioning_plans::Plans>(),
     entry::<provisioning_plans::Steps>(),
     entry::<manual_tasks::ManualTasks>(),
+    entry::<organizations::Organizations>(),
 ];
 
 /// The Management API: every registered resource, and the environment's

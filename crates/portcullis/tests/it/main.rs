@@ -18,6 +18,7 @@ mod resources {
     mod environment;
     mod grants;
     mod links;
+    mod organizations;
     mod permissions;
     mod resource_servers;
     mod roles;
