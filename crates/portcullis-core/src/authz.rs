@@ -24,6 +24,8 @@ pub enum Family {
     Environment,
     Apps,
     Organizations,
+    /// Memberships of users in organizations, and their roles.
+    Memberships,
 }
 
 /// What a request does to a family: GET and HEAD read, DELETE deletes,
@@ -39,7 +41,7 @@ const RWD: &[Verb] = &[Verb::Read, Verb::Write, Verb::Delete];
 const RW: &[Verb] = &[Verb::Read, Verb::Write];
 
 impl Family {
-    pub const ALL: [Family; 13] = [
+    pub const ALL: [Family; 14] = [
         Family::Users,
         Family::Sessions,
         Family::Roles,
@@ -53,6 +55,7 @@ impl Family {
         Family::Environment,
         Family::Apps,
         Family::Organizations,
+        Family::Memberships,
     ];
 
     /// The scope prefix.
@@ -71,6 +74,7 @@ impl Family {
             Family::Environment => "environment",
             Family::Apps => "apps",
             Family::Organizations => "organizations",
+            Family::Memberships => "memberships",
         }
     }
 
@@ -178,15 +182,9 @@ mod tests {
             let held = Grants::from_scopes([scope.as_str()]);
             assert!(catalogue().all(|other| held.contains(other) == (other == grant)), "{scope}");
         }
-        for bad in [
-            "users",
-            "users:",
-            ":read",
-            "users:admin",
-            "audit_events:write",
-            "webhooks:read",
-            "Users:read",
-        ] {
+        for bad in
+            ["users", "users:", ":read", "users:admin", "audit_events:write", "webhooks:read", "Users:read"]
+        {
             assert_eq!(Grant::parse(bad), None, "{bad}");
         }
         assert_eq!(Grants::from_scopes(["openid", "users:read x"]), Grants::default());

@@ -131,6 +131,32 @@ record! {
 }
 
 record! {
+    /// A user in an organization (`/api/memberships`), at most once.
+    pub struct Membership in "memberships" {
+        pub id: String,
+        pub environment_id: String,
+        pub user_id: String,
+        pub organization_id: String,
+        #[sqlx(try_from = "String")]
+        pub metadata: JsonText<Value>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    /// An organization-level role of a member (`/api/membership-roles`).
+    pub struct MembershipRole in "membership_roles" {
+        pub id: String,
+        pub environment_id: String,
+        pub membership_id: String,
+        pub role_id: String,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
     pub struct Role in "roles" {
         pub id: String,
         pub environment_id: String,

@@ -8,7 +8,10 @@ pub mod audit_events;
 pub mod clients;
 pub mod environments;
 pub mod grants;
+pub mod links;
 pub mod manual_tasks;
+pub mod membership_roles;
+pub mod memberships;
 pub mod organizations;
 pub mod permissions;
 pub mod provisioning_plans;
@@ -190,6 +193,8 @@ fn deleted_action(kind: &'static str) -> &'static str {
         "session" => "session.deleted",
         "app" => "app.deleted",
         "organization" => "organization.deleted",
+        "membership" => "membership.deleted",
+        "membership_role" => "membership_role.deleted",
         "signing_key" => "signing_key.deleted",
         _ => "resource.deleted",
     }

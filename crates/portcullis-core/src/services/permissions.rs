@@ -11,6 +11,14 @@ use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "permission";
 
+impl super::links::Linkable for Permission {
+    const KIND: &'static str = KIND;
+
+    fn label(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
 impl Guarded for Permission {
     const FAMILY: Family = Family::Permissions;
 }

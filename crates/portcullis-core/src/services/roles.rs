@@ -11,6 +11,14 @@ use crate::{Core, Ctx, Result};
 
 pub const KIND: &str = "role";
 
+impl super::links::Linkable for Role {
+    const KIND: &'static str = KIND;
+
+    fn label(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
 impl Guarded for Role {
     const FAMILY: Family = Family::Roles;
 }

@@ -12,6 +12,14 @@ use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "user";
 
+impl super::links::Linkable for User {
+    const KIND: &'static str = KIND;
+
+    fn label(&self) -> Option<&str> {
+        Some(&self.email)
+    }
+}
+
 impl Guarded for User {
     const FAMILY: Family = Family::Users;
 }

@@ -10,6 +10,8 @@ pub mod clients;
 pub mod environment;
 pub mod grants;
 pub mod manual_tasks;
+pub mod membership_roles;
+pub mod memberships;
 pub mod organizations;
 pub mod permissions;
 pub mod provisioning_plans;
@@ -33,11 +35,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, patch, post};
 use axum::{Extension, Router, middleware};
 use portcullis_core::authz::{Family, Guarded};
+use portcullis_core::services::links::{self, Link, Linkable};
 use portcullis_core::{Core, Ctx, ServiceError, services};
 use portcullis_jsonapi::query::{SortKey, encode_cursor};
 use portcullis_jsonapi::{
     ApiError, Direction, Document, FieldKind, FilterOp, Links, ListParams, MEDIA_TYPE, Page, QuerySpec,
-    ResourceObject, Scalar, parse_fetch, parse_list,
+    ResourceObject, Scalar, parse_create, parse_fetch, parse_list,
 };
 use portcullis_store::record::SqlValue;
 use portcullis_store::{CondOp, Condition, Listing, OrderBy, Record, Window};
@@ -216,6 +219,11 @@ impl Routes {
         self
     }
 
+    /// A join resource's routes: create from its two relationships, delete.
+    pub fn link<L: Link + Sync>() -> Self {
+        Routes::default().create(create_link::<L>).delete(delete_link::<L>)
+    }
+
     pub fn extra(mut self, path: &'static str, route: Route) -> Self {
         self.extra.push((path, route));
         self
@@ -292,6 +300,30 @@ impl<S: Send + Sync> FromRequest<S> for JsonApiBody {
         })?;
         Ok(JsonApiBody(bytes))
     }
+}
+
+/// `POST` of a join resource: no attributes, its two to-one relationships.
+async fn create_link<L: Link + Sync>(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoAttributes {}
+    let (NoAttributes {}, rels) = parse_create(&body, L::KIND)?;
+    let from = rels.required(L::FROM, <L::From as Linkable>::KIND)?;
+    let to = rels.required(L::TO, <L::To as Linkable>::KIND)?;
+    Ok(created(links::present(&links::create::<L>(&core, &ctx, &from, &to).await?)))
+}
+
+async fn delete_link<L: Link + Sync>(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    links::delete::<L>(&core, &ctx, &id).await?;
+    Ok(no_content())
 }
 
 /// A JSON:API response with a status.
@@ -602,6 +634,8 @@ pub static REGISTRY: &[Registration] = &[
     entry::<provisioning_plans::Steps>(),
     entry::<manual_tasks::ManualTasks>(),
     entry::<organizations::Organizations>(),
+    entry::<memberships::Memberships>(),
+    entry::<membership_roles::MembershipRoles>(),
 ];
 
 /// The Management API: every registered resource, and the environment's

@@ -4,13 +4,16 @@ use axum::Extension;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use portcullis_core::authz::Family;
+use portcullis_core::services::memberships;
 use portcullis_core::services::organizations::{self, NewOrganization, OrganizationChanges};
-use portcullis_core::{Core, Ctx};
+use portcullis_core::{Core, Ctx, ServiceError, services};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
 use portcullis_store::model::Organization;
+use serde_json::json;
 
 use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, required,
+    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, add_to_many, attr, created, no_content, ok,
+    required, to_many,
 };
 use crate::error::ApiResult;
 
@@ -31,7 +34,7 @@ impl Resource for Organizations {
                 ("inserted_at", FieldKind::Timestamp),
                 ("updated_at", FieldKind::Timestamp),
             ],
-            includes: &[],
+            includes: &["memberships"],
             default_sort: &[("inserted_at", Direction::Asc)],
         },
         columns: &[
@@ -49,10 +52,11 @@ impl Resource for Organizations {
                 "URL-safe handle, unique in the environment: 1–64 lowercase letters, digits and inner hyphens. Derived from the name when omitted.",
             ),
             attr("metadata", "object", Access::ReadWrite, "The customer's own JSON object."),
+            attr("member_count", "integer", Access::ReadOnly, "Members (single GET only)."),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[],
+        relationships: &[to_many("memberships", "membership")],
         ops: CRUD,
         actions: &[],
     };
@@ -63,6 +67,30 @@ impl Resource for Organizations {
 
     fn present(_: &Ctx, organization: &Organization) -> ResourceObject {
         organizations::present(organization)
+    }
+
+    async fn detail(
+        core: &Core,
+        ctx: &Ctx,
+        mut object: ResourceObject,
+    ) -> Result<ResourceObject, ServiceError> {
+        let members = memberships::count_in(core, ctx, &object.id).await?;
+        object.attributes.insert("member_count".into(), json!(members));
+        Ok(object)
+    }
+
+    async fn link_many(
+        core: &Core,
+        _: &Ctx,
+        objects: &mut [ResourceObject],
+        include: &[String],
+    ) -> Result<(), ServiceError> {
+        if include.iter().any(|i| i == "memberships") {
+            let ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
+            let pairs = services::linked_ids(core, "memberships", "organization_id", "id", &ids).await?;
+            add_to_many(objects, "memberships", "membership", &pairs);
+        }
+        Ok(())
     }
 }
 

@@ -1,16 +1,9 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
-use portcullis_core::services::role_permissions;
-use portcullis_core::{Core, Ctx};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create};
+use portcullis_core::Ctx;
+use portcullis_core::services::links;
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject};
 use portcullis_store::model::RolePermission;
-use serde::Deserialize;
 
-use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created, no_content, to_one};
-use crate::error::ApiResult;
+use super::{Access, Ops, Resource, ResourceDef, Routes, attr, to_one};
 use portcullis_core::authz::Family;
 
 pub struct RolePermissions;
@@ -43,34 +36,10 @@ impl Resource for RolePermissions {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).delete(delete)
+        Routes::link::<RolePermission>()
     }
 
     fn present(_: &Ctx, link: &RolePermission) -> ResourceObject {
-        role_permissions::present(link)
+        links::present(link)
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoAttributes {}
-
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (NoAttributes {}, rels) = parse_create(&body, RolePermissions::DEF.kind)?;
-    let role = rels.required("role", "role")?;
-    let permission = rels.required("permission", "permission")?;
-    Ok(created(role_permissions::present(&role_permissions::create(&core, &ctx, &role, &permission).await?)))
-}
-
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    role_permissions::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
 }

@@ -1,16 +1,9 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
-use portcullis_core::services::user_roles;
-use portcullis_core::{Core, Ctx};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create};
+use portcullis_core::Ctx;
+use portcullis_core::services::links;
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject};
 use portcullis_store::model::UserRole;
-use serde::Deserialize;
 
-use super::{Access, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created, no_content, to_one};
-use crate::error::ApiResult;
+use super::{Access, Ops, Resource, ResourceDef, Routes, attr, to_one};
 use portcullis_core::authz::Family;
 
 pub struct UserRoles;
@@ -39,34 +32,10 @@ impl Resource for UserRoles {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).delete(delete)
+        Routes::link::<UserRole>()
     }
 
     fn present(_: &Ctx, link: &UserRole) -> ResourceObject {
-        user_roles::present(link)
+        links::present(link)
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoAttributes {}
-
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (NoAttributes {}, rels) = parse_create(&body, UserRoles::DEF.kind)?;
-    let user = rels.required("user", "user")?;
-    let role = rels.required("role", "role")?;
-    Ok(created(user_roles::present(&user_roles::create(&core, &ctx, &user, &role).await?)))
-}
-
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    user_roles::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
 }

@@ -18,6 +18,7 @@ mod resources {
     mod environment;
     mod grants;
     mod links;
+    mod memberships;
     mod organizations;
     mod permissions;
     mod resource_servers;
