@@ -9,17 +9,14 @@ use axum::response::Response;
 use portcullis_core::services::apps::{self, AppChanges, NewApp};
 use portcullis_core::{Core, Ctx, ServiceError};
 use portcullis_jsonapi::{
-    ApiError, Direction, Document, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update,
+    ApiError, Direction, Document, FieldKind, QuerySpec, Relationships, ResourceObject,
 };
 use portcullis_provision::Worker;
 use portcullis_provision::reconcile::{self, ReconcileError};
 use portcullis_store::model::App;
 use serde_json::{Value, json};
 
-use super::{
-    Access, Action, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok,
-    required, respond,
-};
+use super::{Access, Action, CRUD, Resource, ResourceDef, Routes, Writable, attr, required, respond};
 use crate::error::{ApiFailure, ApiResult};
 use portcullis_core::authz::Family;
 
@@ -115,7 +112,7 @@ impl Resource for Apps {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete).action("reconcile", reconcile_app)
+        Routes::crud::<Self>().action("reconcile", reconcile_app)
     }
 
     fn present(_: &Ctx, app: &App) -> ResourceObject {
@@ -123,32 +120,21 @@ impl Resource for Apps {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_create::<NewApp>(&body, Apps::DEF.kind)?;
-    Ok(created(apps::present(&apps::create(&core, &ctx, input).await?)))
-}
+impl Writable for Apps {
+    type New = NewApp;
+    type Changes = AppChanges;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<AppChanges>(&body, Apps::DEF.kind, &id)?;
-    Ok(ok(apps::present(&apps::update(&core, &ctx, &id, input).await?)))
-}
+    async fn create(core: &Core, ctx: &Ctx, input: NewApp, _: &Relationships) -> ApiResult<Self::Model> {
+        Ok(apps::create(core, ctx, input).await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    apps::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> ApiResult<Self::Model> {
+        Ok(apps::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(apps::delete(core, ctx, id).await?)
+    }
 }
 
 /// Reconciles now. The body is optional: `{"dry_run": true}` (plain JSON or

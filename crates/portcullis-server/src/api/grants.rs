@@ -1,16 +1,9 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
 use portcullis_core::services::grants::{self, GrantAttributes};
 use portcullis_core::{Core, Ctx};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Grant;
 
-use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, to_one,
-};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, to_one};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -51,7 +44,7 @@ impl Resource for Grants {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete)
+        Routes::crud::<Self>()
     }
 
     fn present(_: &Ctx, grant: &Grant) -> ResourceObject {
@@ -59,32 +52,31 @@ impl Resource for Grants {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, rels) = parse_create::<GrantAttributes>(&body, Grants::DEF.kind)?;
-    let client = rels.required("client", "client")?;
-    let server = rels.required("resource_server", "resource_server")?;
-    Ok(created(grants::present(&grants::create(&core, &ctx, &client, &server, input).await?)))
-}
+impl Writable for Grants {
+    type New = GrantAttributes;
+    type Changes = GrantAttributes;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<GrantAttributes>(&body, Grants::DEF.kind, &id)?;
-    Ok(ok(grants::present(&grants::update(&core, &ctx, &id, input).await?)))
-}
+    async fn create(
+        core: &Core,
+        ctx: &Ctx,
+        input: GrantAttributes,
+        relationships: &Relationships,
+    ) -> ApiResult<Self::Model> {
+        Ok(grants::create(
+            core,
+            ctx,
+            &relationships.required("client", "client")?,
+            &relationships.required("resource_server", "resource_server")?,
+            input,
+        )
+        .await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    grants::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(core: &Core, ctx: &Ctx, id: &str, input: GrantAttributes) -> ApiResult<Self::Model> {
+        Ok(grants::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(grants::delete(core, ctx, id).await?)
+    }
 }

@@ -1,18 +1,10 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
 use portcullis_core::authz::Family;
 use portcullis_core::services::memberships::{self, MembershipChanges, NewMembership};
 use portcullis_core::{Core, Ctx, ServiceError, services};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Membership;
 
-use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, add_to_many, attr, created, no_content, ok,
-    to_many, to_one,
-};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, add_to_many, attr, to_many, to_one};
 use crate::error::ApiResult;
 
 pub struct Memberships;
@@ -51,7 +43,7 @@ impl Resource for Memberships {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete)
+        Routes::crud::<Self>()
     }
 
     fn present(_: &Ctx, membership: &Membership) -> ResourceObject {
@@ -75,32 +67,31 @@ impl Resource for Memberships {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, rels) = parse_create::<NewMembership>(&body, Memberships::DEF.kind)?;
-    let user = rels.required("user", "user")?;
-    let organization = rels.required("organization", "organization")?;
-    Ok(created(memberships::present(&memberships::create(&core, &ctx, &user, &organization, input).await?)))
-}
+impl Writable for Memberships {
+    type New = NewMembership;
+    type Changes = MembershipChanges;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<MembershipChanges>(&body, Memberships::DEF.kind, &id)?;
-    Ok(ok(memberships::present(&memberships::update(&core, &ctx, &id, input).await?)))
-}
+    async fn create(
+        core: &Core,
+        ctx: &Ctx,
+        input: NewMembership,
+        relationships: &Relationships,
+    ) -> ApiResult<Self::Model> {
+        Ok(memberships::create(
+            core,
+            ctx,
+            &relationships.required("user", "user")?,
+            &relationships.required("organization", "organization")?,
+            input,
+        )
+        .await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    memberships::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(core: &Core, ctx: &Ctx, id: &str, input: MembershipChanges) -> ApiResult<Self::Model> {
+        Ok(memberships::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(memberships::delete(core, ctx, id).await?)
+    }
 }

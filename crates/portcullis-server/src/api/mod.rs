@@ -37,13 +37,15 @@ use axum::{Extension, Router, middleware};
 use portcullis_core::authz::{Family, Guarded};
 use portcullis_core::services::links::{self, Link, Linkable};
 use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_jsonapi::Relationships;
 use portcullis_jsonapi::query::{SortKey, encode_cursor};
 use portcullis_jsonapi::{
     ApiError, Direction, Document, FieldKind, FilterOp, Links, ListParams, MEDIA_TYPE, Page, QuerySpec,
-    ResourceObject, Scalar, parse_create, parse_fetch, parse_list,
+    ResourceObject, Scalar, parse_create, parse_fetch, parse_list, parse_update,
 };
 use portcullis_store::record::SqlValue;
 use portcullis_store::{CondOp, Condition, Listing, OrderBy, Record, Window};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::auth;
@@ -219,6 +221,11 @@ impl Routes {
         self
     }
 
+    /// Create, update and delete by the resource's [`Writable`] service.
+    pub fn crud<R: Writable>() -> Self {
+        Routes::default().create(create_one::<R>).update(update_one::<R>).delete(delete_one::<R>)
+    }
+
     /// A join resource's routes: create from its two relationships, delete.
     pub fn link<L: Link + Sync>() -> Self {
         Routes::default().create(create_link::<L>).delete(delete_link::<L>)
@@ -258,6 +265,60 @@ pub trait Resource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), ServiceError>> + Send {
         async { Ok(()) }
     }
+}
+
+/// A resource whose create, update and delete are its service's: the
+/// JSON:API body is parsed and the answer presented here, once.
+pub trait Writable: Resource {
+    type New: DeserializeOwned + Send;
+    type Changes: DeserializeOwned + Send;
+
+    /// Creates one from its attributes and its to-one relationships.
+    fn create(
+        core: &Core,
+        ctx: &Ctx,
+        input: Self::New,
+        relationships: &Relationships,
+    ) -> impl Future<Output = ApiResult<Self::Model>> + Send;
+
+    fn update(
+        core: &Core,
+        ctx: &Ctx,
+        id: &str,
+        input: Self::Changes,
+    ) -> impl Future<Output = ApiResult<Self::Model>> + Send;
+
+    fn delete(core: &Core, ctx: &Ctx, id: &str) -> impl Future<Output = ApiResult<()>> + Send;
+}
+
+async fn create_one<R: Writable>(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, relationships) = parse_create::<R::New>(&body, R::DEF.kind)?;
+    let model = R::create(&core, &ctx, input, &relationships).await?;
+    Ok(created(R::present(&ctx, &model)))
+}
+
+async fn update_one<R: Writable>(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    JsonApiBody(body): JsonApiBody,
+) -> ApiResult<Response> {
+    let (input, _) = parse_update::<R::Changes>(&body, R::DEF.kind, &id)?;
+    let model = R::update(&core, &ctx, &id, input).await?;
+    Ok(ok(R::present(&ctx, &model)))
+}
+
+async fn delete_one<R: Writable>(
+    State(core): State<Arc<Core>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    R::delete(&core, &ctx, &id).await?;
+    Ok(no_content())
 }
 
 /// Adds `{name: {data: [...]}}` to-many linkage from (owner id, related id) pairs.

@@ -1,20 +1,12 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
 use portcullis_core::authz::Family;
 use portcullis_core::services::memberships;
 use portcullis_core::services::organizations::{self, NewOrganization, OrganizationChanges};
 use portcullis_core::{Core, Ctx, ServiceError, services};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Organization;
 use serde_json::json;
 
-use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, add_to_many, attr, created, no_content, ok,
-    required, to_many,
-};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, add_to_many, attr, required, to_many};
 use crate::error::ApiResult;
 
 pub struct Organizations;
@@ -62,7 +54,7 @@ impl Resource for Organizations {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete)
+        Routes::crud::<Self>()
     }
 
     fn present(_: &Ctx, organization: &Organization) -> ResourceObject {
@@ -94,30 +86,24 @@ impl Resource for Organizations {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_create::<NewOrganization>(&body, Organizations::DEF.kind)?;
-    Ok(created(organizations::present(&organizations::create(&core, &ctx, input).await?)))
-}
+impl Writable for Organizations {
+    type New = NewOrganization;
+    type Changes = OrganizationChanges;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<OrganizationChanges>(&body, Organizations::DEF.kind, &id)?;
-    Ok(ok(organizations::present(&organizations::update(&core, &ctx, &id, input).await?)))
-}
+    async fn create(
+        core: &Core,
+        ctx: &Ctx,
+        input: NewOrganization,
+        _: &Relationships,
+    ) -> ApiResult<Self::Model> {
+        Ok(organizations::create(core, ctx, input).await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    organizations::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(core: &Core, ctx: &Ctx, id: &str, input: OrganizationChanges) -> ApiResult<Self::Model> {
+        Ok(organizations::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(organizations::delete(core, ctx, id).await?)
+    }
 }

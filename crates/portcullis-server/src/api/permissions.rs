@@ -1,16 +1,9 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
 use portcullis_core::services::permissions::{self, NewPermission, PermissionChanges};
 use portcullis_core::{Core, Ctx};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Permission;
 
-use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, required,
-};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, required};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -51,7 +44,7 @@ impl Resource for Permissions {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete)
+        Routes::crud::<Self>()
     }
 
     fn present(_: &Ctx, permission: &Permission) -> ResourceObject {
@@ -59,30 +52,24 @@ impl Resource for Permissions {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_create::<NewPermission>(&body, Permissions::DEF.kind)?;
-    Ok(created(permissions::present(&permissions::create(&core, &ctx, input).await?)))
-}
+impl Writable for Permissions {
+    type New = NewPermission;
+    type Changes = PermissionChanges;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<PermissionChanges>(&body, Permissions::DEF.kind, &id)?;
-    Ok(ok(permissions::present(&permissions::update(&core, &ctx, &id, input).await?)))
-}
+    async fn create(
+        core: &Core,
+        ctx: &Ctx,
+        input: NewPermission,
+        _: &Relationships,
+    ) -> ApiResult<Self::Model> {
+        Ok(permissions::create(core, ctx, input).await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    permissions::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(core: &Core, ctx: &Ctx, id: &str, input: PermissionChanges) -> ApiResult<Self::Model> {
+        Ok(permissions::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(permissions::delete(core, ctx, id).await?)
+    }
 }

@@ -1,16 +1,9 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
 use portcullis_core::services::resource_servers::{self, NewResourceServer, ResourceServerChanges};
 use portcullis_core::{Core, Ctx};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::ResourceServer;
 
-use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, required,
-};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, required};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -80,7 +73,7 @@ impl Resource for ResourceServers {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete)
+        Routes::crud::<Self>()
     }
 
     fn present(ctx: &Ctx, server: &ResourceServer) -> ResourceObject {
@@ -88,32 +81,29 @@ impl Resource for ResourceServers {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_create::<NewResourceServer>(&body, ResourceServers::DEF.kind)?;
-    let server = resource_servers::create(&core, &ctx, input).await?;
-    Ok(created(ResourceServers::present(&ctx, &server)))
-}
+impl Writable for ResourceServers {
+    type New = NewResourceServer;
+    type Changes = ResourceServerChanges;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<ResourceServerChanges>(&body, ResourceServers::DEF.kind, &id)?;
-    let server = resource_servers::update(&core, &ctx, &id, input).await?;
-    Ok(ok(ResourceServers::present(&ctx, &server)))
-}
+    async fn create(
+        core: &Core,
+        ctx: &Ctx,
+        input: NewResourceServer,
+        _: &Relationships,
+    ) -> ApiResult<Self::Model> {
+        Ok(resource_servers::create(core, ctx, input).await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    resource_servers::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(
+        core: &Core,
+        ctx: &Ctx,
+        id: &str,
+        input: ResourceServerChanges,
+    ) -> ApiResult<Self::Model> {
+        Ok(resource_servers::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(resource_servers::delete(core, ctx, id).await?)
+    }
 }

@@ -1,18 +1,10 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
 use portcullis_core::services::roles::{self, NewRole, RoleChanges};
 use portcullis_core::{Core, Ctx, ServiceError, services};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Role;
 use serde_json::json;
 
-use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, add_to_many, attr, created, no_content, ok,
-    required, to_many,
-};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, add_to_many, attr, required, to_many};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -55,7 +47,7 @@ impl Resource for Roles {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete)
+        Routes::crud::<Self>()
     }
 
     fn present(_: &Ctx, role: &Role) -> ResourceObject {
@@ -89,30 +81,19 @@ impl Resource for Roles {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_create::<NewRole>(&body, Roles::DEF.kind)?;
-    Ok(created(roles::present(&roles::create(&core, &ctx, input).await?)))
-}
+impl Writable for Roles {
+    type New = NewRole;
+    type Changes = RoleChanges;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<RoleChanges>(&body, Roles::DEF.kind, &id)?;
-    Ok(ok(roles::present(&roles::update(&core, &ctx, &id, input).await?)))
-}
+    async fn create(core: &Core, ctx: &Ctx, input: NewRole, _: &Relationships) -> ApiResult<Self::Model> {
+        Ok(roles::create(core, ctx, input).await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    roles::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(core: &Core, ctx: &Ctx, id: &str, input: RoleChanges) -> ApiResult<Self::Model> {
+        Ok(roles::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(roles::delete(core, ctx, id).await?)
+    }
 }

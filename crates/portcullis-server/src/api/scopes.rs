@@ -1,16 +1,9 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
 use portcullis_core::services::scopes::{self, NewScope, ScopeChanges};
 use portcullis_core::{Core, Ctx};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Scope;
 
-use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, no_content, ok, required, to_one,
-};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, required, to_one};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -46,7 +39,7 @@ impl Resource for Scopes {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete)
+        Routes::crud::<Self>()
     }
 
     fn present(_: &Ctx, scope: &Scope) -> ResourceObject {
@@ -54,31 +47,25 @@ impl Resource for Scopes {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, rels) = parse_create::<NewScope>(&body, Scopes::DEF.kind)?;
-    let server = rels.required("resource_server", "resource_server")?;
-    Ok(created(scopes::present(&scopes::create(&core, &ctx, &server, input).await?)))
-}
+impl Writable for Scopes {
+    type New = NewScope;
+    type Changes = ScopeChanges;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<ScopeChanges>(&body, Scopes::DEF.kind, &id)?;
-    Ok(ok(scopes::present(&scopes::update(&core, &ctx, &id, input).await?)))
-}
+    async fn create(
+        core: &Core,
+        ctx: &Ctx,
+        input: NewScope,
+        relationships: &Relationships,
+    ) -> ApiResult<Self::Model> {
+        Ok(scopes::create(core, ctx, &relationships.required("resource_server", "resource_server")?, input)
+            .await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    scopes::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(core: &Core, ctx: &Ctx, id: &str, input: ScopeChanges) -> ApiResult<Self::Model> {
+        Ok(scopes::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(scopes::delete(core, ctx, id).await?)
+    }
 }

@@ -1,17 +1,9 @@
-use std::sync::Arc;
-
-use axum::Extension;
-use axum::extract::{Path, State};
-use axum::response::Response;
 use portcullis_core::services::users::{self, NewUser, UserChanges};
 use portcullis_core::{Core, Ctx, ServiceError, services};
-use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::User;
 
-use super::{
-    Access, CRUD, JsonApiBody, Resource, ResourceDef, Routes, add_to_many, attr, created, no_content, ok,
-    required, to_many,
-};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, add_to_many, attr, required, to_many};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -88,7 +80,7 @@ impl Resource for Users {
     };
 
     fn routes() -> Routes {
-        Routes::default().create(create).update(update).delete(delete)
+        Routes::crud::<Self>()
     }
 
     fn present(_: &Ctx, user: &User) -> ResourceObject {
@@ -110,30 +102,19 @@ impl Resource for Users {
     }
 }
 
-async fn create(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_create::<NewUser>(&body, Users::DEF.kind)?;
-    Ok(created(users::present(&users::create(&core, &ctx, input).await?)))
-}
+impl Writable for Users {
+    type New = NewUser;
+    type Changes = UserChanges;
 
-async fn update(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-    JsonApiBody(body): JsonApiBody,
-) -> ApiResult<Response> {
-    let (input, _) = parse_update::<UserChanges>(&body, Users::DEF.kind, &id)?;
-    Ok(ok(users::present(&users::update(&core, &ctx, &id, input).await?)))
-}
+    async fn create(core: &Core, ctx: &Ctx, input: NewUser, _: &Relationships) -> ApiResult<Self::Model> {
+        Ok(users::create(core, ctx, input).await?)
+    }
 
-async fn delete(
-    State(core): State<Arc<Core>>,
-    Extension(ctx): Extension<Ctx>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    users::delete(&core, &ctx, &id).await?;
-    Ok(no_content())
+    async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> ApiResult<Self::Model> {
+        Ok(users::update(core, ctx, id, input).await?)
+    }
+
+    async fn delete(core: &Core, ctx: &Ctx, id: &str) -> ApiResult<()> {
+        Ok(users::delete(core, ctx, id).await?)
+    }
 }
