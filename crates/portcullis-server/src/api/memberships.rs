@@ -1,10 +1,10 @@
 use portcullis_core::authz::Family;
 use portcullis_core::services::memberships::{self, MembershipChanges, NewMembership};
-use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Membership;
 
-use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, add_to_many, attr, to_many, to_one};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, to_many, to_one};
 use crate::error::ApiResult;
 
 pub struct Memberships;
@@ -36,7 +36,7 @@ impl Resource for Memberships {
         relationships: &[
             to_one("user", "user"),
             to_one("organization", "organization"),
-            to_many("roles", "role"),
+            to_many("roles", "role").through("membership_roles", "membership_id", "role_id"),
         ],
         ops: CRUD,
         actions: &[],
@@ -48,22 +48,6 @@ impl Resource for Memberships {
 
     fn present(_: &Ctx, membership: &Membership) -> ResourceObject {
         memberships::present(membership)
-    }
-
-    /// `include=roles`: the member's organization-level roles.
-    async fn link_many(
-        core: &Core,
-        _: &Ctx,
-        objects: &mut [ResourceObject],
-        include: &[String],
-    ) -> Result<(), ServiceError> {
-        if include.iter().any(|i| i == "roles") {
-            let ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
-            let pairs =
-                services::linked_ids(core, "membership_roles", "membership_id", "role_id", &ids).await?;
-            add_to_many(objects, "roles", "role", &pairs);
-        }
-        Ok(())
     }
 }
 

@@ -109,14 +109,32 @@ pub struct Relationship {
     /// The related resource's type.
     pub kind: &'static str,
     pub to_many: bool,
+    /// Where a to-many relationship's linkage comes from, when a join table.
+    pub through: Option<Join>,
 }
 
 pub const fn to_one(name: &'static str, kind: &'static str) -> Relationship {
-    Relationship { name, kind, to_many: false }
+    Relationship { name, kind, to_many: false, through: None }
 }
 
 pub const fn to_many(name: &'static str, kind: &'static str) -> Relationship {
-    Relationship { name, kind, to_many: true }
+    Relationship { name, kind, to_many: true, through: None }
+}
+
+/// The join table behind a to-many relationship: `far` ids by `near` id.
+#[derive(Debug)]
+pub struct Join {
+    pub table: &'static str,
+    pub near: &'static str,
+    pub far: &'static str,
+}
+
+impl Relationship {
+    /// A to-many relationship read from a join table: `include` loads its
+    /// linkage with no code of the resource's own.
+    pub const fn through(self, table: &'static str, near: &'static str, far: &'static str) -> Relationship {
+        Relationship { through: Some(Join { table, near, far }), ..self }
+    }
 }
 
 /// Which operations a resource offers.
@@ -511,6 +529,26 @@ fn apply_fields(objects: &mut [ResourceObject], fields: &std::collections::HashM
     }
 }
 
+/// Adds the linkage of each to-many relationship declared with a join
+/// table that `include` names.
+async fn link_through(
+    core: &Core,
+    def: &ResourceDef,
+    objects: &mut [ResourceObject],
+    include: &[String],
+) -> Result<(), ServiceError> {
+    for relationship in def.relationships {
+        let Some(join) = &relationship.through else { continue };
+        if !include.iter().any(|name| name == relationship.name) {
+            continue;
+        }
+        let ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
+        let pairs = services::linked_ids(core, join.table, join.near, join.far, &ids).await?;
+        add_to_many(objects, relationship.name, relationship.kind, &pairs);
+    }
+    Ok(())
+}
+
 /// Loads the resources named by relationship linkage, for `include`.
 async fn load_related(
     core: &Core,
@@ -569,6 +607,7 @@ pub async fn list<R: Resource>(
     let slice = services::list::<R::Model>(&core, &ctx, &listing).await?;
     let mut objects: Vec<ResourceObject> = slice.rows.iter().map(|row| R::present(&ctx, row)).collect();
     R::link_many(&core, &ctx, &mut objects, &params.include).await?;
+    link_through(&core, R::DEF, &mut objects, &params.include).await?;
     let included = load_related(&core, &ctx, &objects, &params.include).await?;
     let links = page_links(&format!("/api/{}", R::DEF.path), &query, &params, &objects, slice.more);
     let mut page_meta = json!({"limit": params.page.limit()});
@@ -599,6 +638,7 @@ pub async fn show<R: Resource>(
     let object = R::detail(&core, &ctx, R::present(&ctx, &row)).await?;
     let mut objects = vec![object];
     R::link_many(&core, &ctx, &mut objects, &include).await?;
+    link_through(&core, R::DEF, &mut objects, &include).await?;
     let mut included = load_related(&core, &ctx, &objects, &include).await?;
     apply_fields(&mut objects, &fields);
     apply_fields(&mut included, &fields);

@@ -1,12 +1,12 @@
 use portcullis_core::authz::Family;
 use portcullis_core::services::memberships;
 use portcullis_core::services::organizations::{self, NewOrganization, OrganizationChanges};
-use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_core::{Core, Ctx, ServiceError};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Organization;
 use serde_json::json;
 
-use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, add_to_many, attr, required, to_many};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, required, to_many};
 use crate::error::ApiResult;
 
 pub struct Organizations;
@@ -48,7 +48,11 @@ impl Resource for Organizations {
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[to_many("memberships", "membership")],
+        relationships: &[to_many("memberships", "membership").through(
+            "memberships",
+            "organization_id",
+            "id",
+        )],
         ops: CRUD,
         actions: &[],
     };
@@ -69,20 +73,6 @@ impl Resource for Organizations {
         let members = memberships::count_in(core, ctx, &object.id).await?;
         object.attributes.insert("member_count".into(), json!(members));
         Ok(object)
-    }
-
-    async fn link_many(
-        core: &Core,
-        _: &Ctx,
-        objects: &mut [ResourceObject],
-        include: &[String],
-    ) -> Result<(), ServiceError> {
-        if include.iter().any(|i| i == "memberships") {
-            let ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
-            let pairs = services::linked_ids(core, "memberships", "organization_id", "id", &ids).await?;
-            add_to_many(objects, "memberships", "membership", &pairs);
-        }
-        Ok(())
     }
 }
 

@@ -1,10 +1,10 @@
 use portcullis_core::services::roles::{self, NewRole, RoleChanges};
-use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_core::{Core, Ctx, ServiceError};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::Role;
 use serde_json::json;
 
-use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, add_to_many, attr, required, to_many};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, required, to_many};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -41,7 +41,11 @@ impl Resource for Roles {
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[to_many("permissions", "permission")],
+        relationships: &[to_many("permissions", "permission").through(
+            "role_permissions",
+            "role_id",
+            "permission_id",
+        )],
         ops: CRUD,
         actions: &[],
     };
@@ -63,21 +67,6 @@ impl Resource for Roles {
         object.attributes.insert("user_count".into(), json!(users));
         object.attributes.insert("permission_count".into(), json!(permissions));
         Ok(object)
-    }
-
-    async fn link_many(
-        core: &Core,
-        _: &Ctx,
-        objects: &mut [ResourceObject],
-        include: &[String],
-    ) -> Result<(), ServiceError> {
-        if include.iter().any(|i| i == "permissions") {
-            let ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
-            let pairs =
-                services::linked_ids(core, "role_permissions", "role_id", "permission_id", &ids).await?;
-            add_to_many(objects, "permissions", "permission", &pairs);
-        }
-        Ok(())
     }
 }
 

@@ -1,9 +1,9 @@
 use portcullis_core::services::users::{self, NewUser, UserChanges};
-use portcullis_core::{Core, Ctx, ServiceError, services};
+use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
 use portcullis_store::model::User;
 
-use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, add_to_many, attr, required, to_many};
+use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, required, to_many};
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
 
@@ -74,7 +74,7 @@ impl Resource for Users {
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
-        relationships: &[to_many("roles", "role")],
+        relationships: &[to_many("roles", "role").through("user_roles", "user_id", "role_id")],
         ops: CRUD,
         actions: &[],
     };
@@ -85,20 +85,6 @@ impl Resource for Users {
 
     fn present(_: &Ctx, user: &User) -> ResourceObject {
         users::present(user)
-    }
-
-    async fn link_many(
-        core: &Core,
-        _: &Ctx,
-        objects: &mut [ResourceObject],
-        include: &[String],
-    ) -> Result<(), ServiceError> {
-        if include.iter().any(|i| i == "roles") {
-            let ids: Vec<String> = objects.iter().map(|o| o.id.clone()).collect();
-            let pairs = services::linked_ids(core, "user_roles", "user_id", "role_id", &ids).await?;
-            add_to_many(objects, "roles", "role", &pairs);
-        }
-        Ok(())
     }
 }
 
