@@ -166,6 +166,11 @@ impl Grants {
     pub fn contains(self, grant: Grant) -> bool {
         self.0 & grant.bit() != 0
     }
+
+    /// The grants in both sets.
+    pub fn intersection(self, other: Grants) -> Grants {
+        Grants(self.0 & other.0)
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +193,8 @@ mod tests {
             assert_eq!(Grant::parse(bad), None, "{bad}");
         }
         assert_eq!(Grants::from_scopes(["openid", "users:read x"]), Grants::default());
+        let both = Grants::from_scopes(["users:read", "roles:read"])
+            .intersection(Grants::from_scopes(["roles:read"]));
+        assert_eq!(both, Grants::from_scopes(["roles:read"]));
     }
 }

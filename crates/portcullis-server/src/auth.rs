@@ -110,8 +110,8 @@ async fn authenticated(core: &Core, request: &mut Request) -> Result<Ctx, ApiFai
         .get(&env.management_api)
         .and_then(|api| apis.allowed(&client.id, api))
         .ok_or_else(|| withdrawn(&realm))?;
-    let held = Grants::from_scopes(claims.scopes().filter(|s| allowed.iter().any(|a| a == s)));
     let claimed = Grants::from_scopes(claims.scopes());
+    let held = claimed.intersection(Grants::from_scopes(allowed.iter().map(String::as_str)));
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let meta = RequestMeta::from_parts(request.headers(), peer);
     Ok(Ctx {

@@ -645,5 +645,5 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Resu
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::Apps, Verb::Delete)?;
-    super::delete::<App>(core, ctx, KIND, id, present, name, false).await
+    super::delete::<App>(core, ctx, "app.deleted", id, present, name, false).await
 }

@@ -379,7 +379,7 @@ pub async fn rotate_secret(core: &Core, ctx: &Ctx, id: &str) -> Result<(Client, 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::Clients, Verb::Delete)?;
     let mut tx = core.db.write().await?;
-    super::delete_in::<Client>(&mut tx, ctx, KIND, id, present, name).await?;
+    super::delete_in::<Client>(&mut tx, ctx, "client.deleted", id, present, name).await?;
     super::grants::keep_an_admin_client(&mut tx, ctx.environment_id()).await?;
     tx.invalidate(ctx.environment_id());
     tx.commit().await?;

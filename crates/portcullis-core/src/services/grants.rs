@@ -227,7 +227,8 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: GrantAttributes) ->
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::ClientGrants, Verb::Delete)?;
     let mut tx = core.db.write().await?;
-    super::delete_in::<Grant>(&mut tx, ctx, KIND, id, present, |_| None).await?;
+    super::delete_in::<Grant>(&mut tx, ctx, "client_resource_server_grant.deleted", id, present, |_| None)
+        .await?;
     keep_an_admin_client(&mut tx, ctx.environment_id()).await?;
     tx.invalidate(ctx.environment_id());
     tx.commit().await?;

@@ -34,6 +34,8 @@ pub trait Link: Record + Guarded + Sized {
     /// The conflict's message, e.g. "the user already has this role".
     const TAKEN: &'static str;
     const CREATED: &'static str;
+    /// `{KIND}.deleted`.
+    const DELETED: &'static str;
     /// Whether the per-environment caches hold what the link changes.
     const INVALIDATES: bool;
     type From: Linkable;
@@ -97,5 +99,5 @@ pub async fn create<L: Link>(core: &Core, ctx: &Ctx, from_id: &str, to_id: &str)
 
 pub async fn delete<L: Link>(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(L::FAMILY, Verb::Delete)?;
-    super::delete::<L>(core, ctx, L::KIND, id, present::<L>, |_| None, L::INVALIDATES).await
+    super::delete::<L>(core, ctx, L::DELETED, id, present::<L>, |_| None, L::INVALIDATES).await
 }

@@ -19,6 +19,7 @@ impl Link for MembershipRole {
     const UNIQUE: &'static [&'static str] = &["membership_roles_pair_key", "membership_roles.role_id"];
     const TAKEN: &'static str = "the member already has this role";
     const CREATED: &'static str = "membership_role.created";
+    const DELETED: &'static str = "membership_role.deleted";
     const INVALIDATES: bool = false;
     type From = portcullis_store::model::Membership;
     type To = portcullis_store::model::Role;

@@ -141,5 +141,5 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: MembershipChanges) 
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::Memberships, Verb::Delete)?;
-    super::delete::<Membership>(core, ctx, KIND, id, present, |_| None, false).await
+    super::delete::<Membership>(core, ctx, "membership.deleted", id, present, |_| None, false).await
 }

@@ -127,18 +127,19 @@ pub async fn fetch_many<R: Record + Guarded>(core: &Core, ctx: &Ctx, ids: &[Stri
     Ok(record::find_in::<R>(&mut conn, ctx.environment_id(), "id", ids).await?)
 }
 
-/// Deletes a row and records `{kind}.deleted` with its last state.
+/// Deletes a row and records `action` (`{kind}.deleted`; a missing row is
+/// `NotFound(kind)`) with its last state.
 pub(crate) async fn delete<R: Record>(
     core: &Core,
     ctx: &Ctx,
-    kind: &'static str,
+    action: &'static str,
     id: &str,
     present: fn(&R) -> ResourceObject,
     name: fn(&R) -> Option<&str>,
     invalidates_cache: bool,
 ) -> Result<()> {
     let mut tx = core.db.write().await?;
-    delete_in(&mut tx, ctx, kind, id, present, name).await?;
+    delete_in(&mut tx, ctx, action, id, present, name).await?;
     if invalidates_cache {
         tx.invalidate(ctx.environment_id());
     }
@@ -151,15 +152,16 @@ pub(crate) async fn delete<R: Record>(
 pub(crate) async fn delete_in<R: Record>(
     tx: &mut WriteTx,
     ctx: &Ctx,
-    kind: &'static str,
+    action: &'static str,
     id: &str,
     present: fn(&R) -> ResourceObject,
     name: fn(&R) -> Option<&str>,
 ) -> Result<R> {
+    let kind = action.strip_suffix(".deleted").expect("a deletion's event is named `{kind}.deleted`");
     let row: R = fetch_in(tx, ctx, kind, id).await?;
     record::delete::<R>(tx.conn(), ctx.environment_id(), id).await?;
     let event = Event {
-        action: deleted_action(kind),
+        action,
         targets: vec![target(kind, id, name(&row))],
         changes: Value::Object(Map::new()),
         data: serde_json::to_value(present(&row)).unwrap_or(Value::Null),
@@ -177,27 +179,6 @@ pub fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
         }
     }
     out
-}
-
-fn deleted_action(kind: &'static str) -> &'static str {
-    match kind {
-        "user" => "user.deleted",
-        "role" => "role.deleted",
-        "permission" => "permission.deleted",
-        "role_permission" => "role_permission.deleted",
-        "user_role" => "user_role.deleted",
-        "client" => "client.deleted",
-        "resource_server" => "resource_server.deleted",
-        "scope" => "scope.deleted",
-        "client_resource_server_grant" => "client_resource_server_grant.deleted",
-        "session" => "session.deleted",
-        "app" => "app.deleted",
-        "organization" => "organization.deleted",
-        "membership" => "membership.deleted",
-        "membership_role" => "membership_role.deleted",
-        "signing_key" => "signing_key.deleted",
-        _ => "resource.deleted",
-    }
 }
 
 /// A `metadata` attribute: a JSON object of the customer's own.

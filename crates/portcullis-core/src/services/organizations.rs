@@ -180,7 +180,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: OrganizationChanges
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::Organizations, Verb::Delete)?;
-    super::delete::<Organization>(core, ctx, KIND, id, present, name, false).await
+    super::delete::<Organization>(core, ctx, "organization.deleted", id, present, name, false).await
 }
 
 #[cfg(test)]

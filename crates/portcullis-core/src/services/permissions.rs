@@ -131,5 +131,5 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: PermissionChanges) 
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::Permissions, Verb::Delete)?;
-    super::delete::<Permission>(core, ctx, KIND, id, present, name, true).await
+    super::delete::<Permission>(core, ctx, "permission.deleted", id, present, name, true).await
 }

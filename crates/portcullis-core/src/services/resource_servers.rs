@@ -198,5 +198,5 @@ pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
             "this API is the environment's default_audience; change that setting first",
         ));
     }
-    super::delete::<ResourceServer>(core, ctx, KIND, id, present, name, true).await
+    super::delete::<ResourceServer>(core, ctx, "resource_server.deleted", id, present, name, true).await
 }

@@ -18,6 +18,7 @@ impl Link for RolePermission {
     const UNIQUE: &'static [&'static str] = &["role_permissions"];
     const TAKEN: &'static str = "the role already has this permission";
     const CREATED: &'static str = "role_permission.created";
+    const DELETED: &'static str = "role_permission.deleted";
     const INVALIDATES: bool = true;
     type From = portcullis_store::model::Role;
     type To = portcullis_store::model::Permission;

@@ -124,5 +124,5 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: RoleChanges) -> Res
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::Roles, Verb::Delete)?;
-    super::delete::<Role>(core, ctx, KIND, id, present, name, true).await
+    super::delete::<Role>(core, ctx, "role.deleted", id, present, name, true).await
 }

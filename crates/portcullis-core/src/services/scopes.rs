@@ -142,7 +142,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ScopeChanges) -> Re
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::Scopes, Verb::Delete)?;
     let mut tx = core.db.write().await?;
-    let scope: Scope = super::delete_in(&mut tx, ctx, KIND, id, present, name).await?;
+    let scope: Scope = super::delete_in(&mut tx, ctx, "scope.deleted", id, present, name).await?;
     follow_in_grants(&mut tx, &scope, None).await?;
     tx.invalidate(ctx.environment_id());
     tx.commit().await?;

@@ -181,7 +181,7 @@ pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     // The rows go with the session (ON DELETE CASCADE); their access tokens
     // must stop working too.
     end_tokens(&mut tx, ctx.environment_id(), "session_id", id, now_micros()).await?;
-    super::delete_in::<Session>(&mut tx, ctx, KIND, id, present, |_| None).await?;
+    super::delete_in::<Session>(&mut tx, ctx, "session.deleted", id, present, |_| None).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -196,7 +196,10 @@ pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
             "only an inactive key can be deleted; deactivate it first",
         ));
     }
-    super::delete_in(&mut tx, ctx, KIND, id, present, |key: &SigningKey| Some(key.kid.as_str())).await?;
+    super::delete_in(&mut tx, ctx, "signing_key.deleted", id, present, |key: &SigningKey| {
+        Some(key.kid.as_str())
+    })
+    .await?;
     tx.invalidate(env);
     tx.commit().await?;
     Ok(())

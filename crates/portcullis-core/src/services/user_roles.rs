@@ -18,6 +18,7 @@ impl Link for UserRole {
     const UNIQUE: &'static [&'static str] = &["user_roles"];
     const TAKEN: &'static str = "the user already has this role";
     const CREATED: &'static str = "user_role.created";
+    const DELETED: &'static str = "user_role.deleted";
     const INVALIDATES: bool = true;
     type From = portcullis_store::model::User;
     type To = portcullis_store::model::Role;

@@ -322,5 +322,5 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: UserChanges) -> Res
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::Users, Verb::Delete)?;
-    super::delete::<User>(core, ctx, KIND, id, present, name, true).await
+    super::delete::<User>(core, ctx, "user.deleted", id, present, name, true).await
 }

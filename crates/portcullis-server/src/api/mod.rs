@@ -556,7 +556,8 @@ async fn load_related(
     objects: &[ResourceObject],
     include: &[String],
 ) -> Result<Vec<ResourceObject>, ServiceError> {
-    let mut wanted: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Ids to load, by the registration of their kind.
+    let mut wanted: BTreeMap<&str, (&Registration, Vec<String>)> = BTreeMap::new();
     for object in objects {
         for name in include {
             let Some(data) = object.relationships.get(name).and_then(|r| r.get("data")) else { continue };
@@ -568,7 +569,7 @@ async fn load_related(
             for item in items {
                 let (Some(kind), Some(id)) = (item["type"].as_str(), item["id"].as_str()) else { continue };
                 let Some(entry) = REGISTRY.iter().find(|entry| entry.def.kind == kind) else { continue };
-                let ids = wanted.entry(entry.def.kind).or_default();
+                let (_, ids) = wanted.entry(entry.def.kind).or_insert_with(|| (entry, Vec::new()));
                 if !ids.iter().any(|i| i == id) {
                     ids.push(id.to_owned());
                 }
@@ -576,9 +577,7 @@ async fn load_related(
         }
     }
     let mut related = Vec::new();
-    for (kind, ids) in wanted {
-        let entry =
-            REGISTRY.iter().find(|entry| entry.def.kind == kind).expect("kinds come from the registry");
+    for (entry, ids) in wanted.into_values() {
         related.extend((entry.present_many)(core, ctx, &ids).await?);
     }
     Ok(related)
