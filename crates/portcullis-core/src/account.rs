@@ -14,7 +14,7 @@ use portcullis_store::model::{Event, Session, User, UserToken};
 use portcullis_store::{new_id, now_micros, record, repo};
 use serde_json::json;
 
-use crate::mail::Mail;
+use crate::mail::{Mail, queue_in};
 use crate::oauth::RequestInfo;
 use crate::services::users::{self, NewUser};
 use crate::services::{find_by_secret, sessions, target};
@@ -89,6 +89,37 @@ pub async fn register(
     Ok(())
 }
 
+/// Creates an account from an invitation link, signed in at once: the
+/// address counts as confirmed (the link reached it), and public
+/// registration need not be open (the invitation is an administrator's).
+/// A taken address is a conflict on `email` (the link's holder may know).
+pub async fn register_invited(
+    core: &Core,
+    env: &Arc<EnvState>,
+    email: &str,
+    input: Registration,
+    info: &RequestInfo,
+) -> Result<User> {
+    let new_user = NewUser {
+        email: email.to_owned(),
+        password: input.password,
+        password_confirmation: input.password_confirmation,
+        first_name: input.first_name,
+        last_name: input.last_name,
+        email_verified: true,
+        blocked: false,
+        manager_id: None,
+        metadata: None,
+    };
+    let user = users::build(core, env.id(), new_user).await?;
+    let ctx = user_ctx(env, &user, info);
+    let mut tx = core.db.write().await?;
+    users::insert_in(&mut tx, &user).await?;
+    tx.record(&ctx.origin(), &users::created_event("user.registered", &user)).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
 async fn create_registered(core: &Core, env: &Arc<EnvState>, user: User, info: &RequestInfo) -> Result<()> {
     let ctx = user_ctx(env, &user, info);
     let mut tx = core.db.write().await?;
@@ -96,15 +127,16 @@ async fn create_registered(core: &Core, env: &Arc<EnvState>, user: User, info: &
         Ok(()) => {}
         Err(ServiceError::Conflict { .. }) => {
             drop(tx);
-            core.mailer.dispatch(account_exists_mail(env, &user.email));
-            return Ok(());
+            let mut tx = core.db.write_state().await?;
+            queue_in(&mut tx, &core.master_key, env.id(), &account_exists_mail(env, &user.email)).await?;
+            return tx.commit().await.map_err(Into::into);
         }
         Err(error) => return Err(error),
     }
     let token = issue_in(&mut tx, &user, Purpose::ConfirmEmail).await?;
+    queue_in(&mut tx, &core.master_key, env.id(), &confirmation_mail(env, &user, &token)).await?;
     tx.record(&ctx.origin(), &users::created_event("user.registered", &user)).await?;
     tx.commit().await?;
-    core.mailer.dispatch(confirmation_mail(env, &user, &token));
     Ok(())
 }
 
@@ -251,8 +283,8 @@ async fn send_confirmation(core: &Core, env: &EnvState, email: &str) -> Result<(
     let Some(user) = user.filter(|u| !u.blocked && !u.email_verified) else { return Ok(()) };
     let mut tx = core.db.write_state().await?;
     let token = issue_in(&mut tx, &user, Purpose::ConfirmEmail).await?;
+    queue_in(&mut tx, &core.master_key, env.id(), &confirmation_mail(env, &user, &token)).await?;
     tx.commit().await?;
-    core.mailer.dispatch(confirmation_mail(env, &user, &token));
     Ok(())
 }
 
@@ -274,8 +306,8 @@ async fn send_reset(core: &Core, env: &EnvState, email: &str) -> Result<()> {
     let Some(user) = user.filter(|u| !u.blocked) else { return Ok(()) };
     let mut tx = core.db.write_state().await?;
     let token = issue_in(&mut tx, &user, Purpose::ResetPassword).await?;
+    queue_in(&mut tx, &core.master_key, env.id(), &reset_mail(env, &user, &token)).await?;
     tx.commit().await?;
-    core.mailer.dispatch(reset_mail(env, &user, &token));
     Ok(())
 }
 

@@ -26,6 +26,8 @@ pub enum Family {
     Organizations,
     /// Memberships of users in organizations, and their roles.
     Memberships,
+    /// Invitations to join an organization.
+    Invitations,
 }
 
 /// What a request does to a family: GET and HEAD read, DELETE deletes,
@@ -41,7 +43,7 @@ const RWD: &[Verb] = &[Verb::Read, Verb::Write, Verb::Delete];
 const RW: &[Verb] = &[Verb::Read, Verb::Write];
 
 impl Family {
-    pub const ALL: [Family; 14] = [
+    pub const ALL: [Family; 15] = [
         Family::Users,
         Family::Sessions,
         Family::Roles,
@@ -56,6 +58,7 @@ impl Family {
         Family::Apps,
         Family::Organizations,
         Family::Memberships,
+        Family::Invitations,
     ];
 
     /// The scope prefix.
@@ -75,6 +78,7 @@ impl Family {
             Family::Apps => "apps",
             Family::Organizations => "organizations",
             Family::Memberships => "memberships",
+            Family::Invitations => "invitations",
         }
     }
 

@@ -104,7 +104,8 @@ pub struct Core {
 
 impl Core {
     /// Builds the core and starts its background tasks (cache invalidation,
-    /// the change listener on PostgreSQL, the asynchronous event writer).
+    /// the change listener on PostgreSQL, the asynchronous event writer, the
+    /// mail worker).
     /// Fails on mail settings that cannot work.
     pub fn start(db: Db, master_key: MasterKey, config: CoreConfig) -> Result<Arc<Core>> {
         let mailer = Arc::new(mail::Mailer::new(&config.mail)?);
@@ -143,6 +144,7 @@ impl Core {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         });
+        tokio::spawn(mail::run_worker(Arc::downgrade(&core)));
         let weak = Arc::downgrade(&core);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

@@ -58,6 +58,8 @@ pub enum Limit {
     ClientAuthIp,
     /// Failed client authentications naming one client id.
     ClientAuthClient,
+    /// Invitation-link checks (page views and answers) from one IP.
+    InvitationIp,
 }
 
 /// The limits in force; `None` turns them all off (benchmarks).
@@ -72,6 +74,7 @@ pub struct RateLimits {
     pub token_client: Rate,
     pub client_auth_ip: Rate,
     pub client_auth_client: Rate,
+    pub invitation_ip: Rate,
 }
 
 impl Default for RateLimits {
@@ -89,6 +92,7 @@ impl Default for RateLimits {
             // unless someone is guessing its secret.
             client_auth_ip: Rate::per_minute(30),
             client_auth_client: Rate::per_minute(30),
+            invitation_ip: Rate::per_minute(30),
         }
     }
 }
@@ -99,7 +103,7 @@ pub struct RetryAfter(pub u64);
 
 impl Limit {
     /// Every limit, in declaration order (so `limit as usize` indexes it).
-    const ALL: [Limit; 9] = [
+    const ALL: [Limit; 10] = [
         Limit::LoginIp,
         Limit::LoginAccount,
         Limit::RegisterIp,
@@ -109,6 +113,7 @@ impl Limit {
         Limit::TokenClient,
         Limit::ClientAuthIp,
         Limit::ClientAuthClient,
+        Limit::InvitationIp,
     ];
 }
 
@@ -124,6 +129,7 @@ impl RateLimits {
             Limit::TokenClient => self.token_client,
             Limit::ClientAuthIp => self.client_auth_ip,
             Limit::ClientAuthClient => self.client_auth_client,
+            Limit::InvitationIp => self.invitation_ip,
         }
     }
 }

@@ -1,19 +1,30 @@
-//! Outgoing mail (confirmation and password-reset links): through SMTP when
-//! an `smtp_url` is configured, otherwise into a dev outbox directory, one
-//! JSON file per message, that developers and tests read.
+//! Outgoing mail (confirmation, password-reset and invitation links):
+//! through SMTP when an `smtp_url` is configured, otherwise into a dev
+//! outbox directory, one JSON file per message, that developers and tests
+//! read.
 //!
-//! Sending happens off the request path (`Mailer::dispatch`): a page's
-//! response time must not tell whether a message was sent, since that would
-//! reveal whether an email address has an account.
+//! A message is queued ([`queue_in`]) in the transaction of the change that
+//! causes it, sealed with the master key (its links are secrets), and the
+//! mail worker ([`run_worker`]) sends it after commit: a crash delays mail
+//! but never loses it, and a rolled-back change sends nothing. Delivery is
+//! at-least-once: a crash between the SMTP answer and the queue row's
+//! removal sends that message again once its lease ends. Sending is off the
+//! request path, so a page's response time never tells whether a message
+//! went out (which would reveal whether an address has an account).
 
 use std::path::PathBuf;
+use std::sync::Weak;
+use std::time::Duration;
 
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serde::Serialize;
+use portcullis_crypto::aead::MasterKey;
+use portcullis_store::model::QueuedMail;
+use portcullis_store::{WriteTx, new_id, now_micros, repo};
+use serde::{Deserialize, Serialize};
 
-use crate::{Result, ServiceError};
+use crate::{Core, Result, ServiceError};
 
 /// Where mail goes.
 #[derive(Debug, Clone)]
@@ -42,7 +53,7 @@ impl Default for MailSettings {
 }
 
 /// One plain-text message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Mail {
     pub to: String,
     pub subject: String,
@@ -118,17 +129,112 @@ impl Mailer {
             Sender::Outbox(dir) => write_outbox(dir, &self.from.to_string(), mail).await,
         }
     }
+}
 
-    /// Sends in the background; failures are logged (without the body,
-    /// which carries single-use links).
-    pub fn dispatch(self: &std::sync::Arc<Self>, mail: Mail) {
-        let mailer = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = mailer.send(&mail).await {
-                tracing::error!(%error, subject = %mail.subject, "mail not sent");
+/// The mail worker's pace.
+const POLL: Duration = Duration::from_secs(5);
+/// How long one attempt owns a message before another worker may retry it.
+const LEASE: Duration = Duration::from_secs(300);
+/// Attempts before a message is given up on (about a day of retries).
+const MAX_ATTEMPTS: i64 = 12;
+const BATCH: i64 = 50;
+
+fn sealed_aad(id: &str) -> String {
+    format!("queued_mail:{id}")
+}
+
+/// Queues `mail` in `tx`: the worker sends it once `tx` commits.
+pub async fn queue_in(
+    tx: &mut WriteTx,
+    master_key: &MasterKey,
+    environment_id: &str,
+    mail: &Mail,
+) -> Result<()> {
+    let id = new_id();
+    let json = serde_json::to_vec(mail).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let sealed = master_key.seal(&json, &sealed_aad(&id))?;
+    let now = now_micros();
+    let row = QueuedMail {
+        id,
+        environment_id: environment_id.to_owned(),
+        sealed,
+        attempts: 0,
+        due_at: now,
+        inserted_at: now,
+    };
+    Ok(tx.queue_mail(&row).await?)
+}
+
+/// Sends queued mail until `core` is dropped: at once when this process
+/// queued some, otherwise every few seconds (mail of other processes,
+/// retries, and what a crashed process left).
+pub async fn run_worker(core: Weak<Core>) {
+    let Some(woken) = core.upgrade().map(|core| core.db.mail_queued()) else { return };
+    loop {
+        {
+            let Some(core) = core.upgrade() else { return };
+            if let Err(error) = send_due(&core).await {
+                tracing::warn!(%error, "mail worker pass failed");
             }
-        });
+        }
+        tokio::select! {
+            () = woken.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
     }
+}
+
+/// One pass: sends every message that is due.
+pub async fn send_due(core: &Core) -> Result<()> {
+    loop {
+        let now = now_micros();
+        let due = repo::mail_queue::due(&mut *core.db.read().await?, now, BATCH).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut taken = 0;
+        for queued in due {
+            let mut tx = core.db.write_state().await?;
+            let claimed = repo::mail_queue::claim(tx.conn(), &queued, now + micros(LEASE)).await?;
+            tx.commit().await?;
+            if !claimed {
+                continue;
+            }
+            taken += 1;
+            let attempt = queued.attempts + 1;
+            let outcome = match open(core, &queued) {
+                Ok(mail) => core.mailer.send(&mail).await.map_err(|e| (e, mail.subject)),
+                Err(error) => Err((error, String::new())),
+            };
+            let mut tx = core.db.write_state().await?;
+            match outcome {
+                Ok(()) => repo::mail_queue::remove(tx.conn(), &queued.id).await?,
+                Err((error, subject)) if attempt >= MAX_ATTEMPTS => {
+                    // The body carries single-use links: log the subject only.
+                    tracing::error!(%error, %subject, attempts = attempt, "mail given up on");
+                    repo::mail_queue::remove(tx.conn(), &queued.id).await?;
+                }
+                Err((error, subject)) => {
+                    tracing::warn!(%error, %subject, attempts = attempt, "mail not sent; will retry");
+                    let wait = micros(POLL) << attempt.min(14);
+                    repo::mail_queue::retry_at(tx.conn(), &queued.id, now_micros() + wait).await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        if taken == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn open(core: &Core, queued: &QueuedMail) -> Result<Mail> {
+    let json = core.master_key.open(&queued.sealed, &sealed_aad(&queued.id))?;
+    serde_json::from_slice(&json).map_err(|e| ServiceError::Internal(format!("queued mail unreadable: {e}")))
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Writes `{micros}-{uuid}.json` atomically (a temporary name, then a

@@ -54,7 +54,7 @@ pub fn app(core: Arc<Core>) -> Router {
 }
 
 /// Paths whose last segment is a single-use secret (emailed links).
-const SECRET_PATHS: &[&str] = &["/confirm/", "/password/reset/"];
+const SECRET_PATHS: &[&str] = &["/confirm/", "/password/reset/", "/invitations/"];
 
 /// The request's span: method and path, with the secret of an emailed link
 /// redacted and no query string (it can carry `id_token_hint`, codes and
@@ -114,6 +114,7 @@ mod tests {
         assert_eq!(redacted_path("/confirm/abcDEF123"), "/confirm/[redacted]");
         assert_eq!(redacted_path("/password/reset/s3cr3t/extra"), "/password/reset/[redacted]");
         assert_eq!(redacted_path("/password/forgot"), "/password/forgot");
+        assert_eq!(redacted_path("/invitations/s3cr3t"), "/invitations/[redacted]");
         assert_eq!(redacted_path("/api/users/0193"), "/api/users/0193");
     }
 }

@@ -98,7 +98,7 @@ fn relationships_schema(def: &ResourceDef) -> Value {
 
 /// Relationships as created: the to-one ones, each required.
 fn create_relationships(def: &ResourceDef) -> Option<Value> {
-    let links: Vec<&Relationship> = def.relationships.iter().filter(|r| !r.to_many).collect();
+    let links: Vec<&Relationship> = def.relationships.iter().filter(|r| !r.to_many && !r.read_only).collect();
     if links.is_empty() {
         return None;
     }
@@ -153,6 +153,22 @@ pub(crate) fn body(kind: &str, attributes: &[Attr], relationships: Option<Value>
         "type": "object",
         "properties": {"data": data},
         "required": ["data"],
+    }}}})
+}
+
+/// An action's request body: a document of `meta` members alone.
+fn meta_body(members: &[(&str, &str)]) -> Value {
+    let properties: Map<String, Value> = members
+        .iter()
+        .map(|(name, description)| {
+            ((*name).to_owned(), json!({"type": "string", "minLength": 1, "description": description}))
+        })
+        .collect();
+    let names: Vec<&str> = members.iter().map(|(name, _)| *name).collect();
+    json!({"required": true, "content": {MEDIA: {"schema": {
+        "type": "object",
+        "properties": {"meta": {"type": "object", "properties": properties, "required": names}},
+        "required": ["meta"],
     }}}})
 }
 
@@ -327,6 +343,9 @@ pub fn document(issuer: &str) -> Value {
             );
             op["parameters"] = id_param.clone();
             op["operationId"] = json!(format!("{}_{}", action.name.replace('-', "_"), def.kind));
+            if !action.meta.is_empty() {
+                op = with_body(op, meta_body(action.meta));
+            }
             let method = match action.method {
                 ActionMethod::Post => "post",
                 ActionMethod::Patch => "patch",

@@ -10,7 +10,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::model::{AuditEvent, Event, Origin, OutboxEvent};
+use crate::model::{AuditEvent, Event, Origin, OutboxEvent, QueuedMail};
 use crate::types::JsonText;
 use crate::{Result, StoreError, classify, new_id, now_micros, record};
 
@@ -43,6 +43,8 @@ pub struct Db {
     /// Tags this process's change notifications, so its own listener can
     /// skip what its commits already reported.
     process_tag: Arc<str>,
+    /// Woken by commits that queued mail, so the mail worker sends at once.
+    mail_queued: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Db {
@@ -187,6 +189,7 @@ impl Db {
             write_gate: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
             change_hooks: Arc::default(),
             process_tag: new_id().into(),
+            mail_queued: Arc::default(),
         })
     }
 
@@ -244,7 +247,21 @@ impl Db {
             Backend::Postgres => self.pool.begin().await,
         }
         .map_err(classify)?;
-        Ok(WriteTx { tx, _gate: gate, recorded: false, changed: Vec::new(), db: self.clone() })
+        Ok(WriteTx {
+            tx,
+            _gate: gate,
+            recorded: false,
+            changed: Vec::new(),
+            queued_mail: false,
+            db: self.clone(),
+        })
+    }
+
+    /// Wakes when a commit of this process queued mail (see
+    /// [`WriteTx::queue_mail`]); the mail worker also polls, for mail that
+    /// other processes queued or that waits for a retry.
+    pub fn mail_queued(&self) -> Arc<tokio::sync::Notify> {
+        self.mail_queued.clone()
     }
 
     /// Starts a transaction for operational state that is not a
@@ -357,6 +374,7 @@ pub struct WriteTx {
     _gate: Option<OwnedMutexGuard<()>>,
     recorded: bool,
     changed: Vec<String>,
+    queued_mail: bool,
     db: Db,
 }
 
@@ -371,6 +389,14 @@ impl WriteTx {
         record::insert(self.conn(), &audit).await?;
         record::insert(self.conn(), &outbox).await?;
         self.recorded = true;
+        Ok(())
+    }
+
+    /// Queues a message for the mail worker: it is sent once this commits,
+    /// and not at all if it rolls back.
+    pub async fn queue_mail(&mut self, mail: &QueuedMail) -> Result<()> {
+        record::insert(self.conn(), mail).await?;
+        self.queued_mail = true;
         Ok(())
     }
 
@@ -399,6 +425,9 @@ impl WriteTx {
         self.tx.commit().await.map_err(classify)?;
         for environment_id in &self.changed {
             self.db.changed(environment_id);
+        }
+        if self.queued_mail {
+            self.db.mail_queued.notify_one();
         }
         Ok(())
     }

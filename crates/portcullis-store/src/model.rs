@@ -89,6 +89,8 @@ pub struct Environment {
     /// Password sign-in is refused until the user's address is confirmed.
     #[sqlx(try_from = "crate::DbBool")]
     pub require_email_verification: bool,
+    /// How long an invitation link lives, in seconds.
+    pub invitation_ttl: i64,
 }
 
 record! {
@@ -141,6 +143,43 @@ record! {
         pub metadata: JsonText<Value>,
         pub inserted_at: i64,
         pub updated_at: i64,
+    }
+}
+
+record! {
+    /// An invitation to join an organization (`/api/invitations`). `status`
+    /// is stored `pending`, `accepted`, `declined`, `revoked` or `expired`
+    /// (a pending one past `expires_at` reads as expired before it is
+    /// marked so).
+    pub struct Invitation in "invitations" {
+        pub id: String,
+        pub environment_id: String,
+        pub organization_id: String,
+        pub email: String,
+        #[sqlx(try_from = "String")]
+        pub role_ids: JsonText<Vec<String>>,
+        pub status: String,
+        pub token_hash: String,
+        pub expires_at: i64,
+        pub inviter_type: Option<String>,
+        pub inviter_id: Option<String>,
+        pub inviter_name: Option<String>,
+        pub user_id: Option<String>,
+        pub responded_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
+    /// A message waiting for the mail worker, sealed with the master key.
+    pub struct QueuedMail in "queued_mails" {
+        pub id: String,
+        pub environment_id: String,
+        pub sealed: String,
+        pub attempts: i64,
+        pub due_at: i64,
+        pub inserted_at: i64,
     }
 }
 

@@ -33,7 +33,7 @@ pub mod environments {
     use super::*;
 
     const COLUMNS: &str = "id, handle, name, session_ttl, registration_enabled, default_audience, inserted_at, updated_at, \
-         mass_change_threshold, require_email_verification";
+         mass_change_threshold, require_email_verification, invitation_ttl";
 
     /// Holds the lock of an environment's row until the transaction ends:
     /// serialises changes that read, then rewrite, environment-wide state
@@ -73,7 +73,7 @@ pub mod environments {
 
     pub async fn insert(conn: &mut AnyConnection, env: &Environment) -> Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO environments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO environments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         )))
         .bind(env.id.clone())
         .bind(env.handle.clone())
@@ -85,6 +85,7 @@ pub mod environments {
         .bind(env.updated_at)
         .bind(env.mass_change_threshold)
         .bind(env.require_email_verification)
+        .bind(env.invitation_ttl)
         .execute(conn)
         .await
         .map_err(classify)?;
@@ -95,7 +96,7 @@ pub mod environments {
         sqlx::query(
             "UPDATE environments SET name = $1, session_ttl = $2, registration_enabled = $3, \
              default_audience = $4, updated_at = $5, mass_change_threshold = $6, \
-             require_email_verification = $7 WHERE id = $8",
+             require_email_verification = $7, invitation_ttl = $8 WHERE id = $9",
         )
         .bind(env.name.clone())
         .bind(env.session_ttl)
@@ -104,6 +105,7 @@ pub mod environments {
         .bind(env.updated_at)
         .bind(env.mass_change_threshold)
         .bind(env.require_email_verification)
+        .bind(env.invitation_ttl)
         .bind(env.id.clone())
         .execute(conn)
         .await
@@ -668,5 +670,84 @@ pub mod provisioning {
                 ))
             })
             .collect()
+    }
+}
+
+/// The mail queue (see [`crate::WriteTx::queue_mail`]).
+pub mod mail_queue {
+    use super::*;
+    use crate::model::QueuedMail;
+
+    /// Up to `limit` messages due by `now`, of every environment, oldest first.
+    pub async fn due(conn: &mut AnyConnection, now: i64, limit: i64) -> Result<Vec<QueuedMail>> {
+        let mut sql =
+            Sql::new(format!("SELECT {} FROM queued_mails WHERE due_at <= ", select_columns::<QueuedMail>()));
+        sql.bind(now).push(" ORDER BY due_at, id LIMIT ").bind(limit);
+        sql.fetch_all(conn).await
+    }
+
+    /// Takes `mail` for one attempt, unless another worker took it since it
+    /// was read: it is not due again until `lease_until`.
+    pub async fn claim(conn: &mut AnyConnection, mail: &QueuedMail, lease_until: i64) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE queued_mails SET attempts = attempts + 1, due_at = ");
+        sql.bind(lease_until).push(" WHERE id = ").bind(mail.id.clone());
+        sql.push(" AND due_at = ").bind(mail.due_at);
+        Ok(sql.execute(conn).await? == 1)
+    }
+
+    /// Schedules the next attempt of a message that failed.
+    pub async fn retry_at(conn: &mut AnyConnection, id: &str, due_at: i64) -> Result<()> {
+        let mut sql = Sql::new("UPDATE queued_mails SET due_at = ");
+        sql.bind(due_at).push(" WHERE id = ").bind(id.to_owned());
+        sql.execute(conn).await?;
+        Ok(())
+    }
+
+    /// Removes a message that was sent (or given up on).
+    pub async fn remove(conn: &mut AnyConnection, id: &str) -> Result<()> {
+        let mut sql = Sql::new("DELETE FROM queued_mails WHERE id = ");
+        sql.bind(id.to_owned());
+        sql.execute(conn).await?;
+        Ok(())
+    }
+}
+
+pub mod invitations {
+    use super::*;
+
+    /// Marks the pending invitations of `email` to `organization_id` whose
+    /// time is up as `expired`, so a new one may be sent.
+    pub async fn expire_pending(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        organization_id: &str,
+        email: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let mut sql = Sql::new("UPDATE invitations SET status = 'expired', updated_at = ");
+        sql.bind(now).push(" WHERE environment_id = ").bind(environment_id.to_owned());
+        sql.push(" AND organization_id = ").bind(organization_id.to_owned());
+        sql.push(" AND email = ").bind(email.to_owned());
+        sql.push(" AND status = 'pending' AND expires_at <= ").bind(now);
+        sql.execute(conn).await
+    }
+
+    /// Moves a pending, unexpired invitation to `status`: false when it is
+    /// no longer pending (another answer won) or has expired.
+    pub async fn respond(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        id: &str,
+        status: &'static str,
+        user_id: Option<&str>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE invitations SET status = ");
+        sql.bind(status.to_owned()).push(", user_id = ").bind(user_id.map(str::to_owned));
+        sql.push(", responded_at = ").bind(now).push(", updated_at = ").bind(now);
+        sql.push(" WHERE environment_id = ").bind(environment_id.to_owned());
+        sql.push(" AND id = ").bind(id.to_owned());
+        sql.push(" AND status = 'pending' AND expires_at > ").bind(now);
+        Ok(sql.execute(conn).await? == 1)
     }
 }

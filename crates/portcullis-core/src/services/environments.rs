@@ -15,6 +15,9 @@ pub const KIND: &str = "environment";
 pub const SESSION_TTL_DEFAULT: i64 = 30 * 24 * 3600;
 /// Deprovisioning steps one provisioning pass may take without approval.
 pub const MASS_CHANGE_THRESHOLD_DEFAULT: i64 = 10;
+pub const INVITATION_TTL_DEFAULT: i64 = 7 * 24 * 3600;
+pub const INVITATION_TTL_MIN: i64 = 3600;
+pub const INVITATION_TTL_MAX: i64 = 90 * 24 * 3600;
 
 pub fn present(env: &EnvState) -> ResourceObject {
     let e = &env.environment;
@@ -31,6 +34,7 @@ pub fn present(env: &EnvState) -> ResourceObject {
             "default_audience": e.default_audience,
             "mass_change_threshold": e.mass_change_threshold,
             "require_email_verification": e.require_email_verification,
+            "invitation_ttl": e.invitation_ttl,
             "inserted_at": timestamp(e.inserted_at),
             "updated_at": timestamp(e.updated_at),
         })),
@@ -87,6 +91,7 @@ pub async fn create(
         updated_at: now,
         mass_change_threshold: MASS_CHANGE_THRESHOLD_DEFAULT,
         require_email_verification: false,
+        invitation_ttl: INVITATION_TTL_DEFAULT,
     };
     let env_id = environment.id.clone();
     let pair = signing_keys::generate(key).await?;
@@ -167,6 +172,8 @@ pub struct EnvironmentChanges {
     pub mass_change_threshold: Patch<i64>,
     #[serde(default)]
     pub require_email_verification: Patch<bool>,
+    #[serde(default)]
+    pub invitation_ttl: Patch<i64>,
 }
 
 pub const SESSION_TTL_MIN: i64 = 300;
@@ -201,6 +208,17 @@ pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result
         }
         env.session_ttl = ttl;
     }
+    if let Some(ttl) = input.invitation_ttl.required("invitation_ttl")? {
+        if !(INVITATION_TTL_MIN..=INVITATION_TTL_MAX).contains(&ttl) {
+            return Err(ServiceError::invalid(
+                "invitation_ttl",
+                format!(
+                    "invitation_ttl must be between {INVITATION_TTL_MIN} and {INVITATION_TTL_MAX} seconds"
+                ),
+            ));
+        }
+        env.invitation_ttl = ttl;
+    }
     if let Some(enabled) = input.registration_enabled.required("registration_enabled")? {
         env.registration_enabled = enabled;
     }
@@ -231,6 +249,7 @@ pub async fn update(core: &Core, ctx: &Ctx, input: EnvironmentChanges) -> Result
     let mut changes = Changes::default();
     changes.track("name", &before.name, &env.name);
     changes.track("session_ttl", &before.session_ttl, &env.session_ttl);
+    changes.track("invitation_ttl", &before.invitation_ttl, &env.invitation_ttl);
     changes.track("registration_enabled", &before.registration_enabled, &env.registration_enabled);
     changes.track("default_audience", &before.default_audience, &env.default_audience);
     changes.track("mass_change_threshold", &before.mass_change_threshold, &env.mass_change_threshold);

@@ -8,6 +8,7 @@ pub mod audit_events;
 pub mod clients;
 pub mod environments;
 pub mod grants;
+pub mod invitations;
 pub mod links;
 pub mod manual_tasks;
 pub mod membership_roles;

@@ -92,7 +92,7 @@ pub struct UserChanges {
     pub password_confirmation: Patch<String>,
 }
 
-fn validate_email(email: &str) -> Result<String> {
+pub(crate) fn validate_email(email: &str) -> Result<String> {
     let email = email.trim();
     let valid = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())

@@ -30,6 +30,12 @@ pub const ATTRIBUTES: &[Attr] = &[
     ),
     attr("registration_enabled", "boolean", Access::ReadWrite, "Whether `/register` is open."),
     attr(
+        "invitation_ttl",
+        "integer",
+        Access::ReadWrite,
+        "How long an invitation link lives, in seconds: 3600 to 7776000 (default 604800, 7 days).",
+    ),
+    attr(
         "require_email_verification",
         "boolean",
         Access::ReadWrite,

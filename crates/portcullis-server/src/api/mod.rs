@@ -9,6 +9,7 @@ pub mod audit_events;
 pub mod clients;
 pub mod environment;
 pub mod grants;
+pub mod invitations;
 pub mod manual_tasks;
 pub mod membership_roles;
 pub mod memberships;
@@ -111,14 +112,16 @@ pub struct Relationship {
     pub to_many: bool,
     /// Where a to-many relationship's linkage comes from, when a join table.
     pub through: Option<Join>,
+    /// Set by the server (e.g. who answered an invitation), never sent.
+    pub read_only: bool,
 }
 
 pub const fn to_one(name: &'static str, kind: &'static str) -> Relationship {
-    Relationship { name, kind, to_many: false, through: None }
+    Relationship { name, kind, to_many: false, through: None, read_only: false }
 }
 
 pub const fn to_many(name: &'static str, kind: &'static str) -> Relationship {
-    Relationship { name, kind, to_many: true, through: None }
+    Relationship { name, kind, to_many: true, through: None, read_only: false }
 }
 
 /// The join table behind a to-many relationship: `far` ids by `near` id.
@@ -134,6 +137,10 @@ impl Relationship {
     /// linkage with no code of the resource's own.
     pub const fn through(self, table: &'static str, near: &'static str, far: &'static str) -> Relationship {
         Relationship { through: Some(Join { table, near, far }), ..self }
+    }
+
+    pub const fn read_only(self) -> Relationship {
+        Relationship { read_only: true, ..self }
     }
 }
 
@@ -183,15 +190,22 @@ pub struct Action {
     pub name: &'static str,
     pub method: ActionMethod,
     pub description: &'static str,
+    /// The members of the request's top-level `meta` (name, description),
+    /// all required; an action without any takes no body.
+    pub meta: &'static [(&'static str, &'static str)],
 }
 
 impl Action {
     pub const fn patch(name: &'static str, description: &'static str) -> Action {
-        Action { name, method: ActionMethod::Patch, description }
+        Action { name, method: ActionMethod::Patch, description, meta: &[] }
     }
 
     pub const fn post(name: &'static str, description: &'static str) -> Action {
-        Action { name, method: ActionMethod::Post, description }
+        Action { name, method: ActionMethod::Post, description, meta: &[] }
+    }
+
+    pub const fn with_meta(self, meta: &'static [(&'static str, &'static str)]) -> Action {
+        Action { meta, ..self }
     }
 }
 
@@ -736,6 +750,7 @@ pub static REGISTRY: &[Registration] = &[
     entry::<organizations::Organizations>(),
     entry::<memberships::Memberships>(),
     entry::<membership_roles::MembershipRoles>(),
+    entry::<invitations::Invitations>(),
 ];
 
 /// The Management API: every registered resource, and the environment's

@@ -13,6 +13,7 @@
 mod account;
 mod authorize;
 mod consent;
+mod invitations;
 mod login;
 mod logout;
 
@@ -46,6 +47,7 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
         ("logout.html", include_str!("../../templates/logout.html")),
         ("message.html", include_str!("../../templates/message.html")),
         ("password_change.html", include_str!("../../templates/password_change.html")),
+        ("invitation.html", include_str!("../../templates/invitation.html")),
     ];
     for (name, source) in templates {
         env.add_template(name, source).expect("bundled templates parse");
@@ -341,4 +343,5 @@ pub fn router() -> Router<Arc<Core>> {
         .merge(consent::router())
         .merge(logout::router())
         .merge(account::router())
+        .merge(invitations::router())
 }

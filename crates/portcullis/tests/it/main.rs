@@ -91,6 +91,7 @@ mod signin {
 
     mod account;
     mod flow;
+    mod invitations;
     mod limits;
     mod rp;
     mod sessions_api;
