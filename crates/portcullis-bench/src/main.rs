@@ -170,6 +170,7 @@ fn claims() -> AccessClaims {
         auth_time: None,
         roles: None,
         permissions: None,
+        org_id: None,
     }
 }
 

@@ -265,6 +265,9 @@ record! {
         /// The API this client is the backend of: it may introspect tokens
         /// issued for that API.
         pub serves_resource_server_id: Option<String>,
+        /// `deny`, `allow` or `require`: whether sign-ins name an
+        /// organization (`/oauth/authorize?organization=`).
+        pub organization_usage: String,
     }
 }
 
@@ -387,6 +390,7 @@ record! {
         pub expires_at: i64,
         pub revoked_at: Option<i64>,
         pub inserted_at: i64,
+        pub organization_id: Option<String>,
     }
 }
 
@@ -435,6 +439,8 @@ record! {
         pub inserted_at: i64,
         /// The sign-in flow that issued it: one code per flow.
         pub flow_id: Option<String>,
+        /// The organization the user signed in to, if any.
+        pub organization_id: Option<String>,
     }
 }
 
@@ -459,6 +465,7 @@ record! {
         pub used_at: Option<i64>,
         pub revoked_at: Option<i64>,
         pub inserted_at: i64,
+        pub organization_id: Option<String>,
     }
 }
 

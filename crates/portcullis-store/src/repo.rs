@@ -235,6 +235,16 @@ pub mod rbac {
 pub mod signin {
     use super::*;
 
+    /// See [`organization_grant`].
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct OrganizationGrant {
+        pub id: String,
+        pub name: String,
+        pub slug: String,
+        pub roles: Vec<String>,
+        pub permissions: Vec<String>,
+    }
+
     /// Marks a single-use row (`authorization_codes`, `refresh_tokens`,
     /// `user_tokens`) used; `false` if it was used already, so of two
     /// concurrent redemptions exactly one wins.
@@ -373,6 +383,57 @@ pub mod signin {
             }
         }
         Ok((roles, permissions))
+    }
+
+    /// What signing in to `organization_id` adds to a user's tokens: the
+    /// organization's name and slug and the membership's role and
+    /// permission names; `None` unless the user is a member. One query (it
+    /// runs on every organization-scoped grant).
+    pub async fn organization_grant(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        user_id: &str,
+        organization_id: &str,
+    ) -> Result<Option<OrganizationGrant>> {
+        let member = " FROM memberships m JOIN organizations o ON o.id = m.organization_id";
+        let roles = " JOIN membership_roles mr ON mr.membership_id = m.id";
+        let mut sql = Sql::new(format!("SELECT 'n' AS kind, o.name AS name{member}"));
+        let scoped = |sql: &mut Sql, tail: &str| {
+            sql.push(" WHERE m.environment_id = ").bind(environment_id.to_owned());
+            sql.push(" AND m.user_id = ").bind(user_id.to_owned());
+            sql.push(" AND m.organization_id = ").bind(organization_id.to_owned());
+            sql.push(tail);
+        };
+        scoped(&mut sql, &format!(" UNION SELECT 's' AS kind, o.slug AS name{member}"));
+        scoped(
+            &mut sql,
+            &format!(
+                " UNION SELECT 'r' AS kind, r.name AS name{member}{roles} JOIN roles r ON r.id = mr.role_id"
+            ),
+        );
+        scoped(
+            &mut sql,
+            &format!(
+                " UNION SELECT 'p' AS kind, p.name AS name{member}{roles} \
+                 JOIN role_permissions rp ON rp.role_id = mr.role_id JOIN permissions p ON p.id = rp.permission_id"
+            ),
+        );
+        scoped(&mut sql, " ORDER BY kind, name");
+        let mut grant = OrganizationGrant { id: organization_id.to_owned(), ..OrganizationGrant::default() };
+        let mut member_found = false;
+        for row in sql.fetch_rows(conn).await? {
+            let name: String = row.try_get("name").map_err(classify)?;
+            match row.try_get::<String, _>("kind").map_err(classify)?.as_str() {
+                "n" => {
+                    member_found = true;
+                    grant.name = name;
+                }
+                "s" => grant.slug = name,
+                "r" => grant.roles.push(name),
+                _ => grant.permissions.push(name),
+            }
+        }
+        Ok(member_found.then_some(grant))
     }
 
     fn names(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<String>> {

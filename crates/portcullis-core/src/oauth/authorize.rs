@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use portcullis_crypto::{jws, secret};
-use portcullis_store::model::{AuthorizationCode, Client, Consent, Event, Session, User};
+use portcullis_store::model::{
+    AuthorizationCode, Client, Consent, Event, Membership, Organization, Session, User,
+};
 use portcullis_store::types::JsonText;
 use portcullis_store::{new_id, now_micros, record};
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,9 @@ pub struct AuthorizationRequest {
     pub started_at: i64,
     /// Random: the flow issues at most one code (a resubmitted form is refused).
     pub flow_id: String,
+    /// `organization=` as sent (an id or a slug), or the id the user picked.
+    #[serde(default)]
+    pub organization: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -245,6 +250,14 @@ pub async fn validate(env: &EnvState, params: &Params) -> Result<AuthorizationRe
         }
     }
 
+    let organization = params.get("organization").map(str::to_owned);
+    if organization.is_some() && client.organization_usage == "deny" {
+        return Err(fail("invalid_request", "this client does not sign users in to organizations".into()));
+    }
+    if organization.as_ref().is_some_and(|o| o.is_empty() || o.len() > 100) {
+        return Err(fail("invalid_request", "organization must be an organization's id or slug".into()));
+    }
+
     let hint_subject = match params.get("id_token_hint") {
         None => None,
         Some(hint) => Some(
@@ -272,6 +285,7 @@ pub async fn validate(env: &EnvState, params: &Params) -> Result<AuthorizationRe
         hint_subject,
         started_at: now_micros(),
         flow_id: secret::random_token::<16>(),
+        organization,
     })
 }
 
@@ -331,6 +345,9 @@ pub enum Next {
     /// The flow already issued its code (a form sent twice, the back
     /// button): nothing more comes of it.
     Spent,
+    /// The client requires an organization and none was named: the user
+    /// picks one of theirs (id, name).
+    PickOrganization(Vec<(String, String)>),
 }
 
 /// Decides the next step for `request` given the browser's session, and
@@ -383,7 +400,15 @@ pub async fn next_step(
             });
         }
     }
-    let Some(code) = issue_code(core, env, request, &client, session).await? else {
+    let organization_id = match organization(core, env, request, &client, user).await? {
+        Ok(organization_id) => organization_id,
+        Err(Pick::Among(organizations)) if !silent => return Ok(Next::PickOrganization(organizations)),
+        Err(Pick::Among(_)) => {
+            return Ok(fail("interaction_required", "the user must choose an organization"));
+        }
+        Err(Pick::Refused(code, description)) => return Ok(fail(code, description)),
+    };
+    let Some(code) = issue_code(core, env, request, &client, session, organization_id).await? else {
         return Ok(Next::Spent);
     };
     let mut params = vec![("code", code.as_str())];
@@ -392,6 +417,54 @@ pub async fn next_step(
     }
     params.push(("iss", &env.issuer));
     Ok(Next::Redirect(redirect_with(&request.redirect_uri, &params)))
+}
+
+/// Why a sign-in has no organization yet.
+enum Pick {
+    /// The user is a member of several: they choose.
+    Among(Vec<(String, String)>),
+    /// An OAuth error for the client.
+    Refused(&'static str, &'static str),
+}
+
+/// The organization the sign-in is for: the one named (by id or slug),
+/// which the user must be a member of; for a client that requires one and
+/// named none, the user's only organization, or a choice among theirs.
+async fn organization(
+    core: &Core,
+    env: &EnvState,
+    request: &AuthorizationRequest,
+    client: &Client,
+    user: &User,
+) -> Result<Result<Option<String>, Pick>> {
+    let mut conn = core.db.read().await?;
+    let memberships: Vec<Membership> =
+        record::find_in(&mut conn, env.id(), "user_id", std::slice::from_ref(&user.id)).await?;
+    let Some(named) = &request.organization else {
+        if client.organization_usage != "require" {
+            return Ok(Ok(None));
+        }
+        let ids: Vec<String> = memberships.iter().map(|m| m.organization_id.clone()).collect();
+        let mut organizations: Vec<Organization> = record::find_in(&mut conn, env.id(), "id", &ids).await?;
+        organizations.sort_by(|a, b| a.name.cmp(&b.name));
+        return Ok(match organizations.as_slice() {
+            [] => Err(Pick::Refused("access_denied", "the user is not a member of any organization")),
+            [only] => Ok(Some(only.id.clone())),
+            _ => Err(Pick::Among(organizations.into_iter().map(|o| (o.id, o.name)).collect())),
+        });
+    };
+    let by_id: Option<Organization> = record::find(&mut conn, env.id(), named).await?;
+    let found = match by_id {
+        Some(organization) => Some(organization),
+        None => record::find_by::<Organization>(&mut conn, env.id(), "slug", named).await?,
+    };
+    let Some(organization) = found else {
+        return Ok(Err(Pick::Refused("invalid_request", "the organization is unknown")));
+    };
+    if !memberships.iter().any(|m| m.organization_id == organization.id) {
+        return Ok(Err(Pick::Refused("access_denied", "the user is not a member of the organization")));
+    }
+    Ok(Ok(Some(organization.id)))
 }
 
 /// The user refused consent.
@@ -475,6 +548,7 @@ async fn issue_code(
     request: &AuthorizationRequest,
     client: &Client,
     session: &Session,
+    organization_id: Option<String>,
 ) -> Result<Option<String>> {
     let code = secret::random_token::<32>();
     let now = now_micros();
@@ -497,6 +571,7 @@ async fn issue_code(
         used_at: None,
         inserted_at: now,
         flow_id: Some(request.flow_id.clone()),
+        organization_id,
     };
     let mut tx = core.db.write_state().await?;
     match record::insert(tx.conn(), &row).await {

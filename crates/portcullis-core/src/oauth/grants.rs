@@ -8,6 +8,7 @@
 
 use portcullis_crypto::secret;
 use portcullis_store::model::{AuthorizationCode, Client, RefreshToken, Session, User};
+use portcullis_store::repo::signin::OrganizationGrant;
 use portcullis_store::{new_id, now_micros, record, repo};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -34,6 +35,8 @@ struct Authorization<'a> {
     audience: Option<&'a str>,
     auth_time: i64,
     session_id: Option<&'a str>,
+    /// The organization the user signed in to, if any.
+    organization_id: Option<&'a str>,
 }
 
 /// An access token about to be issued, with what revocation needs.
@@ -94,7 +97,7 @@ pub async fn authorization_code(
         (None, None) => {}
     }
     check_resource(&params.resources, row.audience.as_deref())?;
-    let subject = live_subject(&mut conn, env, &row.user_id).await?;
+    let subject = live_subject(&mut conn, env, &row.user_id, row.organization_id.as_deref()).await?;
     if let Some(session_id) = &row.session_id
         && !session_live(&mut conn, env, session_id).await?
     {
@@ -108,10 +111,11 @@ pub async fn authorization_code(
         audience: row.audience.as_deref(),
         auth_time: row.auth_time,
         session_id: row.session_id.as_deref(),
+        organization_id: row.organization_id.as_deref(),
     };
     let scope = user_scope(env, &grant, &subject, &row.scope).await?;
     let access = access_token(core, env, &grant, &subject, &scope).await?;
-    let id_token = id_token(env, &grant, row.nonce.as_deref()).await?;
+    let id_token = id_token(env, &grant, &subject, row.nonce.as_deref()).await?;
     let refresh = refreshable(env, &grant).await?.then(secret::random_token::<32>);
 
     let now = now_micros();
@@ -188,7 +192,8 @@ pub async fn refresh_token(
             narrowed.join(" ")
         }
     };
-    let subject = live_subject(&mut conn, env, &row.user_id).await?;
+    // Removing the membership ends the organization's refreshes.
+    let subject = live_subject(&mut conn, env, &row.user_id, row.organization_id.as_deref()).await?;
     drop(conn);
     let grant = Authorization {
         user: &subject.user,
@@ -197,11 +202,12 @@ pub async fn refresh_token(
         audience: row.audience.as_deref(),
         auth_time: row.auth_time,
         session_id: row.session_id.as_deref(),
+        organization_id: row.organization_id.as_deref(),
     };
     let scope = user_scope(env, &grant, &subject, &scope).await?;
     let access = access_token(core, env, &grant, &subject, &scope).await?;
     // A refreshed ID token carries no nonce (OIDC Core §12.2).
-    let id_token = id_token(env, &Authorization { scope: &scope, ..grant }, None).await?;
+    let id_token = id_token(env, &Authorization { scope: &scope, ..grant }, &subject, None).await?;
     let next = secret::random_token::<32>();
     let new_row = refresh_row(env, &grant, &next, &row.family_id, &access, now);
     if !core.rotations.rotate(row.id.clone(), new_row, now).await? {
@@ -238,23 +244,41 @@ fn check_resource(resources: &[String], audience: Option<&str>) -> Result<(), OA
 }
 
 /// The user a grant is for, with the roles and permissions their access
-/// token carries.
+/// token carries: their own and, signed in to an organization, their
+/// membership's.
 struct Subject {
     user: User,
     roles: Vec<String>,
     permissions: Vec<String>,
+    organization: Option<OrganizationGrant>,
 }
 
-/// The grant's user, unless deleted or blocked.
+/// The grant's user, unless deleted or blocked, and their membership of
+/// `organization_id`, unless it has ended.
 async fn live_subject(
     conn: &mut AnyConnection,
     env: &EnvState,
     user_id: &str,
+    organization_id: Option<&str>,
 ) -> Result<Subject, OAuthError> {
     let user: Option<User> = record::find(conn, env.id(), user_id).await?;
     let user = user.filter(|u| !u.blocked).ok_or_else(|| invalid_grant("the user cannot sign in"))?;
-    let (roles, permissions) = repo::signin::roles_and_permissions(conn, env.id(), &user.id).await?;
-    Ok(Subject { user, roles, permissions })
+    let (mut roles, mut permissions) = repo::signin::roles_and_permissions(conn, env.id(), &user.id).await?;
+    let organization = match organization_id {
+        None => None,
+        Some(organization_id) => {
+            let grant = repo::signin::organization_grant(conn, env.id(), &user.id, organization_id)
+                .await?
+                .ok_or_else(|| invalid_grant("the user is no longer a member of the organization"))?;
+            for (all, more) in [(&mut roles, &grant.roles), (&mut permissions, &grant.permissions)] {
+                all.extend(more.iter().cloned());
+                all.sort();
+                all.dedup();
+            }
+            Some(grant)
+        }
+    };
+    Ok(Subject { user, roles, permissions, organization })
 }
 
 async fn session_live(
@@ -301,6 +325,7 @@ fn refresh_row(
         scope: grant.scope.to_owned(),
         audience: grant.audience.map(str::to_owned),
         auth_time: grant.auth_time,
+        organization_id: grant.organization_id.map(str::to_owned),
         access_jti: Some(access.jti.clone()),
         access_expires_at: Some(access.expires_at),
         expires_at: now + env.environment.session_ttl * 1_000_000,
@@ -376,6 +401,7 @@ async fn access_token(
         auth_time: Some(grant.auth_time / 1_000_000),
         roles: Some(subject.roles.clone()),
         permissions: Some(subject.permissions.clone()),
+        org_id: subject.organization.as_ref().map(|o| o.id.clone()),
     };
     let token = if grant.client.token_format == "opaque" {
         super::store_opaque(core, env, &claims).await?
@@ -430,13 +456,27 @@ struct IdClaims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sid: Option<&'a str>,
     #[serde(flatten)]
+    organization: Map<String, Value>,
+    #[serde(flatten)]
     profile: Map<String, Value>,
+}
+
+/// `org_id`, `org_name` and `org_slug` of an organization-scoped sign-in.
+fn organization_claims(organization: Option<&OrganizationGrant>) -> Map<String, Value> {
+    let mut claims = Map::new();
+    if let Some(o) = organization {
+        claims.insert("org_id".into(), json!(o.id));
+        claims.insert("org_name".into(), json!(o.name));
+        claims.insert("org_slug".into(), json!(o.slug));
+    }
+    claims
 }
 
 /// An ID token when `openid` was granted.
 async fn id_token(
     env: &EnvState,
     grant: &Authorization<'_>,
+    subject: &Subject,
     nonce: Option<&str>,
 ) -> Result<Option<String>, OAuthError> {
     if !grant.scope.split_ascii_whitespace().any(|s| s == "openid") {
@@ -452,6 +492,7 @@ async fn id_token(
         auth_time: grant.auth_time / 1_000_000,
         nonce,
         sid: grant.session_id,
+        organization: organization_claims(subject.organization.as_ref()),
         profile: user_claims(grant.user, grant.scope),
     };
     Ok(Some(super::sign(env, "JWT", &claims).await?))
@@ -476,10 +517,15 @@ pub async fn userinfo(
 ) -> Result<Option<Value>, ServiceError> {
     let mut conn = core.db.read().await?;
     let user: Option<User> = record::find(&mut conn, env.id(), &claims.sub).await?;
-    Ok(user.filter(|u| !u.blocked).map(|user| {
-        let mut out = Map::new();
-        out.insert("sub".into(), json!(user.id));
-        out.extend(user_claims(&user, &claims.scope));
-        Value::Object(out)
-    }))
+    let Some(user) = user.filter(|u| !u.blocked) else { return Ok(None) };
+    // The organization's claims while the membership lasts.
+    let organization = match &claims.org_id {
+        Some(org_id) => repo::signin::organization_grant(&mut conn, env.id(), &user.id, org_id).await?,
+        None => None,
+    };
+    let mut out = Map::new();
+    out.insert("sub".into(), json!(user.id));
+    out.extend(user_claims(&user, &claims.scope));
+    out.extend(organization_claims(organization.as_ref()));
+    Ok(Some(Value::Object(out)))
 }

@@ -157,6 +157,9 @@ pub struct AccessClaims {
     /// `resource:action` names granted by those roles (user tokens only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub permissions: Option<Vec<String>>,
+    /// The organization the user signed in to (`/oauth/authorize?organization=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
 }
 
 impl AccessClaims {
@@ -246,6 +249,7 @@ pub async fn client_credentials(
         auth_time: None,
         roles: None,
         permissions: None,
+        org_id: None,
     };
     let access_token = if client.token_format == "opaque" {
         store_opaque(core, env, &claims).await?
@@ -328,6 +332,7 @@ pub(crate) async fn store_opaque(
         expires_at: claims.exp * 1_000_000,
         revoked_at: None,
         inserted_at: now_micros(),
+        organization_id: claims.org_id.clone(),
     };
     let mut conn = core.db.read().await?;
     record::insert(&mut conn, &row).await?;
@@ -417,6 +422,7 @@ pub async fn verify_access_token(
             auth_time: None,
             roles: None,
             permissions: None,
+            org_id: row.organization_id,
         }
     };
     if env.client(&claims.client_id).await?.is_none() {
@@ -471,6 +477,9 @@ pub async fn introspect(
             });
             if !c.scope.is_empty() {
                 out["scope"] = Value::String(c.scope);
+            }
+            if let Some(org_id) = c.org_id {
+                out["org_id"] = Value::String(org_id);
             }
             Ok(out)
         }

@@ -31,6 +31,7 @@ pub fn present(client: &Client) -> ResourceObject {
             "post_logout_redirect_uris": client.post_logout_redirect_uris.0,
             "grant_types": client.grant_types.0,
             "token_format": client.token_format,
+            "organization_usage": client.organization_usage,
             "first_party": client.first_party,
             "require_pkce": client.require_pkce,
             "serves_resource_server_id": client.serves_resource_server_id,
@@ -59,6 +60,8 @@ pub struct NewClient {
     #[serde(default)]
     pub token_format: Option<String>,
     #[serde(default)]
+    pub organization_usage: Option<String>,
+    #[serde(default)]
     pub first_party: bool,
     #[serde(default)]
     pub require_pkce: Option<bool>,
@@ -79,6 +82,8 @@ pub struct ClientChanges {
     pub grant_types: Patch<Vec<String>>,
     #[serde(default)]
     pub token_format: Patch<String>,
+    #[serde(default)]
+    pub organization_usage: Patch<String>,
     #[serde(default)]
     pub first_party: Patch<bool>,
     #[serde(default)]
@@ -207,6 +212,16 @@ async fn check_served_api(
     }
 }
 
+fn validate_organization_usage(usage: String) -> Result<String> {
+    match usage.as_str() {
+        "deny" | "allow" | "require" => Ok(usage),
+        _ => Err(ServiceError::invalid(
+            "organization_usage",
+            "organization_usage must be deny, allow or require",
+        )),
+    }
+}
+
 fn validate_token_format(format: String) -> Result<String> {
     match format.as_str() {
         "jwt" | "opaque" => Ok(format),
@@ -249,6 +264,9 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
         serves_resource_server_id: None,
         grant_types: JsonText(grant_types),
         token_format: validate_token_format(input.token_format.unwrap_or_else(|| "jwt".into()))?,
+        organization_usage: validate_organization_usage(
+            input.organization_usage.unwrap_or_else(|| "deny".into()),
+        )?,
         first_party: input.first_party,
         client_type,
         inserted_at: now,
@@ -274,6 +292,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewClient) -> Result<(Client,
             "grant_types": {"from": null, "to": client.grant_types.0},
             "first_party": {"from": null, "to": client.first_party},
             "token_format": {"from": null, "to": client.token_format},
+            "organization_usage": {"from": null, "to": client.organization_usage},
             "require_pkce": {"from": null, "to": client.require_pkce},
             "serves_resource_server_id": {"from": null, "to": client.serves_resource_server_id},
         }),
@@ -308,6 +327,9 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
     if let Some(grants) = input.grant_types.required("grant_types")? {
         client.grant_types = JsonText(validate_grant_types(grants, &client.client_type)?);
     }
+    if let Some(usage) = input.organization_usage.required("organization_usage")? {
+        client.organization_usage = validate_organization_usage(usage)?;
+    }
     if let Some(format) = input.token_format.required("token_format")? {
         client.token_format = validate_token_format(format)?;
     }
@@ -336,6 +358,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: ClientChanges) -> R
     );
     changes.track("grant_types", &before.grant_types.0, &client.grant_types.0);
     changes.track("token_format", &before.token_format, &client.token_format);
+    changes.track("organization_usage", &before.organization_usage, &client.organization_usage);
     changes.track("require_pkce", &before.require_pkce, &client.require_pkce);
     changes.track(
         "serves_resource_server_id",

@@ -294,6 +294,7 @@ async fn insert_admin_client(
         post_logout_redirect_uris: JsonText(vec![]),
         require_pkce: true,
         serves_resource_server_id: None,
+        organization_usage: "deny".into(),
     };
     record::insert(tx.conn(), &client).await?;
     let grant = Grant {

@@ -75,6 +75,13 @@ impl Resource for Clients {
                 "`authorization_code` (default), `client_credentials`, `refresh_token`.",
             ).one_of(&["authorization_code", "client_credentials", "refresh_token"]),
             attr("token_format", "string", Access::ReadWrite, "`jwt` (default) or `opaque`.").one_of(&["jwt", "opaque"]),
+            attr(
+                "organization_usage",
+                "string",
+                Access::ReadWrite,
+                "Whether sign-ins name an organization (`/oauth/authorize?organization=`): `deny` (default), `allow`, or `require` (users pick one of theirs when none is named).",
+            )
+            .one_of(&["deny", "allow", "require"]),
             attr("first_party", "boolean", Access::CreateOnly, "Skips consent; immutable after creation."),
             attr(
                 "require_pkce",

@@ -16,6 +16,7 @@ mod consent;
 mod invitations;
 mod login;
 mod logout;
+mod organizations;
 
 use std::sync::{Arc, LazyLock};
 
@@ -48,6 +49,7 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
         ("message.html", include_str!("../../templates/message.html")),
         ("password_change.html", include_str!("../../templates/password_change.html")),
         ("invitation.html", include_str!("../../templates/invitation.html")),
+        ("organization_pick.html", include_str!("../../templates/organization_pick.html")),
     ];
     for (name, source) in templates {
         env.add_template(name, source).expect("bundled templates parse");
@@ -308,17 +310,26 @@ pub(crate) fn open_flow(
 }
 
 /// Takes a sign-in one step further: to the login page, the consent page,
-/// or back to the client with a code or an error.
+/// the organization picker, or back to the client with a code or an error.
 pub(crate) async fn continue_flow(
     core: &Core,
     env: &EnvState,
     request: &AuthorizationRequest,
     session: Option<&(Session, User)>,
 ) -> Response {
-    let step = match flow::next_step(core, env, request, session).await {
-        Ok(step) => step,
-        Err(error) => return server_error(env, &error),
-    };
+    match flow::next_step(core, env, request, session).await {
+        Ok(step) => step_response(core, env, request, step),
+        Err(error) => server_error(env, &error),
+    }
+}
+
+/// The answer for a step of `request`'s sign-in.
+pub(crate) fn step_response(
+    core: &Core,
+    env: &EnvState,
+    request: &AuthorizationRequest,
+    step: Next,
+) -> Response {
     let sealed = |path: &str| match flow::seal(core, env, request) {
         Ok(sealed) => redirect(&with_flow(path, Some(&sealed))),
         Err(error) => server_error(env, &error),
@@ -326,6 +337,7 @@ pub(crate) async fn continue_flow(
     match step {
         Next::Login => sealed("/login"),
         Next::Consent { .. } => sealed("/consent"),
+        Next::PickOrganization(_) => sealed(organizations::PICK_PATH),
         Next::Redirect(url) => redirect(&url),
         Next::Spent => message(
             StatusCode::BAD_REQUEST,
@@ -344,4 +356,5 @@ pub fn router() -> Router<Arc<Core>> {
         .merge(logout::router())
         .merge(account::router())
         .merge(invitations::router())
+        .merge(organizations::router())
 }

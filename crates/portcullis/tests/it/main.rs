@@ -93,6 +93,7 @@ mod signin {
     mod flow;
     mod invitations;
     mod limits;
+    mod organizations;
     mod rp;
     mod sessions_api;
 }
