@@ -156,7 +156,9 @@ pub(crate) fn body(kind: &str, attributes: &[Attr], relationships: Option<Value>
     }}}})
 }
 
-/// An action's request body: a document of `meta` members alone.
+/// An action's request body: a document of `meta` members alone. The server
+/// refuses members of `meta` it does not know (a misspelt `token` must not
+/// read as a missing one), so the schema says so.
 fn meta_body(members: &[(&str, &str)]) -> Value {
     let properties: Map<String, Value> = members
         .iter()
@@ -167,7 +169,9 @@ fn meta_body(members: &[(&str, &str)]) -> Value {
     let names: Vec<&str> = members.iter().map(|(name, _)| *name).collect();
     json!({"required": true, "content": {MEDIA: {"schema": {
         "type": "object",
-        "properties": {"meta": {"type": "object", "properties": properties, "required": names}},
+        "properties": {"meta": {
+            "type": "object", "properties": properties, "required": names, "additionalProperties": false,
+        }},
         "required": ["meta"],
     }}}})
 }
