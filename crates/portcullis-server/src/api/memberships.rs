@@ -19,7 +19,7 @@ impl Resource for Memberships {
         query: QuerySpec {
             filters: &[("user_id", FieldKind::Id), ("organization_id", FieldKind::Id)],
             sorts: &[("inserted_at", FieldKind::Timestamp), ("updated_at", FieldKind::Timestamp)],
-            includes: &["user", "organization", "roles"],
+            includes: &["user", "organization", "roles", "roles.permissions"],
             default_sort: &[("inserted_at", Direction::Asc)],
         },
         columns: &[

@@ -25,7 +25,7 @@ pub mod signing_keys;
 pub mod user_roles;
 pub mod users;
 
-use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -563,38 +563,117 @@ async fn link_through(
     Ok(())
 }
 
-/// Loads the resources named by relationship linkage, for `include`.
-async fn load_related(
+/// Adds the to-many linkage of a family's relationships that `include`
+/// names: from their join tables, or the family's own `link_many`.
+async fn add_linkage<R: Resource>(
     core: &Core,
     ctx: &Ctx,
-    objects: &[ResourceObject],
-    include: &[String],
+    objects: &mut [ResourceObject],
+    names: &[String],
+) -> Result<(), ServiceError> {
+    R::link_many(core, ctx, objects, names).await?;
+    link_through(core, R::DEF, objects, names).await
+}
+
+/// Answers `include` for `objects` of a family: adds the linkage it names
+/// and loads the related resources, level by level for a dotted path
+/// (`memberships.user` adds each membership's user too). Each resource is
+/// included once, and none that is already primary data.
+async fn load_included<R: Resource>(
+    core: &Core,
+    ctx: &Ctx,
+    objects: &mut [ResourceObject],
+    paths: &[String],
 ) -> Result<Vec<ResourceObject>, ServiceError> {
-    // Ids to load, by the registration of their kind.
-    let mut wanted: BTreeMap<&str, (&Registration, Vec<String>)> = BTreeMap::new();
+    let mut included = Vec::new();
+    include_level(core, ctx, R::DEF, link_boxed::<R>, objects, paths.to_vec(), &mut included).await?;
+    let mut seen: HashSet<(&str, String)> = objects.iter().map(|o| (o.kind, o.id.clone())).collect();
+    included.retain(|o| seen.insert((o.kind, o.id.clone())));
+    Ok(included)
+}
+
+/// One level of `include`: the first segment of each path is a relationship
+/// of `def`; the rest applies to the resources it loads.
+fn include_level<'a>(
+    core: &'a Core,
+    ctx: &'a Ctx,
+    def: &'static ResourceDef,
+    link: LinkFn,
+    objects: &'a mut [ResourceObject],
+    paths: Vec<String>,
+    included: &'a mut Vec<ResourceObject>,
+) -> BoxFuture<'a, Result<(), ServiceError>> {
+    Box::pin(async move {
+        let mut names: Vec<String> = Vec::new();
+        for path in &paths {
+            let head = path.split('.').next().unwrap_or(path).to_owned();
+            if !names.contains(&head) {
+                names.push(head);
+            }
+        }
+        link(core, ctx, objects, &names).await?;
+        for name in &names {
+            // Declared paths are checked against the registry when the
+            // router is built (`check_includes`).
+            let Some(relationship) = def.relationships.iter().find(|r| r.name == name) else { continue };
+            let Some(entry) = registration(relationship.kind) else { continue };
+            let ids = linked(objects, name);
+            if ids.is_empty() {
+                continue;
+            }
+            let mut related = (entry.present_many)(core, ctx, &ids).await?;
+            let prefix = format!("{name}.");
+            let deeper: Vec<String> =
+                paths.iter().filter_map(|p| p.strip_prefix(&prefix)).map(str::to_owned).collect();
+            if !deeper.is_empty() {
+                include_level(core, ctx, entry.def, entry.link, &mut related, deeper, included).await?;
+            }
+            included.extend(related);
+        }
+        Ok(())
+    })
+}
+
+/// The ids a relationship's linkage names, each once.
+fn linked(objects: &[ResourceObject], name: &str) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
     for object in objects {
-        for name in include {
-            let Some(data) = object.relationships.get(name).and_then(|r| r.get("data")) else { continue };
-            let items = match data {
-                Value::Array(items) => items.clone(),
-                Value::Null => vec![],
-                one => vec![one.clone()],
-            };
-            for item in items {
-                let (Some(kind), Some(id)) = (item["type"].as_str(), item["id"].as_str()) else { continue };
-                let Some(entry) = REGISTRY.iter().find(|entry| entry.def.kind == kind) else { continue };
-                let (_, ids) = wanted.entry(entry.def.kind).or_insert_with(|| (entry, Vec::new()));
-                if !ids.iter().any(|i| i == id) {
-                    ids.push(id.to_owned());
-                }
+        let data = object.relationships.get(name).and_then(|r| r.get("data"));
+        let items = match data {
+            Some(Value::Array(items)) => items.iter().collect(),
+            Some(Value::Null) | None => vec![],
+            Some(one) => vec![one],
+        };
+        for id in items.into_iter().filter_map(|item| item["id"].as_str()) {
+            if !ids.iter().any(|i| i == id) {
+                ids.push(id.to_owned());
             }
         }
     }
-    let mut related = Vec::new();
-    for (entry, ids) in wanted.into_values() {
-        related.extend((entry.present_many)(core, ctx, &ids).await?);
+    ids
+}
+
+fn registration(kind: &str) -> Option<&'static Registration> {
+    REGISTRY.iter().find(|entry| entry.def.kind == kind)
+}
+
+/// Every declared include path names, segment by segment, a relationship of
+/// a registered family: a typo fails when the router is built, not in a
+/// request.
+fn check_includes(def: &ResourceDef) {
+    for path in def.query.includes {
+        let mut at = def;
+        for segment in path.split('.') {
+            let relationship = at.relationships.iter().find(|r| r.name == segment);
+            let Some(relationship) = relationship else {
+                panic!("{}: include `{path}`: `{}` has no relationship `{segment}`", def.path, at.kind)
+            };
+            let Some(entry) = registration(relationship.kind) else {
+                panic!("{}: include `{path}`: `{}` is not registered", def.path, relationship.kind)
+            };
+            at = entry.def;
+        }
     }
-    Ok(related)
 }
 
 /// Included resources are read like their own routes (`fetch_many` needs
@@ -619,9 +698,7 @@ pub async fn list<R: Resource>(
     let listing = listing(R::DEF, &params);
     let slice = services::list::<R::Model>(&core, &ctx, &listing).await?;
     let mut objects: Vec<ResourceObject> = slice.rows.iter().map(|row| R::present(&ctx, row)).collect();
-    R::link_many(&core, &ctx, &mut objects, &params.include).await?;
-    link_through(&core, R::DEF, &mut objects, &params.include).await?;
-    let included = load_related(&core, &ctx, &objects, &params.include).await?;
+    let included = load_included::<R>(&core, &ctx, &mut objects, &params.include).await?;
     let links = page_links(&format!("/api/{}", R::DEF.path), &query, &params, &objects, slice.more);
     let mut page_meta = json!({"limit": params.page.limit()});
     if let Page::Offset { offset, .. } = params.page {
@@ -650,9 +727,7 @@ pub async fn show<R: Resource>(
     let row: R::Model = services::fetch(&core, &ctx, R::DEF.kind, &id).await?;
     let object = R::detail(&core, &ctx, R::present(&ctx, &row)).await?;
     let mut objects = vec![object];
-    R::link_many(&core, &ctx, &mut objects, &include).await?;
-    link_through(&core, R::DEF, &mut objects, &include).await?;
-    let mut included = load_related(&core, &ctx, &objects, &include).await?;
+    let mut included = load_included::<R>(&core, &ctx, &mut objects, &include).await?;
     apply_fields(&mut objects, &fields);
     apply_fields(&mut included, &fields);
     let mut document = Document::one(objects.remove(0));
@@ -665,6 +740,7 @@ pub async fn show<R: Resource>(
 fn resource_router<R: Resource>() -> Router<Arc<Core>> {
     let def = R::DEF;
     assert_eq!(def.family, <R::Model as Guarded>::FAMILY, "{}: the family of its rows", def.path);
+    check_includes(def);
     let routes = R::routes();
     let declared = |what: &str, declared: bool, handled: bool| {
         assert_eq!(
@@ -705,6 +781,12 @@ fn resource_router<R: Resource>() -> Router<Arc<Core>> {
 
 type PresentMany =
     for<'a> fn(&'a Core, &'a Ctx, &'a [String]) -> BoxFuture<'a, Result<Vec<ResourceObject>, ServiceError>>;
+type LinkFn = for<'a> fn(
+    &'a Core,
+    &'a Ctx,
+    &'a mut [ResourceObject],
+    &'a [String],
+) -> BoxFuture<'a, Result<(), ServiceError>>;
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A resource family's entry in the registry.
@@ -713,10 +795,26 @@ pub struct Registration {
     router: fn() -> Router<Arc<Core>>,
     /// Presents resources of this kind by id, for `include`.
     present_many: PresentMany,
+    /// Adds their to-many linkage, for a nested `include`.
+    link: LinkFn,
 }
 
 const fn entry<R: Resource>() -> Registration {
-    Registration { def: R::DEF, router: resource_router::<R>, present_many: present_many_boxed::<R> }
+    Registration {
+        def: R::DEF,
+        router: resource_router::<R>,
+        present_many: present_many_boxed::<R>,
+        link: link_boxed::<R>,
+    }
+}
+
+fn link_boxed<'a, R: Resource>(
+    core: &'a Core,
+    ctx: &'a Ctx,
+    objects: &'a mut [ResourceObject],
+    names: &'a [String],
+) -> BoxFuture<'a, Result<(), ServiceError>> {
+    Box::pin(add_linkage::<R>(core, ctx, objects, names))
 }
 
 fn present_many_boxed<'a, R: Resource>(

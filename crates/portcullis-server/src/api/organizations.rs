@@ -26,7 +26,7 @@ impl Resource for Organizations {
                 ("inserted_at", FieldKind::Timestamp),
                 ("updated_at", FieldKind::Timestamp),
             ],
-            includes: &["memberships"],
+            includes: &["memberships", "memberships.user", "memberships.roles"],
             default_sort: &[("inserted_at", Direction::Asc)],
         },
         columns: &[

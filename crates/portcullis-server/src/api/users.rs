@@ -32,7 +32,7 @@ impl Resource for Users {
                 ("inserted_at", FieldKind::Timestamp),
                 ("updated_at", FieldKind::Timestamp),
             ],
-            includes: &["roles"],
+            includes: &["roles", "roles.permissions"],
             default_sort: &[("inserted_at", Direction::Asc)],
         },
         columns: &[

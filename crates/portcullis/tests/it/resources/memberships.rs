@@ -229,3 +229,67 @@ db_test!(members_hold_organization_level_roles, |server| {
         assert_eq!(server.count(&sql).await, count, "{action}");
     }
 });
+
+db_test!(nested_includes_follow_memberships_to_users_and_roles, |server| {
+    let admin = server.admin_token().await;
+    let ada = create_user(&server, &admin, json!({"email": "ada@example.com"})).await;
+    let bob = create_user(&server, &admin, json!({"email": "bob@example.com"})).await;
+    let acme = create_organization(&server, &admin, "Acme").await;
+    let globex = create_organization(&server, &admin, "Globex").await;
+    let mut members = Vec::new();
+    for (user, organization) in [(&ada, &acme), (&bob, &acme), (&ada, &globex)] {
+        let (status, body) =
+            server.api(Method::POST, PATH, &admin, Some(membership(user, organization, json!({})))).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        members.push(id_of(&body));
+    }
+    let billing = crate::common::create_role(&server, &admin, "Billing admin").await;
+    let grant = link_doc(
+        "membership_role",
+        json!({}),
+        &[("membership", "membership", &members[0]), ("role", "role", &billing)],
+    );
+    let (status, body) = server.api(Method::POST, "/api/membership-roles", &admin, Some(grant)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // One organization: its memberships, their users and roles, each once.
+    let (status, body) = server
+        .api(
+            Method::GET,
+            &format!("/api/organizations/{acme}?include=memberships.user,memberships.roles"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let included = body["included"].as_array().unwrap();
+    let of = |kind: &str| included.iter().filter(|o| o["type"] == kind).collect::<Vec<_>>();
+    assert_eq!(of("membership").len(), 2, "{body}");
+    let mut emails: Vec<&str> =
+        of("user").iter().map(|o| o["attributes"]["email"].as_str().unwrap()).collect();
+    emails.sort();
+    assert_eq!(emails, ["ada@example.com", "bob@example.com"], "{body}");
+    assert_eq!(of("role").len(), 1, "{body}");
+    assert_eq!(included.len(), 5, "no resource twice: {body}");
+    // Full linkage: the organization names its memberships, each membership its roles.
+    assert_eq!(body["data"]["relationships"]["memberships"]["data"].as_array().unwrap().len(), 2);
+    let adas = of("membership").into_iter().find(|m| m["id"] == members[0].as_str()).unwrap();
+    assert_eq!(adas["relationships"]["roles"]["data"], json!([{"type": "role", "id": billing}]), "{body}");
+    assert_eq!(adas["relationships"]["user"]["data"]["id"], ada.as_str());
+
+    // A list: Ada is a member of both organizations and included once.
+    let (status, body) =
+        server.api(Method::GET, "/api/organizations?include=memberships.user", &admin, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let included = body["included"].as_array().unwrap();
+    assert_eq!(included.iter().filter(|o| o["type"] == "membership").count(), 3, "{body}");
+    assert_eq!(included.iter().filter(|o| o["type"] == "user").count(), 2, "{body}");
+
+    // Only declared paths; the error names the parameter.
+    for bad in ["memberships.organization.memberships", "memberships.bogus", "memberships."] {
+        let (status, body) =
+            server.api(Method::GET, &format!("/api/organizations?include={bad}"), &admin, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["errors"][0]["source"]["parameter"], "include", "{body}");
+    }
+});

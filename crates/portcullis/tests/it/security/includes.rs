@@ -52,3 +52,49 @@ db_test!(included_resources_need_their_own_familys_read_scope, |server| {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["included"].as_array().map(Vec::len), Some(2), "{body}");
 });
+
+db_test!(each_level_of_a_nested_include_needs_its_familys_read_scope, |server| {
+    let admin = server.admin_token().await;
+    let user = create_user(&server, &admin, json!({"email": "ada@example.com"})).await;
+    let link = |kind: &str, id: &str| json!({"data": {"type": kind, "id": id}});
+    let organization = crate::common::id_of(
+        &server
+            .create(
+                &admin,
+                "/api/organizations",
+                "organization",
+                json!({"name": "Acme"}),
+                serde_json::Value::Null,
+            )
+            .await,
+    );
+    server
+        .create(
+            &admin,
+            "/api/memberships",
+            "membership",
+            json!({}),
+            json!({"user": link("user", &user), "organization": link("organization", &organization)}),
+        )
+        .await;
+    let path = format!("/api/organizations/{organization}?include=memberships.user");
+
+    let scopes = ["organizations:read", "memberships:read"];
+    let (_, no_users) = management_client(&server, &admin, "No users", &scopes).await;
+    let no_users = server.management_token("acme-test", &no_users, None).await;
+    let (status, body) = server.api(Method::GET, &path, &no_users, None).await;
+    assert_error(status, &body, 403, "forbidden", None);
+    assert!(body["errors"][0]["detail"].as_str().unwrap().contains("users:read"), "{body}");
+    assert!(!body.to_string().contains("ada@example.com"), "{body}");
+    let (status, _) = server
+        .api(Method::GET, &format!("/api/organizations/{organization}?include=memberships"), &no_users, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (_, all) =
+        management_client(&server, &admin, "All three", &[scopes[0], scopes[1], "users:read"]).await;
+    let all = server.management_token("acme-test", &all, None).await;
+    let (status, body) = server.api(Method::GET, &path, &all, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.to_string().contains("ada@example.com"), "{body}");
+});
