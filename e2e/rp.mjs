@@ -5,6 +5,7 @@
 //
 //   GET /           "signed out", or the signed-in user's claims
 //   GET /login      redirects to the provider's authorization endpoint
+//                   (`?organization=` is passed on)
 //   GET /callback   redeems the code (validating the ID token)
 //   GET /refresh    refreshes the tokens
 //   GET /userinfo   calls UserInfo with the access token
@@ -65,6 +66,18 @@ ${blocks}
 `;
 }
 
+// The claims of a JWT access token (RFC 9068), unverified: the RP shows
+// them, the resource server would verify them. `null` for an opaque token.
+function jwtPayload(token) {
+  const parts = (token || '').split('.');
+  if (parts.length !== 3) return null;
+  try {
+    return JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+  } catch {
+    return null;
+  }
+}
+
 function cookieOf(request, name) {
   for (const part of (request.headers.cookie || '').split(';')) {
     const [key, ...rest] = part.trim().split('=');
@@ -121,6 +134,7 @@ export async function startRp({ issuer, port, clientId, clientSecret, host = '12
     },
 
     '/login': async (request, response, session) => {
+      const organization = new URL(request.url, base).searchParams.get('organization');
       const codeVerifier = oidc.randomPKCECodeVerifier();
       const codeChallenge = await oidc.calculatePKCECodeChallenge(codeVerifier);
       const state = oidc.randomState();
@@ -133,6 +147,7 @@ export async function startRp({ issuer, port, clientId, clientSecret, host = '12
         code_challenge_method: 'S256',
         state,
         nonce,
+        ...(organization ? { organization } : {}),
       });
       redirect(response, url.href);
     },
@@ -157,6 +172,7 @@ export async function startRp({ issuer, port, clientId, clientSecret, host = '12
       session.claims = tokens.claims();
       send(response, 200, page('signed in', {
         claims: session.claims,
+        access_token_claims: jwtPayload(tokens.access_token),
         tokens: { token_type: tokens.token_type, scope: tokens.scope, expires_in: tokens.expires_in, has_access_token: !!tokens.access_token, has_refresh_token: !!tokens.refresh_token, has_id_token: !!tokens.id_token },
       }, [['/refresh', 'Refresh'], ['/userinfo', 'UserInfo'], ['/logout', 'Sign out']]));
     },

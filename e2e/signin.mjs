@@ -18,25 +18,10 @@
 // Exits 0 when every step passed; otherwise prints the failing step, the
 // page it was on, and exits 1.
 
-import { readdir, readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-
-import { chromium } from 'playwright-core';
-
 import { startRp } from './rp.mjs';
-
-const started = Date.now();
-const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
-const log = (text) => console.log(`[${elapsed().padStart(6)}] ${text}`);
-
-function need(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`signin.mjs: the environment variable ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
+import {
+  check, equal, expectHeading, expectUrl, launch, linkIn, log, main, need, rpData, rpStatus, bodyText, waitForMail,
+} from './support.mjs';
 
 const ISSUER = need('ISSUER').replace(/\/$/, '');
 const RP_PORT = Number(need('RP_PORT'));
@@ -46,273 +31,147 @@ const OUTBOX_DIR = need('OUTBOX_DIR');
 const EMAIL = need('EMAIL');
 const PASSWORD = need('PASSWORD');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 100_000);
 const GIVEN_NAME = 'Ada';
 const FAMILY_NAME = 'Lovelace';
 
-class StepFailure extends Error {}
-
-function check(condition, message) {
-  if (!condition) throw new StepFailure(message);
-}
-
-function equal(actual, expected, what) {
-  check(actual === expected, `${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
-}
-
-// Polls the outbox for the first message to `to` whose subject matches.
-async function waitForMail(to, subject, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  let seen = [];
-  while (Date.now() < deadline) {
-    let names = [];
-    try {
-      names = (await readdir(OUTBOX_DIR)).filter((n) => n.endsWith('.json') && !n.startsWith('.')).sort();
-    } catch (error) {
-      if (error.code !== 'ENOENT') throw error;
-    }
-    seen = [];
-    for (const name of names) {
-      const mail = JSON.parse(await readFile(join(OUTBOX_DIR, name), 'utf8'));
-      seen.push(`${name}: to ${mail.to}: ${mail.subject}`);
-      if (mail.to === to && subject.test(mail.subject)) return { name, ...mail };
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new StepFailure(
-    `no mail to ${to} with a subject matching ${subject} in ${OUTBOX_DIR} after ${timeoutMs} ms; the outbox has: ${seen.length ? seen.join('; ') : 'nothing'}`,
-  );
-}
-
-// The JSON in the RP page's `<pre id="...">`.
-async function rpData(page, id) {
-  const pre = page.locator(`pre#${id}`);
-  check((await pre.count()) === 1, `the RP page (${page.url()}) has no #${id}: ${await bodyText(page)}`);
-  return JSON.parse(await pre.textContent());
-}
-
-async function bodyText(page) {
-  try {
-    return (await page.locator('body').innerText({ timeout: 2_000 })).replace(/\s+/g, ' ').slice(0, 2_000);
-  } catch {
-    return '(no page text)';
-  }
-}
-
-// The provider's page title (its `<h1>`), waiting for the page to load.
-async function heading(page) {
-  await page.waitForLoadState('domcontentloaded');
-  return (await page.getByRole('heading', { level: 1 }).first().innerText()).trim();
-}
-
-async function expectHeading(page, expected, what) {
-  const actual = await heading(page);
-  check(actual === expected, `${what}: expected the page "${expected}", got "${actual}" at ${page.url()}: ${await bodyText(page)}`);
-}
-
-async function expectUrl(page, prefix, what) {
-  try {
-    await page.waitForURL((url) => url.href.startsWith(prefix), { timeout: 15_000 });
-  } catch {
-    throw new StepFailure(`${what}: expected to be at ${prefix}..., but at ${page.url()}: ${await bodyText(page)}`);
-  }
-}
-
-async function run() {
-  let step = 'starting the RP';
+async function scenario({ at, opened, cleanup }) {
+  let step = at('starting the RP');
   const rp = await startRp({ issuer: ISSUER, port: RP_PORT, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, log });
+  cleanup(() => rp.close());
   log(`RP on ${rp.url} (discovered ${ISSUER})`);
-  let browser;
-  let page;
-  const problems = [];
-  try {
-    step = 'launching Chromium';
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
-    log(`Chromium ${browser.version()} (${CHROMIUM})`);
-    const context = await browser.newContext();
-    context.setDefaultTimeout(15_000);
-    context.setDefaultNavigationTimeout(15_000);
-    page = await context.newPage();
-    page.on('pageerror', (error) => problems.push(`page error at ${page.url()}: ${error.message}`));
-    // Console errors (a missing favicon, a CSP report) are told, not failed.
-    page.on('console', (message) => {
-      if (message.type() !== 'error') return;
-      const at = new URL(page.url());
-      const source = message.location().url;
-      log(`console error on ${at.origin}${at.pathname}: ${message.text()}${source ? ` (${source})` : ''}`);
-    });
-    page.on('response', (response) => {
-      if (response.status() >= 500) problems.push(`${response.status()} for ${response.request().method()} ${response.url()}`);
-    });
-    const providerCookie = async () =>
-      (await context.cookies(ISSUER)).find((c) => c.name === 'portcullis_session');
+  step = at('launching Chromium');
+  const launched = await launch(CHROMIUM);
+  opened(launched);
+  const { context, page } = launched;
+  const providerCookie = async () =>
+    (await context.cookies(ISSUER)).find((c) => c.name === 'portcullis_session');
 
-    // 1. The RP sends the browser to the hosted login page.
-    step = 'opening the RP and going to the hosted login page';
-    await page.goto(`${rp.url}/`);
-    equal((await page.locator('#status').innerText()).trim(), 'signed out', 'the RP before signing in');
-    await page.goto(`${rp.url}/login`);
-    await expectUrl(page, `${ISSUER}/login?flow=`, step);
-    await expectHeading(page, 'Sign in', step);
-    check((await bodyText(page)).includes('Browser Test RP'), `the login page names the application: ${await bodyText(page)}`);
-    log(`login page: ${new URL(page.url()).pathname} (flow ${new URL(page.url()).searchParams.get("flow").length} chars)`);
+  // 1. The RP sends the browser to the hosted login page.
+  step = at('opening the RP and going to the hosted login page');
+  await page.goto(`${rp.url}/`);
+  equal(await rpStatus(page), 'signed out', 'the RP before signing in');
+  await page.goto(`${rp.url}/login`);
+  await expectUrl(page, `${ISSUER}/login?flow=`, step);
+  await expectHeading(page, 'Sign in', step);
+  check((await bodyText(page)).includes('Browser Test RP'), `the login page names the application: ${await bodyText(page)}`);
+  log(`login page: ${new URL(page.url()).pathname} (flow ${new URL(page.url()).searchParams.get("flow").length} chars)`);
 
-    // 2. Sign up.
-    step = 'opening the registration page';
-    await page.getByRole('link', { name: 'Create an account' }).click();
-    await expectUrl(page, `${ISSUER}/register`, step);
-    await expectHeading(page, 'Create your account', step);
-    step = 'submitting the registration form';
-    await page.getByLabel('Email', { exact: true }).fill(EMAIL);
-    await page.getByLabel('First name', { exact: true }).fill(GIVEN_NAME);
-    await page.getByLabel('Last name', { exact: true }).fill(FAMILY_NAME);
-    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
-    await page.getByLabel('Confirm password', { exact: true }).fill(PASSWORD);
-    await page.getByRole('button', { name: 'Create account' }).click();
-    await expectHeading(page, 'Check your email', step);
-    check((await bodyText(page)).includes(EMAIL), `"Check your email" names ${EMAIL}: ${await bodyText(page)}`);
-    check(await page.getByRole('link', { name: 'Continue to sign in' }).isVisible(), 'the "Continue to sign in" link is shown');
-    log('registered; "Check your email" shown');
+  // 2. Sign up.
+  step = at('opening the registration page');
+  await page.getByRole('link', { name: 'Create an account' }).click();
+  await expectUrl(page, `${ISSUER}/register`, step);
+  await expectHeading(page, 'Create your account', step);
+  step = at('submitting the registration form');
+  await page.getByLabel('Email', { exact: true }).fill(EMAIL);
+  await page.getByLabel('First name', { exact: true }).fill(GIVEN_NAME);
+  await page.getByLabel('Last name', { exact: true }).fill(FAMILY_NAME);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByLabel('Confirm password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await expectHeading(page, 'Check your email', step);
+  check((await bodyText(page)).includes(EMAIL), `"Check your email" names ${EMAIL}: ${await bodyText(page)}`);
+  check(await page.getByRole('link', { name: 'Continue to sign in' }).isVisible(), 'the "Continue to sign in" link is shown');
+  log('registered; "Check your email" shown');
 
-    // 3. Confirm the address from the outbox.
-    step = 'reading the confirmation mail from the outbox';
-    const mail = await waitForMail(EMAIL, /^Confirm your email/);
-    const links = mail.text.match(/https?:\/\/\S+\/confirm\/\S+/g) || [];
-    equal(links.length, 1, `confirmation links in "${mail.subject}"`);
-    const link = links[0];
-    check(link.startsWith(`${ISSUER}/confirm/`), `the link points at the issuer: ${link}`);
-    log(`mail "${mail.subject}" (${mail.name}) from ${mail.from}`);
-    step = 'opening the confirmation link';
-    await page.goto(link);
-    // The link shows a button (mail scanners that fetch links must not spend it).
-    await expectHeading(page, 'Confirm your email', step);
-    await page.getByRole('button', { name: 'Confirm my email' }).click();
-    await expectHeading(page, 'Your email is confirmed', step);
-    check((await bodyText(page)).includes(EMAIL), `the confirmation page names ${EMAIL}`);
-    log('email confirmed');
+  // 3. Confirm the address from the outbox.
+  step = at('reading the confirmation mail from the outbox');
+  const mail = await waitForMail(OUTBOX_DIR, EMAIL, /^Confirm your email/);
+  const link = linkIn(mail, `${ISSUER}/confirm/`);
+  log(`mail "${mail.subject}" (${mail.name}) from ${mail.from}`);
+  step = at('opening the confirmation link');
+  await page.goto(link);
+  // The link shows a button (mail scanners that fetch links must not spend it).
+  await expectHeading(page, 'Confirm your email', step);
+  await page.getByRole('button', { name: 'Confirm my email' }).click();
+  await expectHeading(page, 'Your email is confirmed', step);
+  check((await bodyText(page)).includes(EMAIL), `the confirmation page names ${EMAIL}`);
+  log('email confirmed');
 
-    // 4. Sign in through the RP.
-    step = 'signing in through the RP';
-    await page.goto(`${rp.url}/login`);
-    await expectUrl(page, `${ISSUER}/login?flow=`, step);
-    await expectHeading(page, 'Sign in', step);
-    await page.getByLabel('Email', { exact: true }).fill(EMAIL);
-    await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
-    await page.getByRole('button', { name: 'Sign in' }).click();
+  // 4. Sign in through the RP.
+  step = at('signing in through the RP');
+  await page.goto(`${rp.url}/login`);
+  await expectUrl(page, `${ISSUER}/login?flow=`, step);
+  await expectHeading(page, 'Sign in', step);
+  await page.getByLabel('Email', { exact: true }).fill(EMAIL);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
 
-    // 5. Consent: a third-party application must ask.
-    step = 'consenting';
-    await expectUrl(page, `${ISSUER}/consent?flow=`, step);
-    await expectHeading(page, 'Authorize Browser Test RP', step);
-    const consentText = await bodyText(page);
-    check(consentText.includes(EMAIL), `the consent page names the account ${EMAIL}: ${consentText}`);
-    const scopes = (await page.locator('.scope-name').allInnerTexts()).map((s) => s.trim());
-    for (const scope of ['profile', 'email', 'offline_access']) {
-      check(scopes.includes(scope), `the consent page lists ${scope}; it lists ${JSON.stringify(scopes)}`);
-    }
-    check(!!(await providerCookie()), 'signing in set the provider session cookie');
-    log(`consent page lists ${scopes.join(', ')}`);
-    await page.getByRole('button', { name: 'Allow' }).click();
-
-    // 6. The RP redeems the code and validates the ID token.
-    step = 'receiving tokens at the RP callback';
-    await expectUrl(page, `${rp.url}/callback`, step);
-    equal((await page.locator('#status').innerText()).trim(), 'signed in', `the RP callback (${await bodyText(page)})`);
-    const claims = await rpData(page, 'claims');
-    const tokens = await rpData(page, 'tokens');
-    equal(claims.iss, ISSUER, 'ID token iss');
-    equal(claims.aud, CLIENT_ID, 'ID token aud');
-    equal(claims.email, EMAIL, 'ID token email');
-    equal(claims.email_verified, true, 'ID token email_verified');
-    equal(claims.given_name, GIVEN_NAME, 'ID token given_name');
-    equal(claims.family_name, FAMILY_NAME, 'ID token family_name');
-    check(typeof claims.sub === 'string' && claims.sub.length > 0, `ID token sub: ${JSON.stringify(claims.sub)}`);
-    equal(tokens.has_refresh_token, true, 'a refresh token for offline_access');
-    equal(tokens.scope, 'openid profile email offline_access', 'granted scope');
-    log(`signed in: sub ${claims.sub}, tokens ${JSON.stringify(tokens)}`);
-
-    // 7. Refresh: new tokens, the refresh token rotated.
-    step = 'refreshing the tokens';
-    await page.goto(`${rp.url}/refresh`);
-    equal((await page.locator('#status').innerText()).trim(), 'refreshed', `the RP refresh (${await bodyText(page)})`);
-    const refresh = await rpData(page, 'refresh');
-    equal(refresh.access_token_changed, true, 'a new access token');
-    equal(refresh.has_refresh_token, true, 'a refresh token in the refresh response');
-    equal(refresh.refresh_token_changed, true, 'the refresh token rotated');
-    log(`refreshed: ${JSON.stringify(refresh)}`);
-
-    // 8. UserInfo with the refreshed access token.
-    step = 'calling UserInfo';
-    await page.goto(`${rp.url}/userinfo`);
-    equal((await page.locator('#status').innerText()).trim(), 'userinfo', `the RP UserInfo call (${await bodyText(page)})`);
-    const info = await rpData(page, 'userinfo');
-    equal(info.sub, claims.sub, 'UserInfo sub');
-    equal(info.email, EMAIL, 'UserInfo email');
-    equal(info.email_verified, true, 'UserInfo email_verified');
-    log(`userinfo: ${JSON.stringify(info)}`);
-
-    // 9. RP-initiated logout, back to the RP with its state.
-    step = 'signing out';
-    await page.goto(`${rp.url}/logout`);
-    await page.waitForURL((url) => url.href.startsWith(`${rp.url}/signed-out`) || url.href.startsWith(ISSUER), { timeout: 15_000 });
-    if (page.url().startsWith(ISSUER)) {
-      // The provider may ask before ending the session.
-      await expectHeading(page, 'Sign out', `${step} (the provider's confirmation)`);
-      log('the provider asks to confirm the sign-out');
-      await page.getByRole('button', { name: 'Sign out' }).click();
-    } else {
-      log('the provider signed out without asking (id_token_hint)');
-    }
-    await expectUrl(page, `${rp.url}/signed-out`, step);
-    equal((await page.locator('#status').innerText()).trim(), 'signed out', `the RP after sign-out (${await bodyText(page)})`);
-    const logout = await rpData(page, 'logout');
-    equal(logout.state_matches, true, 'the sign-out state came back');
-    check(!(await providerCookie()), 'the provider session cookie is gone');
-    log(`signed out: back at ${page.url()}`);
-
-    // 10. The provider session is gone: signing in again asks for credentials.
-    step = 'checking that the session is gone';
-    await page.goto(`${rp.url}/login`);
-    await expectUrl(page, `${ISSUER}/login?flow=`, step);
-    await expectHeading(page, 'Sign in', step);
-    log('RP /login lands on the login page again');
-
-    check(problems.length === 0, `the browser saw problems: ${problems.join('; ')}`);
-  } catch (error) {
-    const where = page ? `\n  page: ${page.url()}\n  text: ${await bodyText(page)}` : '';
-    const extra = problems.length ? `\n  browser problems: ${problems.join('; ')}` : '';
-    const message = error instanceof StepFailure ? error.message : (error && error.stack) || String(error);
-    throw new StepFailure(`FAILED while ${step}: ${message}${where}${extra}`);
-  } finally {
-    if (browser) await browser.close().catch(() => {});
-    await rp.close();
+  // 5. Consent: a third-party application must ask.
+  step = at('consenting');
+  await expectUrl(page, `${ISSUER}/consent?flow=`, step);
+  await expectHeading(page, 'Authorize Browser Test RP', step);
+  const consentText = await bodyText(page);
+  check(consentText.includes(EMAIL), `the consent page names the account ${EMAIL}: ${consentText}`);
+  const scopes = (await page.locator('.scope-name').allInnerTexts()).map((s) => s.trim());
+  for (const scope of ['profile', 'email', 'offline_access']) {
+    check(scopes.includes(scope), `the consent page lists ${scope}; it lists ${JSON.stringify(scopes)}`);
   }
+  check(!!(await providerCookie()), 'signing in set the provider session cookie');
+  log(`consent page lists ${scopes.join(', ')}`);
+  await page.getByRole('button', { name: 'Allow' }).click();
+
+  // 6. The RP redeems the code and validates the ID token.
+  step = at('receiving tokens at the RP callback');
+  await expectUrl(page, `${rp.url}/callback`, step);
+  equal(await rpStatus(page), 'signed in', `the RP callback (${await bodyText(page)})`);
+  const claims = await rpData(page, 'claims');
+  const tokens = await rpData(page, 'tokens');
+  equal(claims.iss, ISSUER, 'ID token iss');
+  equal(claims.aud, CLIENT_ID, 'ID token aud');
+  equal(claims.email, EMAIL, 'ID token email');
+  equal(claims.email_verified, true, 'ID token email_verified');
+  equal(claims.given_name, GIVEN_NAME, 'ID token given_name');
+  equal(claims.family_name, FAMILY_NAME, 'ID token family_name');
+  check(typeof claims.sub === 'string' && claims.sub.length > 0, `ID token sub: ${JSON.stringify(claims.sub)}`);
+  equal(tokens.has_refresh_token, true, 'a refresh token for offline_access');
+  equal(tokens.scope, 'openid profile email offline_access', 'granted scope');
+  log(`signed in: sub ${claims.sub}, tokens ${JSON.stringify(tokens)}`);
+
+  // 7. Refresh: new tokens, the refresh token rotated.
+  step = at('refreshing the tokens');
+  await page.goto(`${rp.url}/refresh`);
+  equal(await rpStatus(page), 'refreshed', `the RP refresh (${await bodyText(page)})`);
+  const refresh = await rpData(page, 'refresh');
+  equal(refresh.access_token_changed, true, 'a new access token');
+  equal(refresh.has_refresh_token, true, 'a refresh token in the refresh response');
+  equal(refresh.refresh_token_changed, true, 'the refresh token rotated');
+  log(`refreshed: ${JSON.stringify(refresh)}`);
+
+  // 8. UserInfo with the refreshed access token.
+  step = at('calling UserInfo');
+  await page.goto(`${rp.url}/userinfo`);
+  equal(await rpStatus(page), 'userinfo', `the RP UserInfo call (${await bodyText(page)})`);
+  const info = await rpData(page, 'userinfo');
+  equal(info.sub, claims.sub, 'UserInfo sub');
+  equal(info.email, EMAIL, 'UserInfo email');
+  equal(info.email_verified, true, 'UserInfo email_verified');
+  log(`userinfo: ${JSON.stringify(info)}`);
+
+  // 9. RP-initiated logout, back to the RP with its state.
+  step = at('signing out');
+  await page.goto(`${rp.url}/logout`);
+  await page.waitForURL((url) => url.href.startsWith(`${rp.url}/signed-out`) || url.href.startsWith(ISSUER), { timeout: 15_000 });
+  if (page.url().startsWith(ISSUER)) {
+    // The provider may ask before ending the session.
+    await expectHeading(page, 'Sign out', `${step} (the provider's confirmation)`);
+    log('the provider asks to confirm the sign-out');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+  } else {
+    log('the provider signed out without asking (id_token_hint)');
+  }
+  await expectUrl(page, `${rp.url}/signed-out`, step);
+  equal(await rpStatus(page), 'signed out', `the RP after sign-out (${await bodyText(page)})`);
+  const logout = await rpData(page, 'logout');
+  equal(logout.state_matches, true, 'the sign-out state came back');
+  check(!(await providerCookie()), 'the provider session cookie is gone');
+  log(`signed out: back at ${page.url()}`);
+
+  // 10. The provider session is gone: signing in again asks for credentials.
+  step = at('checking that the session is gone');
+  await page.goto(`${rp.url}/login`);
+  await expectUrl(page, `${ISSUER}/login?flow=`, step);
+  await expectHeading(page, 'Sign in', step);
+  log('RP /login lands on the login page again');
 }
 
-const limit = setTimeout(() => {
-  console.error(`FAILED: the browser test did not finish within ${TIMEOUT_MS} ms`);
-  process.exit(1);
-}, TIMEOUT_MS);
-limit.unref();
-
-try {
-  await run();
-  log('PASSED: sign-up, email confirmation, sign-in, consent, tokens, refresh, UserInfo and sign-out');
-  process.exit(0);
-} catch (error) {
-  console.error(error instanceof StepFailure ? error.message : (error && error.stack) || String(error));
-  process.exit(1);
-}
+await main(scenario, 'sign-up, email confirmation, sign-in, consent, tokens, refresh, UserInfo and sign-out');
