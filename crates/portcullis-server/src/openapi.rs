@@ -250,7 +250,9 @@ fn query_parameters(def: &ResourceDef) -> Vec<Value> {
         "schema": {"type": "string", "pattern": format!("^{key}(,{key})*$")},
         "description": format!("Comma-separated, each at most once, `-` for descending: {}", names.join(", "))}));
     if !def.query.includes.is_empty() {
-        let names = def.query.includes.join("|");
+        // Dotted paths (`memberships.user`): a literal dot in the pattern.
+        let names =
+            def.query.includes.iter().map(|path| path.replace('.', "\\.")).collect::<Vec<_>>().join("|");
         params.push(json!({"name": "include", "in": "query",
             "schema": {"type": "string", "pattern": format!("^(({names})(,({names}))*)?$")},
             "description": format!("Comma-separated: {}. Each needs its own family's read scope.", def.query.includes.join(", "))}));

@@ -272,10 +272,29 @@ db_test!(include_roles_and_sparse_fieldsets, |server| {
     assert_eq!(page["included"][0]["id"], permission.as_str());
     assert_eq!(page["included"][0]["attributes"]["name"], "posts:read");
 
-    // Unknown includes.
-    for query in
-        ["include=sessions", "include=roles,secrets", "include=roles.permissions", "include=password_hash"]
-    {
+    // A declared nested path: the users' roles, and those roles' permissions.
+    let page = get_ok(
+        &server,
+        &token,
+        "/api/users?include=roles.permissions&filter[email]=alice.smith%40example.com",
+    )
+    .await;
+    let included = page["included"].as_array().unwrap();
+    let admin_role = included.iter().find(|o| o["id"] == admin.as_str()).expect("the Admin role is included");
+    assert_eq!(
+        admin_role["relationships"]["permissions"]["data"],
+        json!([{"type": "permission", "id": permission}])
+    );
+    assert!(included.iter().any(|o| o["type"] == "permission" && o["id"] == permission.as_str()), "{page}");
+
+    // Unknown includes, and nested paths that are not declared.
+    for query in [
+        "include=sessions",
+        "include=roles,secrets",
+        "include=roles.users",
+        "include=roles.permissions.roles",
+        "include=password_hash",
+    ] {
         let reply = call(&server, Method::GET, &format!("/api/users?{query}"), &token, None).await;
         reply.assert_bad_parameter("include");
     }
