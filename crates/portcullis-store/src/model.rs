@@ -1,11 +1,14 @@
-//! Row types, one per table. Each is declared once with [`record!`], which
+//! Row types, one per table, each declared once with [`record!`], which
 //! derives decoding and the column list used by the generic CRUD in
-//! [`crate::record`].
+//! [`crate::record`]. The tables the store's own queries read are here; a
+//! newer resource family declares its row type in its service module
+//! (organizations, memberships, membership roles, invitations), so adding a
+//! family leaves this file alone.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::record::{Record, SqlValue};
+use crate::record::SqlValue;
 use crate::types::JsonText;
 
 /// Converts a field to the value bound for its column.
@@ -43,6 +46,10 @@ impl<T: Serialize> ToSqlValue for JsonText<T> {
     }
 }
 
+/// Declares a row type: the struct, its decoding (`sqlx::FromRow`, so the
+/// calling crate depends on `sqlx`) and its [`Record`](crate::record::Record) impl. Exported so that
+/// a resource family keeps its row type in its own module.
+#[macro_export]
 macro_rules! record {
     (
         $(#[$meta:meta])*
@@ -51,12 +58,12 @@ macro_rules! record {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, sqlx::FromRow)]
+        #[derive(Debug, Clone, ::sqlx::FromRow)]
         pub struct $name {
             $( $(#[$field_meta])* pub $field: $ty ),*
         }
 
-        impl Record for $name {
+        impl $crate::record::Record for $name {
             const TABLE: &'static str = $table;
             const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),*];
 
@@ -64,14 +71,14 @@ macro_rules! record {
                 &self.id
             }
 
-            fn values(&self) -> Vec<SqlValue> {
-                vec![$( ToSqlValue::to_sql(&self.$field) ),*]
+            fn values(&self) -> Vec<$crate::record::SqlValue> {
+                vec![$( $crate::model::ToSqlValue::to_sql(&self.$field) ),*]
             }
         }
     };
 }
 
-/// An environment (not environment-scoped itself, so not a [`Record`]).
+/// An environment (not environment-scoped itself, so not a [`Record`](crate::record::Record)).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Environment {
     pub id: String,
@@ -119,59 +126,6 @@ record! {
 }
 
 record! {
-    /// A customer company of a B2B app (`/api/organizations`).
-    pub struct Organization in "organizations" {
-        pub id: String,
-        pub environment_id: String,
-        pub name: String,
-        pub slug: String,
-        #[sqlx(try_from = "String")]
-        pub metadata: JsonText<Value>,
-        pub inserted_at: i64,
-        pub updated_at: i64,
-    }
-}
-
-record! {
-    /// A user in an organization (`/api/memberships`), at most once.
-    pub struct Membership in "memberships" {
-        pub id: String,
-        pub environment_id: String,
-        pub user_id: String,
-        pub organization_id: String,
-        #[sqlx(try_from = "String")]
-        pub metadata: JsonText<Value>,
-        pub inserted_at: i64,
-        pub updated_at: i64,
-    }
-}
-
-record! {
-    /// An invitation to join an organization (`/api/invitations`). `status`
-    /// is stored `pending`, `accepted`, `declined`, `revoked` or `expired`
-    /// (a pending one past `expires_at` reads as expired before it is
-    /// marked so).
-    pub struct Invitation in "invitations" {
-        pub id: String,
-        pub environment_id: String,
-        pub organization_id: String,
-        pub email: String,
-        #[sqlx(try_from = "String")]
-        pub role_ids: JsonText<Vec<String>>,
-        pub status: String,
-        pub token_hash: String,
-        pub expires_at: i64,
-        pub inviter_type: Option<String>,
-        pub inviter_id: Option<String>,
-        pub inviter_name: Option<String>,
-        pub user_id: Option<String>,
-        pub responded_at: Option<i64>,
-        pub inserted_at: i64,
-        pub updated_at: i64,
-    }
-}
-
-record! {
     /// A message waiting for the mail worker, sealed with the master key.
     pub struct QueuedMail in "queued_mails" {
         pub id: String,
@@ -180,18 +134,6 @@ record! {
         pub attempts: i64,
         pub due_at: i64,
         pub inserted_at: i64,
-    }
-}
-
-record! {
-    /// An organization-level role of a member (`/api/membership-roles`).
-    pub struct MembershipRole in "membership_roles" {
-        pub id: String,
-        pub environment_id: String,
-        pub membership_id: String,
-        pub role_id: String,
-        pub inserted_at: i64,
-        pub updated_at: i64,
     }
 }
 

@@ -11,15 +11,15 @@
 use std::sync::Arc;
 
 use portcullis_crypto::{jws, secret};
-use portcullis_store::model::{
-    AuthorizationCode, Client, Consent, Event, Membership, Organization, Session, User,
-};
+use portcullis_store::model::{AuthorizationCode, Client, Consent, Event, Session, User};
 use portcullis_store::types::JsonText;
 use portcullis_store::{new_id, now_micros, record};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{OAuthError, Params};
+use crate::services::memberships::Membership;
+use crate::services::organizations::Organization;
 use crate::services::target;
 use crate::{Core, Ctx, EnvState, Result, ServiceError};
 

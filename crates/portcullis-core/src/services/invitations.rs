@@ -11,12 +11,15 @@ use std::sync::Arc;
 
 use portcullis_crypto::secret;
 use portcullis_jsonapi::ResourceObject;
-use portcullis_store::model::{Event, Invitation, Membership, MembershipRole, Organization, Role, User};
+use portcullis_store::model::{Event, Role, User};
 use portcullis_store::types::JsonText;
 use portcullis_store::{WriteTx, new_id, now_micros, record, repo};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::membership_roles::MembershipRole;
+use super::memberships::Membership;
+use super::organizations::Organization;
 use super::{attrs, fetch_in, find_by_secret, finish, target, timestamp, unique};
 use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
@@ -26,6 +29,31 @@ use crate::{Core, Ctx, EnvState, Result, ServiceError};
 pub const KIND: &str = "invitation";
 /// Roles one invitation may hand out.
 const ROLES_MAX: usize = 50;
+
+portcullis_store::record! {
+    /// An invitation to join an organization (`/api/invitations`). `status`
+    /// is stored `pending`, `accepted`, `declined`, `revoked` or `expired`
+    /// (a pending one past `expires_at` reads as expired before it is
+    /// marked so).
+    pub struct Invitation in "invitations" {
+        pub id: String,
+        pub environment_id: String,
+        pub organization_id: String,
+        pub email: String,
+        #[sqlx(try_from = "String")]
+        pub role_ids: JsonText<Vec<String>>,
+        pub status: String,
+        pub token_hash: String,
+        pub expires_at: i64,
+        pub inviter_type: Option<String>,
+        pub inviter_id: Option<String>,
+        pub inviter_name: Option<String>,
+        pub user_id: Option<String>,
+        pub responded_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
 
 impl Guarded for Invitation {
     const FAMILY: Family = Family::Invitations;

@@ -1,12 +1,22 @@
 //! An organization-level role of a member (`/api/membership-roles`); see
 //! [`super::links`].
 
-use portcullis_store::model::MembershipRole;
-
 use super::links::Link;
 use crate::authz::{Family, Guarded};
 
 pub const KIND: &str = "membership_role";
+
+portcullis_store::record! {
+    /// An organization-level role of a member (`/api/membership-roles`).
+    pub struct MembershipRole in "membership_roles" {
+        pub id: String,
+        pub environment_id: String,
+        pub membership_id: String,
+        pub role_id: String,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
 
 impl Guarded for MembershipRole {
     const FAMILY: Family = Family::Memberships;
@@ -21,7 +31,7 @@ impl Link for MembershipRole {
     const CREATED: &'static str = "membership_role.created";
     const DELETED: &'static str = "membership_role.deleted";
     const INVALIDATES: bool = false;
-    type From = portcullis_store::model::Membership;
+    type From = super::memberships::Membership;
     type To = portcullis_store::model::Role;
 
     fn new(id: String, environment_id: String, from: &str, to: &str, now: i64) -> Self {

@@ -3,18 +3,33 @@
 //! organization (the database cascades it in the deleting statement).
 
 use portcullis_jsonapi::ResourceObject;
-use portcullis_store::model::{Event, Membership, Organization, User};
+use portcullis_store::model::{Event, User};
 use portcullis_store::types::JsonText;
 use portcullis_store::{CondOp, Condition, SqlValue, listing, new_id, now_micros, record};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::organizations::Organization;
 use super::{Patch, attrs, fetch_in, finish, metadata_object, target, timestamp};
 use crate::authz::{Family, Guarded, Verb};
 use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "membership";
+
+portcullis_store::record! {
+    /// A user in an organization (`/api/memberships`), at most once.
+    pub struct Membership in "memberships" {
+        pub id: String,
+        pub environment_id: String,
+        pub user_id: String,
+        pub organization_id: String,
+        #[sqlx(try_from = "String")]
+        pub metadata: JsonText<Value>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
 
 impl super::links::Linkable for Membership {
     const KIND: &'static str = KIND;

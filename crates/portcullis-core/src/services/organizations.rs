@@ -3,7 +3,7 @@
 //! omitted) and the customer's own `metadata`.
 
 use portcullis_jsonapi::ResourceObject;
-use portcullis_store::model::{Event, Organization};
+use portcullis_store::model::Event;
 use portcullis_store::types::JsonText;
 use portcullis_store::{new_id, now_micros, record};
 use serde::Deserialize;
@@ -15,6 +15,20 @@ use crate::error::{Field, conflict_on};
 use crate::{Core, Ctx, Result, ServiceError};
 
 pub const KIND: &str = "organization";
+
+portcullis_store::record! {
+    /// A customer company of a B2B app (`/api/organizations`).
+    pub struct Organization in "organizations" {
+        pub id: String,
+        pub environment_id: String,
+        pub name: String,
+        pub slug: String,
+        #[sqlx(try_from = "String")]
+        pub metadata: JsonText<Value>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
 pub const SLUG_MAX: usize = 64;
 const NAME_MAX: usize = 100;
 const SLUG_TAKEN: &str = "an organization with this slug already exists";

@@ -10,11 +10,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use portcullis_core::authz::Family;
+use portcullis_core::services::invitations::Invitation;
 use portcullis_core::services::invitations::{self, Answer, Answered, NewInvitation, Proof};
 use portcullis_core::services::memberships;
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{ApiError, Direction, Document, FieldKind, QuerySpec, ResourceObject, parse_create};
-use portcullis_store::model::Invitation;
 use serde::Deserialize;
 
 use super::{

@@ -1,8 +1,8 @@
 use portcullis_core::Ctx;
 use portcullis_core::authz::Family;
+use portcullis_core::services::membership_roles::MembershipRole;
 use portcullis_core::services::{links, membership_roles};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject};
-use portcullis_store::model::MembershipRole;
 
 use super::{Access, Ops, Resource, ResourceDef, Routes, attr, to_one};
 

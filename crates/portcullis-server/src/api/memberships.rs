@@ -1,8 +1,8 @@
 use portcullis_core::authz::Family;
+use portcullis_core::services::memberships::Membership;
 use portcullis_core::services::memberships::{self, MembershipChanges, NewMembership};
 use portcullis_core::{Core, Ctx};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
-use portcullis_store::model::Membership;
 
 use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, to_many, to_one};
 use crate::error::ApiResult;

@@ -1,9 +1,9 @@
 use portcullis_core::authz::Family;
 use portcullis_core::services::memberships;
+use portcullis_core::services::organizations::Organization;
 use portcullis_core::services::organizations::{self, NewOrganization, OrganizationChanges};
 use portcullis_core::{Core, Ctx, ServiceError};
 use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, Relationships, ResourceObject};
-use portcullis_store::model::Organization;
 use serde_json::json;
 
 use super::{Access, CRUD, Resource, ResourceDef, Routes, Writable, attr, required, to_many};

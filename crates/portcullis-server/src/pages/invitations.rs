@@ -20,11 +20,12 @@ use axum_extra::extract::cookie::CookieJar;
 use portcullis_core::account::{self, Registration};
 use portcullis_core::limits::{Limit, RetryAfter};
 use portcullis_core::oauth::{self, RequestInfo};
+use portcullis_core::services::invitations::Invitation;
 use portcullis_core::services::invitations::{self, Answer, Proof};
 use portcullis_core::signin::{self, LoginError};
 use portcullis_core::{Core, EnvState, ServiceError};
 use portcullis_jsonapi::ApiError;
-use portcullis_store::model::{Invitation, Session, User};
+use portcullis_store::model::{Session, User};
 
 use super::{
     PageForm, Submitted, browser_session, field_errors, message, message_with_link, rate_limited,
