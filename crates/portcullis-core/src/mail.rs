@@ -41,6 +41,9 @@ pub struct MailSettings {
     /// The `From` mailbox, e.g. `Acme <no-reply@acme.example>`.
     pub from: String,
     pub transport: MailTransport,
+    /// How long one attempt owns a queued message: a process killed while
+    /// sending delays that message by this much, then another sends it.
+    pub lease: Duration,
 }
 
 impl Default for MailSettings {
@@ -48,6 +51,7 @@ impl Default for MailSettings {
         MailSettings {
             from: "Portcullis <no-reply@localhost>".into(),
             transport: MailTransport::Outbox(PathBuf::from("portcullis-data/outbox")),
+            lease: DEFAULT_LEASE,
         }
     }
 }
@@ -73,6 +77,7 @@ struct OutboxEntry<'a> {
 pub struct Mailer {
     from: Mailbox,
     sender: Sender,
+    lease: Duration,
 }
 
 enum Sender {
@@ -94,7 +99,7 @@ impl Mailer {
             ),
             MailTransport::Outbox(dir) => Sender::Outbox(dir.clone()),
         };
-        Ok(Mailer { from, sender })
+        Ok(Mailer { from, sender, lease: settings.lease })
     }
 
     /// Where the outbox is, when mail goes to one.
@@ -133,8 +138,9 @@ impl Mailer {
 
 /// The mail worker's pace.
 const POLL: Duration = Duration::from_secs(5);
-/// How long one attempt owns a message before another worker may retry it.
-const LEASE: Duration = Duration::from_secs(300);
+/// How long one attempt owns a message before another worker may retry it
+/// (`MailSettings::lease`), unless configured.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 /// Attempts before a message is given up on (about a day of retries).
 const MAX_ATTEMPTS: i64 = 12;
 const BATCH: i64 = 50;
@@ -195,7 +201,8 @@ pub async fn send_due(core: &Core) -> Result<()> {
         let mut taken = 0;
         for queued in due {
             let mut tx = core.db.write_state().await?;
-            let claimed = repo::mail_queue::claim(tx.conn(), &queued, now + micros(LEASE)).await?;
+            let claimed =
+                repo::mail_queue::claim(tx.conn(), &queued, now + micros(core.mailer.lease)).await?;
             tx.commit().await?;
             if !claimed {
                 continue;
@@ -336,6 +343,7 @@ mod tests {
         let settings = MailSettings {
             from: "Acme <no-reply@acme.test>".into(),
             transport: MailTransport::Smtp(format!("smtp://127.0.0.1:{port}")),
+            lease: DEFAULT_LEASE,
         };
         let mailer = Mailer::new(&settings).unwrap();
         assert!(mailer.outbox().is_none());
@@ -356,8 +364,11 @@ mod tests {
     #[tokio::test]
     async fn the_outbox_holds_one_json_file_per_message() {
         let dir = std::env::temp_dir().join(format!("portcullis-outbox-{}", uuid::Uuid::new_v4().simple()));
-        let settings =
-            MailSettings { from: "no-reply@acme.test".into(), transport: MailTransport::Outbox(dir.clone()) };
+        let settings = MailSettings {
+            from: "no-reply@acme.test".into(),
+            transport: MailTransport::Outbox(dir.clone()),
+            lease: DEFAULT_LEASE,
+        };
         let mailer = Mailer::new(&settings).unwrap();
         assert_eq!(mailer.outbox(), Some(dir.as_path()));
         for n in 0..2 {

@@ -41,6 +41,9 @@ pub struct Config {
     pub mail_from: String,
     /// The dev outbox (one JSON file per message); default `{data_dir}/outbox`.
     pub outbox_dir: Option<PathBuf>,
+    /// Seconds one send attempt owns a queued message: mail that a killed
+    /// process was sending goes out this much later, from any process.
+    pub mail_lease_seconds: u64,
     /// Per-IP and per-account limits on login, sign-up, reset and token
     /// requests. Turn off only to benchmark.
     pub rate_limits: bool,
@@ -61,6 +64,7 @@ impl Default for Config {
             smtp_url: None,
             mail_from: "Portcullis <no-reply@localhost>".into(),
             outbox_dir: None,
+            mail_lease_seconds: portcullis_core::mail::DEFAULT_LEASE.as_secs(),
             rate_limits: true,
         }
     }
@@ -93,6 +97,7 @@ impl Config {
                         self.outbox_dir.clone().unwrap_or_else(|| self.data_dir.join("outbox")),
                     ),
                 },
+                lease: std::time::Duration::from_secs(self.mail_lease_seconds.max(1)),
             },
             rate_limits: self.rate_limits.then(RateLimits::default),
             hub: portcullis_core::HubSettings::default(),

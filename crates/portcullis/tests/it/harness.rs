@@ -37,8 +37,7 @@ pub struct TestServer {
     pub admin: Creds,
     pub database_url: String,
     pub master_key: String,
-    _dir: tempfile::TempDir,
-    schema: Option<(String, String)>,
+    database: FreshDatabase,
     server: tokio::task::JoinHandle<()>,
     /// The lifecycle hub's relay and workers, when the test turned them on.
     _hub: portcullis_provision::Hub,
@@ -67,42 +66,23 @@ impl TestServer {
         backend: Backend,
         configure: impl FnOnce(&mut CoreConfig),
     ) -> Option<TestServer> {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (database_url, schema) = match backend {
-            Backend::Sqlite => (format!("sqlite:{}", dir.path().join("test.db").display()), None),
-            Backend::Postgres => {
-                let Ok(base) = std::env::var(PG_ENV) else {
-                    note_postgres_skipped();
-                    return None;
-                };
-                let schema = format!("t_{}", uuid_hex());
-                let admin = Db::connect(&base).await.expect("connect to PostgreSQL");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(admin.pool())
-                    .await
-                    .expect("create schema");
-                admin.pool().close().await;
-                let separator = if base.contains('?') { '&' } else { '?' };
-                (format!("{base}{separator}options=-c%20search_path%3D{schema}"), Some((base, schema)))
-            }
-        };
+        let database = FreshDatabase::create(backend).await?;
         let master_key = MasterKey::generate_base64();
-        Some(Self::start_with(backend, database_url, master_key, dir, schema, configure).await)
+        Some(Self::start_with(backend, database, master_key, configure).await)
     }
 
     async fn start_with(
         backend: Backend,
-        database_url: String,
+        database: FreshDatabase,
         master_key: String,
-        dir: tempfile::TempDir,
-        schema: Option<(String, String)>,
         configure: impl FnOnce(&mut CoreConfig),
     ) -> TestServer {
+        let database_url = database.url.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let db = Db::connect(&database_url).await.expect("connect");
         db.migrate().await.expect("migrate");
-        let mut config = core_config(port, dir.path());
+        let mut config = core_config(port, database.dir.path());
         configure(&mut config);
         let core =
             Core::start(db, MasterKey::from_base64(&master_key).expect("key"), config).expect("start core");
@@ -122,8 +102,7 @@ impl TestServer {
             admin: Creds { client_id: created.client_id, client_secret: created.client_secret },
             database_url,
             master_key,
-            _dir: dir,
-            schema,
+            database,
             server,
             _hub: hub,
         }
@@ -247,7 +226,7 @@ impl TestServer {
         let core = Core::start(
             db,
             MasterKey::from_base64(&self.master_key).expect("key"),
-            core_config(self.port, self._dir.path()),
+            core_config(self.port, self.database.dir.path()),
         )
         .expect("start core");
         let app = portcullis_server::app(core).into_make_service_with_connect_info::<SocketAddr>();
@@ -259,7 +238,7 @@ impl TestServer {
 
     /// The dev outbox this server writes mail to (one JSON file per message).
     pub fn outbox_dir(&self) -> std::path::PathBuf {
-        self._dir.path().join("outbox")
+        self.database.dir.path().join("outbox")
     }
 
     /// Runs a SQL statement that returns one integer (for white-box checks).
@@ -305,6 +284,46 @@ impl Drop for Peer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.server.abort();
+    }
+}
+
+/// A test's own database: a SQLite file in a temporary directory, or a
+/// fresh PostgreSQL schema (dropped with this) when [`PG_ENV`] is set. The
+/// directory also holds the test's outbox and data files.
+pub struct FreshDatabase {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    schema: Option<(String, String)>,
+}
+
+impl FreshDatabase {
+    /// `None` (and a note, once) when PostgreSQL is not configured.
+    pub async fn create(backend: Backend) -> Option<FreshDatabase> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (url, schema) = match backend {
+            Backend::Sqlite => (format!("sqlite:{}", dir.path().join("test.db").display()), None),
+            Backend::Postgres => {
+                let Ok(base) = std::env::var(PG_ENV) else {
+                    note_postgres_skipped();
+                    return None;
+                };
+                let schema = format!("t_{}", uuid_hex());
+                let admin = Db::connect(&base).await.expect("connect to PostgreSQL");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(admin.pool())
+                    .await
+                    .expect("create schema");
+                admin.pool().close().await;
+                let separator = if base.contains('?') { '&' } else { '?' };
+                (format!("{base}{separator}options=-c%20search_path%3D{schema}"), Some((base, schema)))
+            }
+        };
+        Some(FreshDatabase { url, dir, schema })
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
         if let Some((base, schema)) = self.schema.take() {
             // Drop the test's schema from a helper thread with its own runtime.
             let _ = std::thread::spawn(move || {
@@ -330,6 +349,7 @@ pub fn core_config(port: u16, dir: &std::path::Path) -> CoreConfig {
         mail: MailSettings {
             from: "Acme Test <no-reply@acme-test.localhost>".into(),
             transport: MailTransport::Outbox(dir.join("outbox")),
+            lease: portcullis_core::mail::DEFAULT_LEASE,
         },
         // Off unless a test turns it on. Tests wait on the hub: poll often,
         // back off briefly, give up on a silent app quickly.

@@ -6,6 +6,7 @@ mod common;
 mod harness;
 
 mod browser;
+mod crash;
 mod openapi;
 mod quick_start;
 
