@@ -28,6 +28,8 @@ pub enum Family {
     Memberships,
     /// Invitations to join an organization.
     Invitations,
+    /// The environment's own host names.
+    CustomDomains,
 }
 
 /// What a request does to a family: GET and HEAD read, DELETE deletes,
@@ -43,7 +45,7 @@ const RWD: &[Verb] = &[Verb::Read, Verb::Write, Verb::Delete];
 const RW: &[Verb] = &[Verb::Read, Verb::Write];
 
 impl Family {
-    pub const ALL: [Family; 15] = [
+    pub const ALL: [Family; 16] = [
         Family::Users,
         Family::Sessions,
         Family::Roles,
@@ -59,6 +61,7 @@ impl Family {
         Family::Organizations,
         Family::Memberships,
         Family::Invitations,
+        Family::CustomDomains,
     ];
 
     /// The scope prefix.
@@ -79,6 +82,7 @@ impl Family {
             Family::Organizations => "organizations",
             Family::Memberships => "memberships",
             Family::Invitations => "invitations",
+            Family::CustomDomains => "custom_domains",
         }
     }
 

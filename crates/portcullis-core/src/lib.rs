@@ -37,6 +37,8 @@ pub struct CoreConfig {
     pub rate_limits: Option<limits::RateLimits>,
     /// The lifecycle hub's workers.
     pub hub: HubSettings,
+    /// Where custom-domain checks ask DNS.
+    pub dns: services::custom_domains::DnsSettings,
 }
 
 /// How the lifecycle hub's relay and workers pace themselves.
@@ -81,6 +83,7 @@ impl Default for CoreConfig {
             mail: mail::MailSettings::default(),
             rate_limits: Some(limits::RateLimits::default()),
             hub: HubSettings::default(),
+            dns: services::custom_domains::DnsSettings::default(),
         }
     }
 }
@@ -100,19 +103,23 @@ pub struct Core {
     pub unknown_logins: signin::UnknownLogins,
     /// Refresh-token rotations, committed in groups.
     pub rotations: oauth::rotation::Rotations,
+    /// Custom-domain checks ask DNS through this.
+    pub dns: services::custom_domains::DomainResolver,
 }
 
 impl Core {
     /// Builds the core and starts its background tasks (cache invalidation,
     /// the change listener on PostgreSQL, the asynchronous event writer, the
-    /// mail worker).
+    /// mail worker, the custom-domain checks).
     /// Fails on mail settings that cannot work.
     pub fn start(db: Db, master_key: MasterKey, config: CoreConfig) -> Result<Arc<Core>> {
         let mailer = Arc::new(mail::Mailer::new(&config.mail)?);
+        let dns = services::custom_domains::DomainResolver::new(&config.dns)?;
         let core = Arc::new(Core {
             limiter: limits::Limiter::new(config.rate_limits.as_ref()),
             unknown_logins: signin::UnknownLogins::default(),
             mailer,
+            dns,
             events: events::EventSink::start(db.clone()),
             rotations: oauth::rotation::Rotations::start(db.clone()),
             passwords: passwords::PasswordPool::start(
@@ -145,6 +152,7 @@ impl Core {
             }
         });
         tokio::spawn(mail::run_worker(Arc::downgrade(&core)));
+        tokio::spawn(services::custom_domains::run_checker(Arc::downgrade(&core)));
         let weak = Arc::downgrade(&core);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -180,6 +188,16 @@ impl Core {
                 Some(handle) => self.environment(handle).await,
                 None => Ok(None),
             },
+        }
+    }
+
+    /// An environment's cached state by id (background work that starts
+    /// from a row).
+    pub async fn environment_by_id(&self, id: &str) -> Result<Option<Arc<EnvState>>> {
+        let environment = repo::environments::by_id(&mut *self.db.read().await?, id).await?;
+        match environment {
+            Some(environment) => self.environment(&environment.handle).await,
+            None => Ok(None),
         }
     }
 

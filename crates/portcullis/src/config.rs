@@ -47,6 +47,9 @@ pub struct Config {
     /// Per-IP and per-account limits on login, sign-up, reset and token
     /// requests. Turn off only to benchmark.
     pub rate_limits: bool,
+    /// Name servers that custom-domain checks ask (`ip` or `ip:port`);
+    /// empty for the system's (`/etc/resolv.conf`).
+    pub dns_servers: Vec<String>,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             outbox_dir: None,
             mail_lease_seconds: portcullis_core::mail::DEFAULT_LEASE.as_secs(),
             rate_limits: true,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -80,10 +84,10 @@ impl Config {
             .context("invalid configuration")
     }
 
-    pub fn core(&self) -> CoreConfig {
+    pub fn core(&self) -> anyhow::Result<CoreConfig> {
         let public_port =
             self.public_port.or_else(|| (self.public_scheme == "http").then(|| self.listen.port()));
-        CoreConfig {
+        Ok(CoreConfig {
             base_domain: self.base_domain.to_ascii_lowercase(),
             public_scheme: self.public_scheme.clone(),
             public_port: public_port
@@ -101,7 +105,15 @@ impl Config {
             },
             rate_limits: self.rate_limits.then(RateLimits::default),
             hub: portcullis_core::HubSettings::default(),
-        }
+            dns: portcullis_core::services::custom_domains::DnsSettings {
+                servers: self
+                    .dns_servers
+                    .iter()
+                    .map(|server| dns_server(server))
+                    .collect::<anyhow::Result<_>>()?,
+                poll_interval: None,
+            },
+        })
     }
 
     /// The configured master key, or the one in the data directory (created
@@ -122,6 +134,13 @@ impl Config {
         tracing::warn!(path = %path.display(), "generated a master key; back it up, it encrypts signing keys at rest");
         MasterKey::from_base64(&key).context("generated key")
     }
+}
+
+/// `ip:port`, or an IP alone for port 53.
+fn dns_server(text: &str) -> anyhow::Result<SocketAddr> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .with_context(|| format!("dns_servers: `{text}` is not an IP address or ip:port"))
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {

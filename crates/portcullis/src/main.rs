@@ -494,7 +494,7 @@ async fn run_simulator(app: &str, port: u16, seed: u64, profile: &str) -> anyhow
 }
 
 fn start_core(config: &Config, db: Db) -> anyhow::Result<Arc<Core>> {
-    Core::start(db, config.master_key()?, config.core()).map_err(|e| anyhow::anyhow!("cannot start: {e}"))
+    Core::start(db, config.master_key()?, config.core()?).map_err(|e| anyhow::anyhow!("cannot start: {e}"))
 }
 
 async fn shutdown_signal() {

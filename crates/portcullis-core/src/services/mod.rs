@@ -6,6 +6,7 @@ pub mod app_accounts;
 pub mod apps;
 pub mod audit_events;
 pub mod clients;
+pub mod custom_domains;
 pub mod environments;
 pub mod grants;
 pub mod invitations;

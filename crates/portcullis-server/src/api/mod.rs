@@ -7,6 +7,7 @@ pub mod app_accounts;
 pub mod apps;
 pub mod audit_events;
 pub mod clients;
+pub mod custom_domains;
 pub mod environment;
 pub mod grants;
 pub mod invitations;
@@ -849,6 +850,7 @@ pub static REGISTRY: &[Registration] = &[
     entry::<memberships::Memberships>(),
     entry::<membership_roles::MembershipRoles>(),
     entry::<invitations::Invitations>(),
+    entry::<custom_domains::CustomDomains>(),
 ];
 
 /// The Management API: every registered resource, and the environment's

@@ -7,6 +7,7 @@ mod harness;
 
 mod browser;
 mod crash;
+mod dns;
 mod openapi;
 mod quick_start;
 
@@ -16,6 +17,7 @@ mod resources {
 
     mod body_errors;
     mod clients;
+    mod custom_domains;
     mod environment;
     mod grants;
     mod links;

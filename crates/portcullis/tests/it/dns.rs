@@ -1,0 +1,93 @@
+//! A small authoritative DNS server on loopback UDP for the custom-domain
+//! tests: the zone is a map the test edits between checks, messages are
+//! hickory-proto's, and the server's resolver (hickory-resolver) asks it as
+//! it would ask any name server. A name with no records answers NXDOMAIN; a
+//! name with records of other types answers with none (NODATA).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::rdata::{CNAME, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::net::UdpSocket;
+
+type Zone = Arc<Mutex<HashMap<String, Vec<RData>>>>;
+
+pub struct TestDns {
+    pub addr: SocketAddr,
+    zone: Zone,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestDns {
+    pub async fn start() -> TestDns {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind DNS socket");
+        let addr = socket.local_addr().expect("DNS address");
+        let zone = Zone::default();
+        let answers = zone.clone();
+        let server = tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            loop {
+                let Ok((len, peer)) = socket.recv_from(&mut buffer).await else { return };
+                let Ok(query) = Message::from_vec(&buffer[..len]) else { continue };
+                let reply = answer(&answers, &query);
+                if let Ok(bytes) = reply.to_vec() {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+            }
+        });
+        TestDns { addr, zone, server }
+    }
+
+    /// Replaces `name`'s records with a CNAME to `target`.
+    pub fn set_cname(&self, name: &str, target: &str) {
+        let target = Name::from_ascii(format!("{target}.")).expect("CNAME target");
+        self.zone.lock().unwrap().insert(key(name), vec![RData::CNAME(CNAME(target))]);
+    }
+
+    /// Replaces `name`'s records with one TXT record.
+    pub fn set_txt(&self, name: &str, value: &str) {
+        self.zone.lock().unwrap().insert(key(name), vec![RData::TXT(TXT::new(vec![value.to_owned()]))]);
+    }
+
+    /// Removes every record of `name`.
+    pub fn clear(&self, name: &str) {
+        self.zone.lock().unwrap().remove(&key(name));
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn key(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn answer(zone: &Zone, query: &Message) -> Message {
+    let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+    reply.metadata.message_type = MessageType::Response;
+    reply.metadata.authoritative = true;
+    reply.metadata.recursion_desired = query.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.queries = query.queries.clone();
+    let zone = zone.lock().unwrap();
+    for question in &query.queries {
+        let name = question.name();
+        match zone.get(&key(&name.to_ascii())) {
+            None => reply.metadata.response_code = ResponseCode::NXDomain,
+            Some(records) => {
+                let wanted = question.query_type();
+                for data in records.iter().filter(|d| wanted == RecordType::ANY || d.record_type() == wanted)
+                {
+                    reply.answers.push(Record::from_rdata(name.clone(), 60, data.clone()));
+                }
+            }
+        }
+    }
+    reply
+}

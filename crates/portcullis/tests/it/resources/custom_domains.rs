@@ -1,0 +1,245 @@
+//! Custom domains: created pending, proven by a CNAME or a TXT challenge
+//! that a real DNS server on loopback answers (`crate::dns`), failed by a
+//! record that points elsewhere or disappears, re-checked in the
+//! background; one per environment, each domain in one environment only.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::common::{assert_conflict, assert_invalid, assert_not_found, id_of};
+use crate::dns::TestDns;
+use crate::harness::{Backend, TestServer};
+use crate::resources::support::doc;
+
+const PATH: &str = "/api/custom-domains";
+
+/// Runs the body on SQLite and PostgreSQL with a server whose DNS checks
+/// ask `dns`, and whose background pass runs every `poll` (or every 30 s,
+/// so that only the test's own `verify` calls check).
+macro_rules! dns_test {
+    ($name:ident, poll = $poll:expr, |$server:ident, $dns:ident| $body:block) => {
+        mod $name {
+            use super::*;
+
+            async fn run(backend: Backend) {
+                let $dns = TestDns::start().await;
+                let address = $dns.addr;
+                let configured = TestServer::start_configured(backend, |config| {
+                    config.dns.servers = vec![address];
+                    config.dns.poll_interval = $poll;
+                })
+                .await;
+                let Some($server) = configured else { return };
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run(Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+async fn verify(server: &TestServer, token: &str, id: &str) -> Value {
+    let (status, body) = server.api(Method::POST, &format!("{PATH}/{id}/verify"), token, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["attributes"].clone()
+}
+
+async fn events(server: &TestServer, action: &str) -> i64 {
+    server.count(&format!("SELECT COUNT(*) FROM audit_events WHERE action = '{action}'")).await
+}
+
+dns_test!(
+    a_domain_is_proven_by_its_cname_or_txt_record_and_fails_when_it_points_elsewhere,
+    poll = None,
+    |server, dns| {
+        let admin = server.admin_token().await;
+        let (status, body) = server
+            .api(
+                Method::POST,
+                PATH,
+                &admin,
+                Some(doc("custom_domain", json!({"domain": "Auth.Acme.Example."}))),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = id_of(&body);
+        let attributes = &body["data"]["attributes"];
+        assert_eq!(attributes["domain"], "auth.acme.example");
+        assert_eq!(attributes["status"], "pending");
+        assert_eq!(attributes["verified_at"], Value::Null);
+        let records = attributes["dns_records"].as_array().unwrap();
+        let cname = records.iter().find(|r| r["type"] == "CNAME").expect("a CNAME record to publish");
+        assert_eq!(cname["name"], "auth.acme.example");
+        assert_eq!(cname["value"], "acme-test.localhost");
+        let txt = records.iter().find(|r| r["type"] == "TXT").expect("a TXT record to publish");
+        assert_eq!(txt["name"], "_portcullis-challenge.auth.acme.example");
+        let challenge = txt["value"].as_str().unwrap().to_owned();
+        assert!(
+            challenge.starts_with("portcullis-domain-verification=") && challenge.len() > 40,
+            "{challenge}"
+        );
+
+        // Nothing published yet: still pending, and it says what is missing.
+        let checked = verify(&server, &admin, &id).await;
+        assert_eq!(checked["status"], "pending");
+        assert!(checked["failure"].as_str().unwrap().contains("no CNAME"), "{checked}");
+        assert!(checked["last_checked_at"].is_string());
+
+        // A CNAME to somewhere else fails it, naming the target.
+        dns.set_cname("auth.acme.example", "evil.example");
+        let checked = verify(&server, &admin, &id).await;
+        assert_eq!(checked["status"], "failed");
+        assert!(checked["failure"].as_str().unwrap().contains("evil.example"), "{checked}");
+
+        // The right CNAME makes it active.
+        dns.set_cname("auth.acme.example", "acme-test.localhost");
+        let checked = verify(&server, &admin, &id).await;
+        assert_eq!(checked["status"], "active", "{checked}");
+        assert_eq!(checked["failure"], Value::Null);
+        assert!(checked["verified_at"].is_string());
+        // Checking again changes nothing and records no event.
+        assert_eq!(verify(&server, &admin, &id).await["status"], "active");
+
+        // The record disappears: failed, saying so.
+        dns.clear("auth.acme.example");
+        let checked = verify(&server, &admin, &id).await;
+        assert_eq!(checked["status"], "failed");
+        assert!(checked["failure"].as_str().unwrap().contains("gone"), "{checked}");
+
+        // A wrong TXT value is named; the right one proves it without a CNAME.
+        dns.set_txt("_portcullis-challenge.auth.acme.example", "portcullis-domain-verification=guess");
+        let checked = verify(&server, &admin, &id).await;
+        assert_eq!(checked["status"], "failed");
+        assert!(checked["failure"].as_str().unwrap().contains("guess"), "{checked}");
+        dns.set_txt("_portcullis-challenge.auth.acme.example", &challenge);
+        assert_eq!(verify(&server, &admin, &id).await["status"], "active");
+
+        // Each change of status is in the audit trail once.
+        assert_eq!(events(&server, "custom_domain.created").await, 1);
+        assert_eq!(events(&server, "custom_domain.verified").await, 2);
+        assert_eq!(events(&server, "custom_domain.failed").await, 2);
+        let (status, body) =
+            server.api(Method::GET, &format!("{PATH}?filter[status]=active"), &admin, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["data"].as_array().unwrap().len(), 1);
+
+        // Deleted: gone, audited; the default host was never affected.
+        let (status, _) = server.api(Method::DELETE, &format!("{PATH}/{id}"), &admin, None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, body) = server.api(Method::GET, &format!("{PATH}/{id}"), &admin, None).await;
+        assert_not_found(status, &body);
+        let (status, body) = server.api(Method::POST, &format!("{PATH}/{id}/verify"), &admin, None).await;
+        assert_not_found(status, &body);
+        assert_eq!(events(&server, "custom_domain.deleted").await, 1);
+    }
+);
+
+dns_test!(a_domain_belongs_to_one_environment_and_an_environment_has_one, poll = None, |server, _dns| {
+    let admin = server.admin_token().await;
+    let create = |domain: &str| Some(doc("custom_domain", json!({"domain": domain})));
+    let (status, body) = server.api(Method::POST, PATH, &admin, create("login.acme.example")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = id_of(&body);
+
+    // One per environment.
+    let (status, body) = server.api(Method::POST, PATH, &admin, create("sso.acme.example")).await;
+    assert_conflict(status, &body, "/data/attributes/domain");
+
+    // Another environment can neither claim the domain nor see or check it.
+    let other = server.create_environment("other").await;
+    let other = server.management_token("other", &other, None).await;
+    let (status, body) =
+        server.api_at("other", Method::POST, PATH, &other, create("LOGIN.acme.example")).await;
+    assert_conflict(status, &body, "/data/attributes/domain");
+    assert!(!body.to_string().contains("acme-test"), "the conflict does not say who holds it: {body}");
+    let (status, body) = server.api_at("other", Method::GET, PATH, &other, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"], json!([]));
+    let (status, body) =
+        server.api_at("other", Method::POST, &format!("{PATH}/{id}/verify"), &other, None).await;
+    assert_not_found(status, &body);
+    let (status, body) = server.api_at("other", Method::DELETE, &format!("{PATH}/{id}"), &other, None).await;
+    assert_not_found(status, &body);
+
+    // Once deleted here, the other environment may have it.
+    let (status, _) = server.api(Method::DELETE, &format!("{PATH}/{id}"), &admin, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) =
+        server.api_at("other", Method::POST, PATH, &other, create("login.acme.example")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(server.count("SELECT COUNT(*) FROM custom_domains").await, 1);
+
+    // Host names only, and none of the installation's own.
+    for bad in [
+        json!({"domain": "localhost"}),
+        json!({"domain": "acme-test.localhost"}),
+        json!({"domain": "auth.acme.example:8443"}),
+        json!({"domain": "*.acme.example"}),
+        json!({"domain": "127.0.0.1"}),
+        json!({"domain": "bücher.example"}),
+        json!({"domain": ""}),
+        json!({"domain": 7}),
+    ] {
+        let (status, body) =
+            server.api(Method::POST, PATH, &admin, Some(doc("custom_domain", bad.clone()))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        if bad["domain"].is_string() {
+            assert_invalid(status, &body, "domain");
+        }
+    }
+    let (status, body) = server
+        .api(
+            Method::POST,
+            PATH,
+            &admin,
+            Some(doc("custom_domain", json!({"domain": "a.example", "status": "active"}))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a client cannot set the status: {body}");
+    assert_eq!(server.count("SELECT COUNT(*) FROM custom_domains").await, 1);
+});
+
+dns_test!(
+    the_background_check_activates_a_published_domain,
+    poll = Some(Duration::from_millis(100)),
+    |server, dns| {
+        let admin = server.admin_token().await;
+        dns.set_cname("id.globex.example", "acme-test.localhost");
+        let (status, body) = server
+            .api(
+                Method::POST,
+                PATH,
+                &admin,
+                Some(doc("custom_domain", json!({"domain": "id.globex.example"}))),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = id_of(&body);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, body) = server.api(Method::GET, &format!("{PATH}/{id}"), &admin, None).await;
+            if body["data"]["attributes"]["status"] == "active" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the background check did not activate the domain: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The platform did it, and said so once.
+        let (status, body) = server
+            .api(Method::GET, "/api/audit-events?filter[action]=custom_domain.verified", &admin, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["data"].as_array().unwrap().len(), 1, "{body}");
+        assert_eq!(body["data"][0]["attributes"]["actor"]["type"], "system", "{body}");
+    }
+);
