@@ -15,32 +15,22 @@
 // Exits 0 when every step passed; otherwise prints the failing step, the
 // page it was on, and exits 1.
 
-import { startRp } from './rp.mjs';
 import {
-  bodyText, check, equal, expectHeading, expectUrl, launch, linkIn, log, main, need, rpData, rpStatus, waitForMail,
+  bodyText, check, equal, expectHeading, expectUrl, inputs, linkIn, log, main, need, rpData, rpStatus, start,
+  waitForMail,
 } from './support.mjs';
 
-const ISSUER = need('ISSUER').replace(/\/$/, '');
-const RP_PORT = Number(need('RP_PORT'));
-const CLIENT_ID = need('CLIENT_ID');
-const CLIENT_SECRET = need('CLIENT_SECRET');
-const OUTBOX_DIR = need('OUTBOX_DIR');
-const EMAIL = need('EMAIL');
-const PASSWORD = need('PASSWORD');
+const given = inputs();
+const { ISSUER, OUTBOX_DIR, EMAIL, PASSWORD } = given;
 const ORG_ID = need('ORG_ID');
 const ORG_NAME = need('ORG_NAME');
 const ORG_SLUG = need('ORG_SLUG');
 const ROLE = need('ROLE');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
-async function scenario({ at, opened, cleanup }) {
-  let step = at('starting the RP');
-  const rp = await startRp({ issuer: ISSUER, port: RP_PORT, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, log });
-  cleanup(() => rp.close());
-  step = at('launching Chromium');
-  const launched = await launch(CHROMIUM);
-  opened(launched);
-  const { page } = launched;
+async function scenario(hooks) {
+  const { at } = hooks;
+  const { rp, page } = await start(given, hooks);
+  let step;
 
   // 1. The invitation mail's single link.
   step = at('reading the invitation mail from the outbox');

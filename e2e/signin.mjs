@@ -18,31 +18,19 @@
 // Exits 0 when every step passed; otherwise prints the failing step, the
 // page it was on, and exits 1.
 
-import { startRp } from './rp.mjs';
 import {
-  check, equal, expectHeading, expectUrl, launch, linkIn, log, main, need, rpData, rpStatus, bodyText, waitForMail,
+  bodyText, check, equal, expectHeading, expectUrl, inputs, linkIn, log, main, rpData, rpStatus, start, waitForMail,
 } from './support.mjs';
 
-const ISSUER = need('ISSUER').replace(/\/$/, '');
-const RP_PORT = Number(need('RP_PORT'));
-const CLIENT_ID = need('CLIENT_ID');
-const CLIENT_SECRET = need('CLIENT_SECRET');
-const OUTBOX_DIR = need('OUTBOX_DIR');
-const EMAIL = need('EMAIL');
-const PASSWORD = need('PASSWORD');
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const given = inputs();
+const { ISSUER, CLIENT_ID, OUTBOX_DIR, EMAIL, PASSWORD } = given;
 const GIVEN_NAME = 'Ada';
 const FAMILY_NAME = 'Lovelace';
 
-async function scenario({ at, opened, cleanup }) {
-  let step = at('starting the RP');
-  const rp = await startRp({ issuer: ISSUER, port: RP_PORT, clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, log });
-  cleanup(() => rp.close());
-  log(`RP on ${rp.url} (discovered ${ISSUER})`);
-  step = at('launching Chromium');
-  const launched = await launch(CHROMIUM);
-  opened(launched);
-  const { context, page } = launched;
+async function scenario(hooks) {
+  const { at } = hooks;
+  const { rp, context, page } = await start(given, hooks);
+  let step;
   const providerCookie = async () =>
     (await context.cookies(ISSUER)).find((c) => c.name === 'portcullis_session');
 

@@ -7,6 +7,8 @@ import { join } from 'node:path';
 
 import { chromium } from 'playwright-core';
 
+import { startRp } from './rp.mjs';
+
 const started = Date.now();
 const elapsed = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
 export const log = (text) => console.log(`[${elapsed().padStart(6)}] ${text}`);
@@ -19,6 +21,35 @@ export function need(name) {
     process.exit(2);
   }
   return value;
+}
+
+// What every scenario is given by browser.rs: the provider, the RP's port
+// and client, the dev outbox, the account and the browser.
+export function inputs() {
+  return {
+    ISSUER: need('ISSUER').replace(/\/$/, ''),
+    RP_PORT: Number(need('RP_PORT')),
+    CLIENT_ID: need('CLIENT_ID'),
+    CLIENT_SECRET: need('CLIENT_SECRET'),
+    OUTBOX_DIR: need('OUTBOX_DIR'),
+    EMAIL: need('EMAIL'),
+    PASSWORD: need('PASSWORD'),
+    CHROMIUM: process.env.CHROMIUM || '/usr/bin/chromium',
+  };
+}
+
+// Starts the RP and Chromium for a scenario (both closed by `main`).
+export async function start(given, { at, opened, cleanup }) {
+  at('starting the RP');
+  const rp = await startRp({
+    issuer: given.ISSUER, port: given.RP_PORT, clientId: given.CLIENT_ID, clientSecret: given.CLIENT_SECRET, log,
+  });
+  cleanup(() => rp.close());
+  log(`RP on ${rp.url} (discovered ${given.ISSUER})`);
+  at('launching Chromium');
+  const launched = await launch(given.CHROMIUM);
+  opened(launched);
+  return { rp, ...launched };
 }
 
 export class StepFailure extends Error {}
