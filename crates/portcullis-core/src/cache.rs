@@ -49,12 +49,19 @@ pub struct KeyRing {
     pub jwks: Value,
 }
 
-/// Everything cached about one environment.
+/// Everything cached about one environment, as seen at one host: its
+/// default host, or its active custom domain. Both views answer for both
+/// issuers (a token issued at either host works at the other), but each
+/// issues, and publishes discovery, as the host it serves.
 pub struct EnvState {
     pub environment: Environment,
+    /// The issuer at the host this view serves.
     pub issuer: String,
-    /// The Management API identifier, `{issuer}/api`.
+    /// The Management API identifier at that host, `{issuer}/api`.
     pub management_api: String,
+    /// Every issuer of the environment: the default host's, then the active
+    /// custom domain's.
+    pub issuers: Vec<String>,
     clients: RwLock<HashMap<String, Arc<Client>>>,
     apis: OnceCell<Arc<ApiIndex>>,
     keys: OnceCell<Arc<KeyRing>>,
@@ -71,10 +78,20 @@ impl std::fmt::Debug for EnvState {
 }
 
 impl EnvState {
-    pub(crate) fn new(environment: Environment, issuer: String, db: Db, master_key: MasterKey) -> Self {
+    /// `issuers` is the default host's issuer, then the custom domain's if
+    /// one is active; `at` indexes the one this view serves.
+    pub(crate) fn new(
+        environment: Environment,
+        issuers: Vec<String>,
+        at: usize,
+        db: Db,
+        master_key: MasterKey,
+    ) -> Self {
+        let issuer = issuers[at].clone();
         EnvState {
             management_api: format!("{issuer}/api"),
             issuer,
+            issuers,
             environment,
             clients: RwLock::default(),
             apis: OnceCell::new(),
@@ -84,6 +101,16 @@ impl EnvState {
             db,
             master_key,
         }
+    }
+
+    /// Whether `iss` is one of this environment's issuers.
+    pub fn issues(&self, iss: &str) -> bool {
+        self.issuers.iter().any(|issuer| issuer == iss)
+    }
+
+    /// Whether `aud` names this environment's Management API at any of its hosts.
+    pub fn is_management_api(&self, aud: &str) -> bool {
+        aud.strip_suffix("/api").is_some_and(|issuer| self.issues(issuer))
     }
 
     pub fn id(&self) -> &str {
@@ -114,8 +141,6 @@ impl EnvState {
                 let grants: Vec<Grant> = repo::all(&mut conn, self.id()).await?;
                 let mut index = ApiIndex::default();
                 for server in servers {
-                    let identifier =
-                        if server.system { self.management_api.clone() } else { server.identifier.clone() };
                     let names = if server.system {
                         crate::authz::management_scopes()
                     } else {
@@ -125,9 +150,20 @@ impl EnvState {
                             .map(|s| s.name.clone())
                             .collect()
                     };
-                    index
-                        .by_identifier
-                        .insert(identifier.clone(), Arc::new(Api { server, identifier, scopes: names }));
+                    // The Management API is named at every host of the environment.
+                    let identifiers = if server.system {
+                        self.issuers.iter().map(|issuer| format!("{issuer}/api")).collect()
+                    } else {
+                        vec![server.identifier.clone()]
+                    };
+                    for identifier in identifiers {
+                        let api = Api {
+                            server: server.clone(),
+                            identifier: identifier.clone(),
+                            scopes: names.clone(),
+                        };
+                        index.by_identifier.insert(identifier, Arc::new(api));
+                    }
                 }
                 for grant in grants {
                     index
@@ -198,7 +234,8 @@ impl EnvState {
     }
 }
 
-/// All environments' states, by handle.
+/// All environments' states: the default host's view by handle, the custom
+/// domain's by the domain (handles have no dots, domains do).
 #[derive(Default)]
 pub struct EnvRegistry {
     by_handle: RwLock<HashMap<String, Arc<EnvState>>>,
@@ -219,10 +256,10 @@ impl EnvRegistry {
     /// Caches a state loaded after [`EnvRegistry::generation`] returned
     /// `generation`, unless an invalidation happened meanwhile (the state may
     /// predate that change; the next request loads a fresh one).
-    pub fn insert(&self, state: Arc<EnvState>, generation: u64) {
+    pub fn insert(&self, key: &str, state: Arc<EnvState>, generation: u64) {
         let mut map = self.by_handle.write().expect("cache lock");
         if self.generation.load(Ordering::Acquire) == generation {
-            map.insert(state.environment.handle.clone(), state);
+            map.insert(key.to_owned(), state);
         }
     }
 

@@ -105,6 +105,8 @@ pub struct Core {
     pub rotations: oauth::rotation::Rotations,
     /// Custom-domain checks ask DNS through this.
     pub dns: services::custom_domains::DomainResolver,
+    /// Active custom domains, for routing requests by `Host`.
+    pub domains: services::custom_domains::DomainIndex,
 }
 
 impl Core {
@@ -120,6 +122,7 @@ impl Core {
             unknown_logins: signin::UnknownLogins::default(),
             mailer,
             dns,
+            domains: services::custom_domains::DomainIndex::default(),
             events: events::EventSink::start(db.clone()),
             rotations: oauth::rotation::Rotations::start(db.clone()),
             passwords: passwords::PasswordPool::start(
@@ -168,11 +171,17 @@ impl Core {
     }
 
     pub fn issuer_for(&self, handle: &str) -> String {
-        let port = self.config.public_port.map(|p| format!(":{p}")).unwrap_or_default();
-        format!("{}://{}.{}{}", self.config.public_scheme, handle, self.config.base_domain, port)
+        self.issuer_at(&format!("{handle}.{}", self.config.base_domain))
     }
 
-    /// The environment a request's `Host` names, if any.
+    /// The issuer of a host: `{public_scheme}://{host}[:{public_port}]`.
+    pub fn issuer_at(&self, host: &str) -> String {
+        let port = self.config.public_port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{}://{host}{port}", self.config.public_scheme)
+    }
+
+    /// The environment a request's `Host` names, if any: `{handle}.{base_domain}`,
+    /// an active custom domain, or the `default_environment`.
     pub async fn environment_for_host(&self, host: &str) -> Result<Option<Arc<EnvState>>> {
         let host = host
             .rsplit_once(':')
@@ -182,12 +191,15 @@ impl Core {
             .strip_suffix(&self.config.base_domain)
             .and_then(|rest| rest.strip_suffix('.'))
             .filter(|handle| !handle.is_empty() && !handle.contains('.'));
-        match handle {
+        if let Some(handle) = handle {
+            return self.environment(handle).await;
+        }
+        if let Some(handle) = self.domains.handle_of(self, &host).await? {
+            return self.environment_at_domain(&handle, &host).await;
+        }
+        match &self.config.default_environment {
             Some(handle) => self.environment(handle).await,
-            None => match &self.config.default_environment {
-                Some(handle) => self.environment(handle).await,
-                None => Ok(None),
-            },
+            None => Ok(None),
         }
     }
 
@@ -201,9 +213,20 @@ impl Core {
         }
     }
 
-    /// An environment's cached state by handle.
+    /// An environment's cached state by handle, as its default host serves it.
     pub async fn environment(&self, handle: &str) -> Result<Option<Arc<EnvState>>> {
-        if let Some(state) = self.envs.get(handle) {
+        self.load_environment(handle, None).await
+    }
+
+    /// An environment as its active custom domain `domain` serves it; `None`
+    /// unless `domain` is that environment's active domain.
+    async fn environment_at_domain(&self, handle: &str, domain: &str) -> Result<Option<Arc<EnvState>>> {
+        self.load_environment(handle, Some(domain)).await
+    }
+
+    async fn load_environment(&self, handle: &str, domain: Option<&str>) -> Result<Option<Arc<EnvState>>> {
+        let key = domain.unwrap_or(handle);
+        if let Some(state) = self.envs.get(key) {
             return Ok(Some(state));
         }
         let generation = self.envs.generation();
@@ -211,9 +234,17 @@ impl Core {
         let Some(environment) = repo::environments::by_handle(&mut conn, handle).await? else {
             return Ok(None);
         };
-        let issuer = self.issuer_for(&environment.handle);
-        let state = Arc::new(EnvState::new(environment, issuer, self.db.clone(), self.master_key.clone()));
-        self.envs.insert(state.clone(), generation);
+        let active = services::custom_domains::active_domain_of(&mut conn, &environment.id).await?;
+        let mut issuers = vec![self.issuer_for(&environment.handle)];
+        issuers.extend(active.as_deref().map(|active| self.issuer_at(active)));
+        let at = match domain {
+            None => 0,
+            Some(domain) if active.as_deref() == Some(domain) => 1,
+            Some(_) => return Ok(None),
+        };
+        let state =
+            Arc::new(EnvState::new(environment, issuers, at, self.db.clone(), self.master_key.clone()));
+        self.envs.insert(key, state.clone(), generation);
         Ok(Some(state))
     }
 }

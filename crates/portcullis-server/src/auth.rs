@@ -95,7 +95,7 @@ async fn authenticated(core: &Core, request: &mut Request) -> Result<Ctx, ApiFai
         }
         Err(VerifyError::Service(error)) => return Err(error.into()),
     };
-    if claims.aud != env.management_api {
+    if !env.is_management_api(&claims.aud) {
         return Err(ApiFailure::from(ApiError::forbidden(
             "the access token's audience is not this environment's Management API",
         ))
@@ -107,7 +107,7 @@ async fn authenticated(core: &Core, request: &mut Request) -> Result<Ctx, ApiFai
     let apis = env.apis().await?;
     let allowed = apis
         .by_identifier
-        .get(&env.management_api)
+        .get(&claims.aud)
         .and_then(|api| apis.allowed(&client.id, api))
         .ok_or_else(|| withdrawn(&realm))?;
     let claimed = Grants::from_scopes(claims.scopes());

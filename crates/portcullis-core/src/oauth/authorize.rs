@@ -303,7 +303,7 @@ pub async fn verify_id_token_hint(env: &EnvState, token: &str) -> Result<Option<
     let keys = env.keys().await?;
     let Ok(verified) = jws::verify(token, |kid| keys.verifiers.get(kid)) else { return Ok(None) };
     let claims = verified.claims;
-    if verified.header["typ"] != "JWT" || claims["iss"] != *env.issuer {
+    if verified.header["typ"] != "JWT" || !claims["iss"].as_str().is_some_and(|iss| env.issues(iss)) {
         return Ok(None);
     }
     let audiences = match &claims["aud"] {

@@ -389,7 +389,7 @@ pub async fn verify_access_token(
         }
         let claims: AccessClaims =
             serde_json::from_value(verified.claims).map_err(|_| TokenRejection::Malformed)?;
-        if claims.iss != env.issuer {
+        if !env.issues(&claims.iss) {
             return Err(TokenRejection::WrongIssuer.into());
         }
         if claims.exp <= now {
@@ -515,7 +515,7 @@ pub async fn revoke(
         let Ok(claims) = serde_json::from_value::<AccessClaims>(verified.claims) else { return Ok(()) };
         // Revoking twice is a no-op, not a second `token.revoked` record.
         if claims.client_id != client.client_id
-            || claims.iss != env.issuer
+            || !env.issues(&claims.iss)
             || env.revoked().await?.contains(&claims.jti)
         {
             return Ok(());

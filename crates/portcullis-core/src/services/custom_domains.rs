@@ -15,9 +15,10 @@
 //! background pass re-checks pending and failed domains with backoff and
 //! active ones every hour.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -302,13 +303,17 @@ pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     let mut tx = core.db.write().await?;
     let row: CustomDomain = fetch_in(&mut tx, ctx, KIND, id).await?;
     record::delete::<CustomDomain>(tx.conn(), ctx.environment_id(), id).await?;
+    // The environment's issuers change with its active domain.
+    tx.invalidate(ctx.environment_id());
     let event = Event {
         action: "custom_domain.deleted",
         targets: vec![target(KIND, id, name(&row))],
         changes: Value::Object(serde_json::Map::new()),
         data: serde_json::to_value(present(&env, &row)).unwrap_or(Value::Null),
     };
-    finish(tx, ctx, event).await
+    finish(tx, ctx, event).await?;
+    core.domains.invalidate();
+    Ok(())
 }
 
 /// `POST /api/custom-domains/:id/verify`: checks DNS now and records what
@@ -413,6 +418,7 @@ async fn record_finding(
         return Ok(None);
     }
     if changed {
+        tx.invalidate(&after.environment_id);
         let action = if status == "active" { "custom_domain.verified" } else { "custom_domain.failed" };
         let event = Event {
             action,
@@ -424,10 +430,73 @@ async fn record_finding(
             data: serde_json::to_value(present(&ctx.env, &after)).unwrap_or_default(),
         };
         finish(tx, ctx, event).await?;
+        core.domains.invalidate();
     } else {
         tx.commit().await?;
     }
     Ok(Some(after))
+}
+
+/// Active custom domains by host name (to environment handles), for
+/// routing requests. Loaded on first use; dropped when this process changes
+/// a domain's status, and reloaded when older than a few seconds (another
+/// process's changes), by one request while the others use the old map.
+#[derive(Default)]
+pub struct DomainIndex {
+    map: std::sync::RwLock<Option<(Hosts, Instant)>>,
+    reload: tokio::sync::Mutex<()>,
+}
+
+/// Environment handles by active domain.
+type Hosts = Arc<HashMap<String, String>>;
+
+/// How old the index may get before a request reloads it.
+const INDEX_TTL: Duration = Duration::from_secs(5);
+
+impl DomainIndex {
+    /// The handle of the environment whose active domain `host` is.
+    pub async fn handle_of(&self, core: &Core, host: &str) -> Result<Option<String>> {
+        let current = self.map.read().expect("index lock").clone();
+        let map = match current {
+            Some((map, loaded)) if loaded.elapsed() < INDEX_TTL => map,
+            Some((map, _)) => match self.reload.try_lock() {
+                Ok(_reloading) => self.load(core).await?,
+                Err(_) => map,
+            },
+            None => {
+                let _reloading = self.reload.lock().await;
+                self.load(core).await?
+            }
+        };
+        Ok(map.get(host).cloned())
+    }
+
+    /// Forgets the index: the next request naming a custom host reloads it.
+    pub fn invalidate(&self) {
+        *self.map.write().expect("index lock") = None;
+    }
+
+    async fn load(&self, core: &Core) -> Result<Hosts> {
+        let sql = Sql::new(
+            "SELECT d.domain, e.handle FROM custom_domains d JOIN environments e ON e.id = d.environment_id \
+             WHERE d.status = 'active'",
+        );
+        let rows: Vec<(String, String)> = sql.fetch_all(&mut *core.db.read().await?).await?;
+        let map = Arc::new(rows.into_iter().collect::<HashMap<_, _>>());
+        *self.map.write().expect("index lock") = Some((map.clone(), Instant::now()));
+        Ok(map)
+    }
+}
+
+/// The environment's active custom domain, if it has one.
+pub async fn active_domain_of(
+    conn: &mut sqlx::AnyConnection,
+    environment_id: &str,
+) -> Result<Option<String>> {
+    let mut sql = Sql::new("SELECT domain FROM custom_domains WHERE environment_id = ");
+    sql.bind(environment_id.to_owned()).push(" AND status = 'active'");
+    let row: Option<(String,)> = sql.fetch_optional(conn).await?;
+    Ok(row.map(|(domain,)| domain))
 }
 
 fn micros(duration: Duration) -> i64 {

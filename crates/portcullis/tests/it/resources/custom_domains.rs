@@ -243,3 +243,141 @@ dns_test!(
         assert_eq!(body["data"][0]["attributes"]["actor"]["type"], "system", "{body}");
     }
 );
+
+/// A client that resolves `host` to the test server.
+fn client_for(host: &str, port: u16) -> reqwest::Client {
+    let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    reqwest::Client::builder().no_proxy().resolve(host, loopback).build().unwrap()
+}
+
+/// `GET {base}{path}`, with `token` if given.
+async fn get_at(base: &str, host: &str, port: u16, path: &str, token: Option<&str>) -> StatusCode {
+    let mut request = client_for(host, port).get(format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("request").status()
+}
+
+/// `POST {base}/oauth/token` with Basic client authentication.
+async fn token_at(
+    base: &str,
+    host: &str,
+    port: u16,
+    creds: &crate::harness::Creds,
+    form: &[(&str, &str)],
+) -> Value {
+    let response = client_for(host, port)
+        .post(format!("{base}/oauth/token"))
+        .basic_auth(&creds.client_id, Some(&creds.client_secret))
+        .form(form)
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+dns_test!(an_active_domain_serves_the_environment_as_its_own_issuer, poll = None, |server, dns| {
+    use crate::signin::support::{
+        Browser, REDIRECT_URI, authorize_path, claims_of, code_request, create_client, create_person, pkce,
+        query_of,
+    };
+
+    const HOST: &str = "auth.acme.example";
+    let base = format!("http://{HOST}:{}", server.port);
+    let default = server.issuer("acme-test");
+    let admin = server.admin_token().await;
+    let (_, body) =
+        server.api(Method::POST, PATH, &admin, Some(doc("custom_domain", json!({"domain": HOST})))).await;
+    let id = id_of(&body);
+
+    // Pending: the host names no environment yet.
+    let mut browser = Browser::at_host(&server, HOST);
+    let page = browser.get("/.well-known/openid-configuration").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.body);
+
+    dns.set_cname(HOST, "acme-test.localhost");
+    assert_eq!(verify(&server, &admin, &id).await["status"], "active");
+
+    // Discovery at the custom domain names it; the default host keeps its own.
+    let page = browser.get("/.well-known/openid-configuration").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let discovery: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(discovery["issuer"], base.as_str());
+    for endpoint in ["authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint"] {
+        assert!(discovery[endpoint].as_str().unwrap().starts_with(&base), "{endpoint}: {discovery}");
+    }
+    let page = Browser::new(&server).get("/.well-known/openid-configuration").await;
+    let discovery: Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(discovery["issuer"], default.as_str());
+
+    // A code + PKCE sign-in through the custom domain: every URL and the
+    // tokens' issuer are the custom domain's.
+    let client = create_client(&server, &admin, json!({"first_party": true})).await;
+    create_person(&server, &admin, "ada@example.com").await;
+    let (verifier, challenge) = pkce();
+    let redirect = browser
+        .authorize(&authorize_path(&code_request(&client, "openid email", &challenge)), "ada@example.com")
+        .await;
+    assert!(redirect.starts_with(REDIRECT_URI), "{redirect}");
+    let query = query_of(&redirect);
+    assert_eq!(query["iss"], base, "RFC 9207 iss names the custom domain");
+    let tokens = token_at(
+        &base,
+        HOST,
+        server.port,
+        &client.creds,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &query["code"]),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", &verifier),
+        ],
+    )
+    .await;
+    let id_token = claims_of(tokens["id_token"].as_str().unwrap());
+    assert_eq!(id_token["iss"], base.as_str());
+    assert_eq!(id_token["email"], "ada@example.com");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(claims_of(access)["iss"], base.as_str());
+    // The default host accepts the custom domain's token, and the reverse.
+    let (status, info, _) = crate::signin::support::userinfo(&server, access).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["email"], "ada@example.com");
+
+    // Management API tokens of either host work at both.
+    let custom_admin = token_at(
+        &base,
+        HOST,
+        server.port,
+        &server.admin,
+        &[("grant_type", "client_credentials"), ("resource", &format!("{base}/api"))],
+    )
+    .await;
+    let custom_admin = custom_admin["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&custom_admin)["iss"], base.as_str());
+    let (status, body) = server.api(Method::GET, PATH, &custom_admin, None).await;
+    assert_eq!(status, StatusCode::OK, "the default host takes the custom domain's token: {body}");
+    assert_eq!(get_at(&base, HOST, server.port, PATH, Some(&admin)).await, StatusCode::OK);
+    assert_eq!(get_at(&base, HOST, server.port, PATH, Some(&custom_admin)).await, StatusCode::OK);
+    assert_eq!(get_at(&base, HOST, server.port, PATH, None).await, StatusCode::UNAUTHORIZED);
+
+    // Another environment refuses both.
+    server.create_environment("other").await;
+    for token in [&custom_admin, &admin] {
+        let (status, body) = server.api_at("other", Method::GET, "/api/users", token, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    }
+
+    // The record goes: the domain fails and stops being served; the
+    // default host never stopped.
+    dns.clear(HOST);
+    assert_eq!(verify(&server, &admin, &id).await["status"], "failed");
+    let page = browser.get("/.well-known/openid-configuration").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.body);
+    let (status, body) = server.api(Method::GET, PATH, &custom_admin, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "its issuer went with it: {body}");
+    let (status, _) = server.api(Method::GET, PATH, &admin, None).await;
+    assert_eq!(status, StatusCode::OK);
+});

@@ -64,25 +64,29 @@ pub struct Browser<'s> {
     server: &'s TestServer,
     http: reqwest::Client,
     pub cookies: HashMap<String, String>,
+    /// Where relative paths go: the default host, or a custom domain.
+    base: Option<String>,
 }
 
 impl<'s> Browser<'s> {
     pub fn new(server: &'s TestServer) -> Browser<'s> {
-        let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .resolve("acme-test.localhost", loopback)
-            .resolve("beta.localhost", loopback)
-            .user_agent("portcullis-tests/1.0")
-            .build()
-            .unwrap();
-        Browser { server, http, cookies: HashMap::new() }
+        Browser { server, http: browser_client(&[]), cookies: HashMap::new(), base: None }
     }
 
-    /// `path` on acme-test, or an absolute URL.
+    /// A browser at `host` (a custom domain, resolved to loopback): relative
+    /// paths go to `http://{host}:{port}`.
+    pub fn at_host(server: &'s TestServer, host: &str) -> Browser<'s> {
+        let base = Some(format!("http://{host}:{}", server.port));
+        Browser { server, http: browser_client(&[host]), cookies: HashMap::new(), base }
+    }
+
+    /// `path` on acme-test (or this browser's host), or an absolute URL.
     fn url(&self, path: &str) -> String {
-        if path.starts_with("http") { path.to_owned() } else { self.server.url(path) }
+        match &self.base {
+            _ if path.starts_with("http") => path.to_owned(),
+            Some(base) => format!("{base}{path}"),
+            None => self.server.url(path),
+        }
     }
 
     pub async fn request(&mut self, method: Method, path: &str, form: Option<&[(&str, &str)]>) -> Page {
@@ -160,6 +164,22 @@ impl<'s> Browser<'s> {
 }
 
 /// A registered client for sign-in tests.
+/// A client that follows no redirects and resolves the test hosts (and
+/// `extra` ones) to loopback.
+fn browser_client(extra: &[&str]) -> reqwest::Client {
+    let loopback: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("acme-test.localhost", loopback)
+        .resolve("beta.localhost", loopback)
+        .user_agent("portcullis-tests/1.0");
+    for host in extra {
+        builder = builder.resolve(host, loopback);
+    }
+    builder.build().unwrap()
+}
+
 pub struct TestClient {
     pub id: String,
     pub creds: Creds,
@@ -296,7 +316,7 @@ impl<'s> Browser<'s> {
     /// A browser whose requests come from the client IP `ip` (127.0.0.1
     /// is what [`Browser::new`] uses).
     pub fn from_ip(server: &'s TestServer, ip: &str) -> Browser<'s> {
-        Browser { server, http: http_from(ip), cookies: HashMap::new() }
+        Browser { server, http: http_from(ip), cookies: HashMap::new(), base: None }
     }
 
     /// This browser's CSRF token, read from the form at `path` (which sets
