@@ -175,9 +175,11 @@ pub fn challenge_value(token: &str) -> String {
     format!("portcullis-domain-verification={token}")
 }
 
-/// The environment's default host (`acme-test.localhost`), the CNAME target.
+/// The environment's default host (`acme-test.localhost`), the CNAME target,
+/// whichever host the request came in on.
 pub fn default_host(env: &EnvState) -> String {
-    url::Url::parse(&env.issuer)
+    let default_issuer = env.issuers.first().unwrap_or(&env.issuer);
+    url::Url::parse(default_issuer)
         .ok()
         .and_then(|issuer| issuer.host_str().map(str::to_owned))
         .unwrap_or_default()

@@ -363,6 +363,21 @@ dns_test!(an_active_domain_serves_the_environment_as_its_own_issuer, poll = None
     assert_eq!(get_at(&base, HOST, server.port, PATH, Some(&custom_admin)).await, StatusCode::OK);
     assert_eq!(get_at(&base, HOST, server.port, PATH, None).await, StatusCode::UNAUTHORIZED);
 
+    // Checked from the custom domain itself, the CNAME target is still the
+    // default host, and the domain stays active.
+    let response = client_for(HOST, server.port)
+        .post(format!("{base}{PATH}/{id}/verify"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("verify at the custom domain");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["attributes"]["status"], "active", "{body}");
+    let records = body["data"]["attributes"]["dns_records"].as_array().unwrap();
+    let cname = records.iter().find(|r| r["type"] == "CNAME").expect("CNAME");
+    assert_eq!(cname["value"], "acme-test.localhost", "{body}");
+
     // Another environment refuses both.
     server.create_environment("other").await;
     for token in [&custom_admin, &admin] {
