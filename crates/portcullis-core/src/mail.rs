@@ -21,7 +21,7 @@ use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use portcullis_crypto::aead::MasterKey;
 use portcullis_store::model::QueuedMail;
-use portcullis_store::{WriteTx, new_id, now_micros, repo};
+use portcullis_store::{WriteTx, micros, new_id, now_micros, repo};
 use serde::{Deserialize, Serialize};
 
 use crate::{Core, Result, ServiceError};
@@ -238,10 +238,6 @@ pub async fn send_due(core: &Core) -> Result<()> {
 fn open(core: &Core, queued: &QueuedMail) -> Result<Mail> {
     let json = core.master_key.open(&queued.sealed, &sealed_aad(&queued.id))?;
     serde_json::from_slice(&json).map_err(|e| ServiceError::Internal(format!("queued mail unreadable: {e}")))
-}
-
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Writes `{micros}-{uuid}.json` atomically (a temporary name, then a

@@ -72,6 +72,11 @@ pub fn now_micros() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
 }
 
+/// A duration in the unit of stored timestamps, for `now_micros() + …`.
+pub fn micros(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// A new time-ordered resource id (UUIDv7).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

@@ -164,6 +164,7 @@ pub async fn delete<R: Record>(conn: &mut AnyConnection, environment_id: &str, i
     Ok(sql.execute(conn).await? > 0)
 }
 
-pub(crate) fn select_columns<R: Record>() -> String {
+/// The column list of `R`, for a `SELECT` the generic functions do not cover.
+pub fn select_columns<R: Record>() -> String {
     column_list::<R>()
 }

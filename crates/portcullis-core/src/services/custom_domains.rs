@@ -28,7 +28,7 @@ use portcullis_crypto::secret;
 use portcullis_jsonapi::ResourceObject;
 use portcullis_store::model::{Actor, Event};
 use portcullis_store::sql::Sql;
-use portcullis_store::{new_id, now_micros, record};
+use portcullis_store::{micros, new_id, now_micros, record};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -301,7 +301,6 @@ fn is_one_per_environment(error: &portcullis_store::StoreError) -> bool {
 
 pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
     ctx.require(Family::CustomDomains, Verb::Delete)?;
-    let env = ctx.env.clone();
     let mut tx = core.db.write().await?;
     let row: CustomDomain = fetch_in(&mut tx, ctx, KIND, id).await?;
     record::delete::<CustomDomain>(tx.conn(), ctx.environment_id(), id).await?;
@@ -311,7 +310,7 @@ pub async fn delete(core: &Core, ctx: &Ctx, id: &str) -> Result<()> {
         action: "custom_domain.deleted",
         targets: vec![target(KIND, id, name(&row))],
         changes: Value::Object(serde_json::Map::new()),
-        data: serde_json::to_value(present(&env, &row)).unwrap_or(Value::Null),
+        data: serde_json::to_value(present(&ctx.env, &row)).unwrap_or(Value::Null),
     };
     finish(tx, ctx, event).await?;
     core.domains.invalidate();
@@ -501,10 +500,6 @@ pub async fn active_domain_of(
     Ok(row.map(|(domain,)| domain))
 }
 
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 /// Re-checks due domains of every environment until `core` is dropped.
 pub async fn run_checker(core: Weak<Core>) {
     let Some(interval) =
@@ -528,7 +523,7 @@ pub async fn check_due(core: &Arc<Core>) -> Result<()> {
     let now = now_micros();
     let mut sql = Sql::new(format!(
         "SELECT {} FROM custom_domains WHERE next_check_at <= ",
-        <CustomDomain as portcullis_store::Record>::COLUMNS.join(", ")
+        record::select_columns::<CustomDomain>()
     ));
     sql.bind(now).push(" ORDER BY next_check_at, id LIMIT ").bind(BATCH);
     let due: Vec<CustomDomain> = sql.fetch_all(&mut *core.db.read().await?).await?;
@@ -547,9 +542,7 @@ pub async fn check_due(core: &Arc<Core>) -> Result<()> {
         let Some(env) = core.environment_by_id(&row.environment_id).await? else { continue };
         let ctx = checker_ctx(env);
         let finding = check(core, &ctx.env, &row).await;
-        let mut row = row;
-        row.next_check_at = now + micros(CHECK_LEASE);
-        // Bookkeeping only changed `next_check_at`; `updated_at` still guards.
+        // The claim moved only `next_check_at`; `updated_at` still guards.
         record_finding(core, &ctx, &row, &finding).await?;
     }
     Ok(())
