@@ -109,6 +109,14 @@ pub struct Core {
     pub domains: services::custom_domains::DomainIndex,
 }
 
+/// A `Host` header's name: no port, no trailing dot, lower case.
+fn normalize_host(host: &str) -> String {
+    let name = host
+        .rsplit_once(':')
+        .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host });
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
 impl Core {
     /// Builds the core and starts its background tasks (cache invalidation,
     /// the change listener on PostgreSQL, the asynchronous event writer, the
@@ -183,15 +191,8 @@ impl Core {
     /// The environment a request's `Host` names, if any: `{handle}.{base_domain}`,
     /// an active custom domain, or the `default_environment`.
     pub async fn environment_for_host(&self, host: &str) -> Result<Option<Arc<EnvState>>> {
-        let host = host
-            .rsplit_once(':')
-            .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host });
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let handle = host
-            .strip_suffix(&self.config.base_domain)
-            .and_then(|rest| rest.strip_suffix('.'))
-            .filter(|handle| !handle.is_empty() && !handle.contains('.'));
-        if let Some(handle) = handle {
+        let host = normalize_host(host);
+        if let Some(handle) = self.default_host_handle(&host) {
             return self.environment(handle).await;
         }
         if let Some(handle) = self.domains.handle_of(self, &host).await? {
@@ -201,6 +202,25 @@ impl Core {
             Some(handle) => self.environment(handle).await,
             None => Ok(None),
         }
+    }
+
+    /// Whether `host` is an environment's default host or an active custom
+    /// domain: the names a TLS proxy or the built-in ACME client may get
+    /// certificates for. Unlike routing, the `default_environment` fallback
+    /// does not count, or any name pointed at the server would qualify.
+    pub async fn serves_host(&self, host: &str) -> Result<bool> {
+        let host = normalize_host(host);
+        if let Some(handle) = self.default_host_handle(&host) {
+            return Ok(self.environment(handle).await?.is_some());
+        }
+        Ok(self.domains.handle_of(self, &host).await?.is_some())
+    }
+
+    /// The handle in `{handle}.{base_domain}`.
+    fn default_host_handle<'h>(&self, host: &'h str) -> Option<&'h str> {
+        host.strip_suffix(&self.config.base_domain)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .filter(|handle| !handle.is_empty() && !handle.contains('.'))
     }
 
     /// An environment's cached state by id (background work that starts

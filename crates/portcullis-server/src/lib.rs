@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod oauth;
 pub mod openapi;
 pub mod pages;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,15 +38,18 @@ pub fn app(core: Arc<Core>) -> Router {
     let management = api::router(&core)
         .route("/api/openapi.json", axum::routing::get(openapi::serve))
         .layer(middleware::map_response(no_store));
-    Router::new()
+    let per_environment = Router::new()
         .merge(management)
         .merge(oauth::router())
         .merge(pages::router())
         .merge(hooks::router())
+        .layer(axum::Extension(worker))
+        .layer(middleware::from_fn_with_state(core.clone(), env::resolve));
+    Router::new()
+        .merge(tls::router())
+        .merge(per_environment)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::Extension(worker))
-        .layer(middleware::from_fn_with_state(core.clone(), env::resolve))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(middleware::map_response(payload_too_large))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(30)))

@@ -117,8 +117,10 @@ impl TestServer {
         format!("{}{path}", self.issuer("acme-test"))
     }
 
+    /// The Management API identifier: the issuer as configured (a test may
+    /// name a TLS proxy's scheme and port), where `url` is how to reach it.
     pub fn management_api(&self) -> String {
-        format!("{}/api", self.issuer("acme-test"))
+        format!("{}/api", self.core.issuer_for("acme-test"))
     }
 
     /// Creates another environment (ES256 key, fast to generate).
@@ -149,7 +151,7 @@ impl TestServer {
 
     /// A Management API token for `handle` with `scope` (all granted when `None`).
     pub async fn management_token(&self, handle: &str, creds: &Creds, scope: Option<&str>) -> String {
-        let resource = format!("{}/api", self.issuer(handle));
+        let resource = format!("{}/api", self.core.issuer_for(handle));
         let mut form = vec![("grant_type", "client_credentials"), ("resource", resource.as_str())];
         if let Some(scope) = scope {
             form.push(("scope", scope));

@@ -10,6 +10,7 @@ mod crash;
 mod dns;
 mod openapi;
 mod quick_start;
+mod tls;
 
 /// Every Management API resource: CRUD, validation, and body errors.
 mod resources {
