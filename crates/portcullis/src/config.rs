@@ -50,6 +50,24 @@ pub struct Config {
     /// Name servers that custom-domain checks ask (`ip` or `ip:port`);
     /// empty for the system's (`/etc/resolv.conf`).
     pub dns_servers: Vec<String>,
+    /// Also serve HTTPS here (e.g. `0.0.0.0:443`), with the certificates the
+    /// ACME client obtained for active custom domains, and `tls_certificate`
+    /// for every other name. Off by default (run behind a TLS proxy).
+    pub listen_tls: Option<SocketAddr>,
+    /// PEM certificate chain and private key the TLS listener serves for
+    /// names without a certificate of their own (a wildcard for the
+    /// default hosts, `*.{base_domain}`).
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    /// An ACME directory URL: obtain and renew certificates for active
+    /// custom domains there (HTTP-01: the CA must reach `listen` on port
+    /// 80). Off by default. Let's Encrypt:
+    /// `https://acme-v02.api.letsencrypt.org/directory`.
+    pub acme_directory: Option<String>,
+    /// Address the CA sends expiry notices to.
+    pub acme_contact: Option<String>,
+    /// PEM roots for the ACME server's own HTTPS, for a private CA.
+    pub acme_ca_roots: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -70,6 +88,12 @@ impl Default for Config {
             mail_lease_seconds: portcullis_core::mail::DEFAULT_LEASE.as_secs(),
             rate_limits: true,
             dns_servers: Vec::new(),
+            listen_tls: None,
+            tls_certificate: None,
+            tls_private_key: None,
+            acme_directory: None,
+            acme_contact: None,
+            acme_ca_roots: None,
         }
     }
 }
@@ -114,6 +138,38 @@ impl Config {
                 poll_interval: None,
             },
         })
+    }
+
+    /// The ACME client's settings, when `acme_directory` turns it on.
+    pub fn acme(&self) -> anyhow::Result<Option<portcullis_server::tls::acme::AcmeSettings>> {
+        let Some(directory_url) = &self.acme_directory else { return Ok(None) };
+        let ca_roots = match &self.acme_ca_roots {
+            Some(path) => {
+                Some(std::fs::read(path).with_context(|| format!("acme_ca_roots: {}", path.display()))?)
+            }
+            None => None,
+        };
+        Ok(Some(portcullis_server::tls::acme::AcmeSettings {
+            directory_url: directory_url.clone(),
+            contacts: self.acme_contact.iter().map(|contact| format!("mailto:{contact}")).collect(),
+            ca_roots,
+            poll_interval: std::time::Duration::from_secs(60),
+        }))
+    }
+
+    /// The TLS listener's certificates, with the `tls_certificate` fallback.
+    pub fn certificates(&self) -> anyhow::Result<portcullis_server::tls::listener::Certificates> {
+        let read =
+            |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+        let fallback = match (&self.tls_certificate, &self.tls_private_key) {
+            (Some(chain), Some(key)) => Some((read(chain)?, read(key)?)),
+            (None, None) => None,
+            _ => anyhow::bail!("tls_certificate and tls_private_key go together"),
+        };
+        portcullis_server::tls::listener::Certificates::new(
+            fallback.as_ref().map(|(chain, key)| (chain.as_slice(), key.as_slice())),
+        )
+        .context("tls_certificate / tls_private_key")
     }
 
     /// The configured master key, or the one in the data directory (created

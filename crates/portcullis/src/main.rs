@@ -431,7 +431,23 @@ async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
         example_issuer = %core.issuer_for("<handle>"),
         "portcullis is serving"
     );
-    axum::serve(listener, portcullis_server::app(core).into_make_service_with_connect_info::<SocketAddr>())
+    let app = portcullis_server::app(core.clone());
+    let certificates = match config.listen_tls {
+        Some(_) => Some(Arc::new(config.certificates()?)),
+        None => None,
+    };
+    if let Some(acme) = config.acme()? {
+        tracing::info!(directory = %acme.directory_url, "ACME: certificates for active custom domains");
+        tokio::spawn(portcullis_server::tls::acme::run(Arc::downgrade(&core), acme, certificates.clone()));
+    }
+    if let (Some(address), Some(certificates)) = (config.listen_tls, certificates) {
+        let tls = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        tracing::info!(%address, "serving HTTPS");
+        tokio::spawn(portcullis_server::tls::listener::serve(tls, app.clone(), core.clone(), certificates));
+    }
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server error")?;

@@ -8,15 +8,17 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use portcullis_core::Core;
+use portcullis_store::now_micros;
+use portcullis_store::sql::Sql;
 use serde::Deserialize;
 
 /// Routes served at every host, before environment resolution.
 pub fn router() -> Router<Arc<Core>> {
-    Router::new().route(ASK_PATH, get(ask))
+    Router::new().route(ASK_PATH, get(ask)).route("/.well-known/acme-challenge/{token}", get(acme_challenge))
 }
 
 /// Where a TLS proxy asks whether it may get a certificate for a name.
@@ -40,6 +42,49 @@ async fn ask(State(core): State<Arc<Core>>, Query(query): Query<AskQuery>) -> (S
         Err(error) => {
             tracing::warn!(%error, "tls ask: cannot tell whether a host is served");
             (StatusCode::SERVICE_UNAVAILABLE, "try again later\n")
+        }
+    }
+}
+
+pub mod acme;
+pub mod listener;
+
+/// What can go wrong obtaining or serving a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    Store(#[from] portcullis_store::StoreError),
+    #[error("ACME: {0}")]
+    Acme(#[from] instant_acme::Error),
+    #[error("the order failed: {0}")]
+    Order(String),
+    #[error("{0} cannot be unsealed with the master key")]
+    Sealed(&'static str),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// `GET /.well-known/acme-challenge/{token}`: the HTTP-01 answer, from
+/// whichever process placed the order, for the domain it was placed for.
+async fn acme_challenge(
+    State(core): State<Arc<Core>>,
+    Path(token): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> (StatusCode, String) {
+    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(name, _)| name).to_ascii_lowercase();
+    let mut sql = Sql::new("SELECT key_authorization FROM acme_challenges WHERE token = ");
+    sql.bind(token).push(" AND domain = ").bind(host).push(" AND expires_at > ").bind(now_micros());
+    let answer = match core.db.read().await {
+        Ok(mut conn) => sql.fetch_optional::<(String,)>(&mut conn).await,
+        Err(error) => Err(error),
+    };
+    match answer {
+        Ok(Some((answer,))) => (StatusCode::OK, answer),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such challenge\n".into()),
+        Err(error) => {
+            tracing::warn!(%error, "ACME challenge lookup failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again later\n".into())
         }
     }
 }

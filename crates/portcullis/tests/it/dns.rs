@@ -52,6 +52,11 @@ impl TestDns {
         self.zone.lock().unwrap().insert(key(name), vec![RData::TXT(TXT::new(vec![value.to_owned()]))]);
     }
 
+    /// Replaces `name`'s records with one A record.
+    pub fn set_a(&self, name: &str, address: std::net::Ipv4Addr) {
+        self.zone.lock().unwrap().insert(key(name), vec![RData::A(address.into())]);
+    }
+
     /// Removes every record of `name`.
     pub fn clear(&self, name: &str) {
         self.zone.lock().unwrap().remove(&key(name));
@@ -77,15 +82,34 @@ fn answer(zone: &Zone, query: &Message) -> Message {
     reply.queries = query.queries.clone();
     let zone = zone.lock().unwrap();
     for question in &query.queries {
-        let name = question.name();
-        match zone.get(&key(&name.to_ascii())) {
-            None => reply.metadata.response_code = ResponseCode::NXDomain,
-            Some(records) => {
-                let wanted = question.query_type();
-                for data in records.iter().filter(|d| wanted == RecordType::ANY || d.record_type() == wanted)
-                {
-                    reply.answers.push(Record::from_rdata(name.clone(), 60, data.clone()));
+        let wanted = question.query_type();
+        let mut name = question.name().clone();
+        // A CNAME answers any question about its name; an authoritative
+        // server adds the target's records when it holds them (the ACME CA's
+        // A lookup of a custom domain follows it to the default host).
+        for _ in 0..8 {
+            let Some(records) = zone.get(&key(&name.to_ascii())) else {
+                if reply.answers.is_empty() {
+                    reply.metadata.response_code = ResponseCode::NXDomain;
                 }
+                break;
+            };
+            for data in records.iter().filter(|d| wanted == RecordType::ANY || d.record_type() == wanted) {
+                reply.answers.push(Record::from_rdata(name.clone(), 60, data.clone()));
+            }
+            match records
+                .iter()
+                .find_map(|d| if let RData::CNAME(target) = d { Some(target.0.clone()) } else { None })
+            {
+                Some(target) if wanted != RecordType::CNAME && wanted != RecordType::ANY => {
+                    reply.answers.push(Record::from_rdata(
+                        name.clone(),
+                        60,
+                        RData::CNAME(CNAME(target.clone())),
+                    ));
+                    name = target;
+                }
+                _ => break,
             }
         }
     }

@@ -266,3 +266,254 @@ crate::db_test!(
         }
     }
 );
+
+/// Let's Encrypt's test CA on loopback: its directory's HTTPS certificate
+/// is one this test makes; its validation requests go to `http_port` (the
+/// Portcullis listener) of whatever `dns` says a domain's address is.
+struct Pebble {
+    directory: String,
+    management: String,
+    /// The root the directory's HTTPS certificate is signed by.
+    https_root: Vec<u8>,
+    _dir: tempfile::TempDir,
+    _process: tokio::process::Child,
+}
+
+impl Pebble {
+    async fn start(http_port: u16, dns: &TestDns) -> Pebble {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("params");
+        let certificate = params.self_signed(&key).expect("self-signed");
+        std::fs::write(dir.path().join("cert.pem"), certificate.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let (listen, management) = (free_port(), free_port());
+        let config = json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{listen}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        let process = tokio::process::Command::new("pebble")
+            .arg("-config")
+            .arg(dir.path().join("pebble.json"))
+            .arg("-dnsserver")
+            .arg(dns.addr.to_string())
+            // No random pauses before validating, no random bad nonces.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start pebble");
+        wait_for_port(listen).await;
+        Pebble {
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            management: format!("https://127.0.0.1:{management}"),
+            https_root: certificate.pem().into_bytes(),
+            _dir: dir,
+            _process: process,
+        }
+    }
+
+    fn settings(&self) -> portcullis_server::tls::acme::AcmeSettings {
+        portcullis_server::tls::acme::AcmeSettings {
+            directory_url: self.directory.clone(),
+            contacts: vec!["mailto:ops@customer.test".into()],
+            ca_roots: Some(self.https_root.clone()),
+            poll_interval: Duration::from_secs(3600),
+        }
+    }
+
+    /// The root pebble issues under (a new one every start).
+    async fn issuing_root(&self) -> String {
+        let client = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&self.https_root).unwrap())
+            .build()
+            .unwrap();
+        let response = client.get(format!("{}/roots/0", self.management)).send().await.expect("pebble root");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+}
+
+/// Serves `core` over TLS on `listener` (a new loopback port when `None`),
+/// as `listen_tls` does.
+async fn serve_tls(
+    listener: Option<tokio::net::TcpListener>,
+    core: std::sync::Arc<portcullis_core::Core>,
+    certificates: std::sync::Arc<portcullis_server::tls::listener::Certificates>,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = match listener {
+        Some(listener) => listener,
+        None => tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+    };
+    let port = listener.local_addr().unwrap().port();
+    let app = portcullis_server::app(core.clone());
+    (port, tokio::spawn(portcullis_server::tls::listener::serve(listener, app, core, certificates)))
+}
+
+/// The certificate a TLS server at `port` presents for `host` (DER), with
+/// the chain verified against `root`.
+async fn presented_certificate(root: &str, host: &str, port: u16) -> Vec<u8> {
+    let client = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(root.as_bytes()).unwrap())
+        .tls_info(true)
+        .resolve(host, ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://{host}:{port}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let info = response.extensions().get::<reqwest::tls::TlsInfo>().expect("TLS info");
+    info.peer_certificate().expect("a certificate").to_vec()
+}
+
+async fn built_in_acme(backend: Backend) {
+    if !tool_available("pebble") {
+        return;
+    }
+    let dns = TestDns::start().await;
+    let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let tls_port = tls_listener.local_addr().unwrap().port();
+    let dns_address = dns.addr;
+    let configured = TestServer::start_configured(backend, |config| {
+        config.dns.servers = vec![dns_address];
+        config.public_scheme = "https".into();
+        config.public_port = Some(tls_port);
+    })
+    .await;
+    let Some(server) = configured else { return };
+    let pebble = Pebble::start(server.port, &dns).await;
+
+    // The CA finds the domain at loopback through the CNAME to the default host.
+    dns.set_a("acme-test.localhost", std::net::Ipv4Addr::LOCALHOST);
+    let domain_id = activate(&server, &dns, DOMAIN).await;
+
+    use portcullis_server::tls::{acme::Issuer, listener::Certificates};
+    let certificates = std::sync::Arc::new(Certificates::new(None).unwrap());
+    let mut issuer = Issuer::new(pebble.settings(), Some(certificates.clone()));
+    issuer.pass(&server.core).await.expect("ACME pass");
+
+    let certificate = |column: &'static str| {
+        let sql = format!("SELECT {column} FROM tls_certificates WHERE domain = '{DOMAIN}'");
+        let pool = server.core.db.pool().clone();
+        async move {
+            use sqlx::Row;
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.expect("certificate row");
+            row.try_get::<Option<String>, _>(0).expect("text")
+        }
+    };
+    let chain = certificate("certificate_chain").await.expect("a certificate was issued");
+    assert!(chain.starts_with("-----BEGIN CERTIFICATE-----"), "{chain}");
+    // The private key is sealed at rest, and so is the account's.
+    let key = certificate("private_key").await.unwrap();
+    assert!(key.starts_with("v1:") && !key.contains("PRIVATE KEY"));
+    assert_eq!(server.count("SELECT COUNT(*) FROM acme_accounts WHERE credentials LIKE 'v1:%'").await, 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM acme_challenges").await, 0, "answers are cleaned up");
+    assert_eq!(server.count("SELECT attempts FROM tls_certificates").await, 0);
+    let renew_at = server.count("SELECT next_attempt_at - not_before FROM tls_certificates").await;
+    let lifetime = server.count("SELECT not_after - not_before FROM tls_certificates").await;
+    assert!(lifetime > 0 && (renew_at - lifetime * 2 / 3).abs() < 1_000_000, "{renew_at} of {lifetime}");
+    // Nothing is due: another pass orders nothing.
+    issuer.pass(&server.core).await.unwrap();
+    assert_eq!(certificate("certificate_chain").await.unwrap(), chain);
+
+    // The TLS listener serves it: curl trusts pebble's root and reaches
+    // the environment's discovery document at the custom domain.
+    let (_, listener) = serve_tls(Some(tls_listener), server.core.clone(), certificates.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = pebble.issuing_root().await;
+    let root_file = dir.path().join("pebble-root.pem");
+    std::fs::write(&root_file, &root).unwrap();
+    let discovery = curl(&root_file, DOMAIN, tls_port, "/.well-known/openid-configuration")
+        .await
+        .expect("discovery over HTTPS from the built-in listener");
+    let discovery: Value = serde_json::from_str(&discovery).unwrap();
+    assert_eq!(discovery["issuer"], format!("https://{DOMAIN}:{tls_port}").as_str());
+    // No certificate for a name that is not an active domain (and no fallback configured).
+    assert!(curl(&root_file, "unknown.customer.test", tls_port, "/").await.is_err());
+    let first = presented_certificate(&root, DOMAIN, tls_port).await;
+
+    // Any instance serves it: a second process on the same database.
+    let db = portcullis_store::Db::connect(&server.database_url).await.unwrap();
+    let key = portcullis_crypto::aead::MasterKey::from_base64(&server.master_key).unwrap();
+    let peer =
+        portcullis_core::Core::start(db, key, crate::harness::core_config(server.port, dir.path())).unwrap();
+    // This one also has a `tls_certificate` for the default hosts.
+    let fallback_key = rcgen::KeyPair::generate().unwrap();
+    let fallback =
+        rcgen::CertificateParams::new(vec!["*.localhost".to_owned(), "acme-test.localhost".to_owned()])
+            .unwrap()
+            .self_signed(&fallback_key)
+            .unwrap();
+    let with_fallback =
+        Certificates::new(Some((fallback.pem().as_bytes(), fallback_key.serialize_pem().as_bytes())))
+            .unwrap();
+    let (peer_port, peer_listener) = serve_tls(None, peer, std::sync::Arc::new(with_fallback)).await;
+    assert_eq!(presented_certificate(&root, DOMAIN, peer_port).await, first);
+    let default_host = presented_certificate(&fallback.pem(), "acme-test.localhost", peer_port).await;
+    assert_eq!(default_host, fallback.der().to_vec());
+    peer_listener.abort();
+
+    // Renewal: once due, a pass orders a new certificate, and the listener
+    // serves it from the next handshake on.
+    server.count("UPDATE tls_certificates SET next_attempt_at = 0 RETURNING 0").await;
+    issuer.pass(&server.core).await.unwrap();
+    let renewed = certificate("certificate_chain").await.unwrap();
+    assert_ne!(renewed, chain, "a new certificate");
+    let second = presented_certificate(&root, DOMAIN, tls_port).await;
+    assert_ne!(second, first, "the listener serves the renewed certificate");
+
+    // A domain the CA cannot validate: the failure is recorded, backed off.
+    dns.set_a("acme-test.localhost", std::net::Ipv4Addr::new(127, 0, 0, 2));
+    server.count("UPDATE tls_certificates SET next_attempt_at = 0 RETURNING 0").await;
+    issuer.pass(&server.core).await.unwrap();
+    assert_eq!(server.count("SELECT attempts FROM tls_certificates").await, 1);
+    let retry_in =
+        server.count("SELECT next_attempt_at FROM tls_certificates").await - portcullis_store::now_micros();
+    assert!(retry_in > 30_000_000, "backs off about a minute: {retry_in}");
+    let error = certificate("last_error").await.expect("the reason");
+    assert!(!error.is_empty());
+    // The valid certificate it had is still served meanwhile.
+    assert_eq!(certificate("certificate_chain").await.unwrap(), renewed);
+    assert_eq!(presented_certificate(&root, DOMAIN, tls_port).await, second);
+
+    // The challenge route answers only what an order stored.
+    let bogus = server
+        .http
+        .get(format!("http://127.0.0.1:{}/.well-known/acme-challenge/bogus", server.port))
+        .header("host", DOMAIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bogus.status(), StatusCode::NOT_FOUND);
+
+    // Deleting the domain deletes its certificate.
+    let admin = server.admin_token().await;
+    let (status, _) =
+        server.api(Method::DELETE, &format!("/api/custom-domains/{domain_id}"), &admin, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(server.count("SELECT COUNT(*) FROM tls_certificates").await, 0);
+    listener.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_certificates_from_pebble_are_served_and_renewed_sqlite() {
+    built_in_acme(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_certificates_from_pebble_are_served_and_renewed_postgres() {
+    built_in_acme(Backend::Postgres).await;
+}
