@@ -7,7 +7,7 @@
 # BENCH_API_CONNECTIONS (16, for the users API), BENCH_LOGIN_CONNECTIONS (8,
 # for password logins), BENCH_CODES (codes minted for the code exchange run,
 # default 3000 per second of BENCH_SECONDS), BENCH_USERS (100000),
-# BENCH_PORT (18080), BENCH_OP_PORT (18090).
+# BENCH_ROUTES (10000 environments with custom domains), BENCH_PORT (18080), BENCH_OP_PORT (18090).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,7 @@ API_CONNECTIONS=${BENCH_API_CONNECTIONS:-16}
 LOGIN_CONNECTIONS=${BENCH_LOGIN_CONNECTIONS:-8}
 CODES=${BENCH_CODES:-$((3000 * SECONDS_PER_RUN))}
 USERS=${BENCH_USERS:-100000}
+ROUTES=${BENCH_ROUTES:-10000}
 PORT=${BENCH_PORT:-18080}
 OP_PORT=${BENCH_OP_PORT:-18090}
 RESOURCE=https://api.bench.test/invoices
@@ -204,6 +205,23 @@ BENCH_CONTENT_TYPE=application/x-www-form-urlencoded BENCH_BODY="token=$access" 
     load "introspection (JWT, es256)" "http://127.0.0.1:$PORT/oauth/introspect" "$CONNECTIONS"
 BENCH_HOST=$h load "JWKS" "http://127.0.0.1:$PORT/.well-known/jwks.json" "$CONNECTIONS"
 
+# Routing: the same cached answer at the default host and at a custom domain,
+# before and after 10,000 more environments with active custom domains. The
+# domain index reloads at most every 5 s, hence the pauses.
+ROUTE_DOMAIN=auth.bench.test
+echo "== routing with $ROUTES environments and custom domains"
+"$BENCH_BIN" seed-domains --handle bench-es256 --domain "$ROUTE_DOMAIN" >/dev/null
+sleep 6
+BENCH_HOST=$h load "JWKS, default host (4 environments)" "http://127.0.0.1:$PORT/.well-known/jwks.json" "$CONNECTIONS"
+BENCH_HOST="$ROUTE_DOMAIN:$PORT" load "JWKS, custom domain (1 domain)" \
+    "http://127.0.0.1:$PORT/.well-known/jwks.json" "$CONNECTIONS"
+"$BENCH_BIN" seed-domains --count "$ROUTES" >/dev/null
+sleep 6
+BENCH_HOST=$h load "JWKS, default host (+$ROUTES environments)" \
+    "http://127.0.0.1:$PORT/.well-known/jwks.json" "$CONNECTIONS"
+BENCH_HOST="$ROUTE_DOMAIN:$PORT" load "JWKS, custom domain (+$ROUTES domains)" \
+    "http://127.0.0.1:$PORT/.well-known/jwks.json" "$CONNECTIONS"
+
 echo "== users API with $USERS users"
 "$BENCH_BIN" seed-users --handle bench-es256 --count "$USERS" >/dev/null
 management=$(curl -sf -H "Host: $h" -u "$admin_id:$admin_secret" -d grant_type=client_credentials \
@@ -298,6 +316,13 @@ out=bench/results/latest.md
     for handle in bench-es256 bench-eddsa bench-rs256-2048 bench-rs256-4096; do
         r=$(rate_of "client_credentials $handle")
         echo "| ${handle#bench-}, client_credentials | ${ceiling[$handle]}/s (sign, 2 threads) | $r/s | $(ratio "$r" "${ceiling[$handle]}") |"
+    done
+    for host in "default host" "custom domain"; do
+        if [ "$host" = "default host" ]; then before="4 environments"; after="+$ROUTES environments"
+        else before="1 domain"; after="+$ROUTES domains"; fi
+        b=$(rate_of "JWKS, $host ($before)")
+        a=$(rate_of "JWKS, $host ($after)")
+        echo "| routing at a $host, with $ROUTES more environments and domains | $b/s (before) | $a/s | $(ratio "$a" "$b") |"
     done
     r=$(rate_of "introspection (JWT, es256)")
     echo "| es256, introspection | ${verify_ceiling}/s (verify, 2 threads) | $r/s | $(ratio "$r" "$verify_ceiling") |"

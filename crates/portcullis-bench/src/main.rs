@@ -9,6 +9,8 @@
 //! - `seed-users` bulk-inserts users into an environment (one Argon2id hash
 //!   shared by all of them: hashing 100k passwords would take an hour and is
 //!   not what the listing benchmark measures).
+//! - `seed-domains` gives an environment an active custom domain and adds
+//!   environments with active custom domains (the routing benchmark).
 //! - `argon2-ceiling` verifies a password against an Argon2id hash made as
 //!   the server makes them, on as many threads as the server's hashing pool:
 //!   the rate no password login can beat.
@@ -32,6 +34,7 @@ use portcullis_core::{Core, CoreConfig};
 use portcullis_crypto::SigningKey;
 use portcullis_crypto::aead::MasterKey;
 use portcullis_store::model::User;
+use portcullis_store::sql::Sql;
 use portcullis_store::types::JsonText;
 use portcullis_store::{Db, new_id, now_micros, record};
 
@@ -77,6 +80,19 @@ enum Command {
         #[arg(long)]
         handle: String,
         #[arg(long)]
+        count: usize,
+    },
+    /// Gives `handle` the active custom domain `domain`, then adds `count`
+    /// environments `route-N`, each with the active custom domain
+    /// `auth.route-N.example` (rows as the Management API and a passed DNS
+    /// check leave them; 10,000 real DNS checks are not what routing
+    /// measures).
+    SeedDomains {
+        #[arg(long)]
+        handle: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long, default_value_t = 0)]
         count: usize,
     },
     /// Prints `<verifications per second>` of one password against an
@@ -132,6 +148,20 @@ async fn main() -> anyhow::Result<()> {
         Command::SeedUsers { handle, count } => {
             let seeded = seed_users(&db().await?, &handle, count).await?;
             println!("{seeded}");
+        }
+        Command::SeedDomains { handle, domain, count } => {
+            let db = db().await?;
+            if let (Some(handle), Some(domain)) = (handle, domain) {
+                let mut conn = db.read().await?;
+                let environment = portcullis_store::repo::environments::by_handle(&mut conn, &handle)
+                    .await?
+                    .with_context(|| format!("no environment `{handle}`"))?;
+                drop(conn);
+                let mut tx = db.pool().begin().await?;
+                insert_active_domain(&mut tx, &environment.id, &domain).await?;
+                tx.commit().await?;
+            }
+            println!("{}", seed_domains(&db, count).await?);
         }
         Command::Argon2Ceiling { threads, seconds } => {
             let hash = portcullis_crypto::password::hash_password("correct horse battery staple")?;
@@ -199,6 +229,53 @@ fn repeat(threads: usize, span: Duration, work: impl Fn() + Send + Sync + 'stati
         worker.join().expect("benchmark thread");
     }
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// `count` environments, each with an active custom domain.
+async fn seed_domains(db: &Db, count: usize) -> anyhow::Result<usize> {
+    let mut inserted = 0;
+    while inserted < count {
+        let batch = (count - inserted).min(2000);
+        let mut tx = db.pool().begin().await?;
+        for i in inserted..inserted + batch {
+            let (id, now) = (new_id(), now_micros());
+            let mut environment =
+                Sql::new("INSERT INTO environments (id, handle, name, inserted_at, updated_at) VALUES (");
+            environment.bind(id.clone()).push(", ").bind(format!("route-{i}")).push(", ");
+            environment.bind(format!("Route {i}")).push(", ").bind(now).push(", ").bind(now).push(")");
+            environment.execute(&mut tx).await?;
+            insert_active_domain(&mut tx, &id, &format!("auth.route-{i}.example")).await?;
+        }
+        tx.commit().await?;
+        inserted += batch;
+    }
+    Ok(inserted)
+}
+
+/// A custom domain as a passed check leaves it: active, next checked in an hour.
+async fn insert_active_domain(
+    conn: &mut sqlx::AnyConnection,
+    environment_id: &str,
+    domain: &str,
+) -> anyhow::Result<()> {
+    let now = now_micros();
+    let mut sql = Sql::new(
+        "INSERT INTO custom_domains (id, environment_id, domain, status, verification_token, verified_at, \
+         last_checked_at, next_check_at, checks, inserted_at, updated_at) VALUES (",
+    );
+    sql.bind(new_id()).push(", ").bind(environment_id.to_owned()).push(", ").bind(domain.to_owned());
+    sql.push(", 'active', ").bind(portcullis_crypto::secret::random_token::<16>()).push(", ").bind(now);
+    sql.push(", ")
+        .bind(now)
+        .push(", ")
+        .bind(now + 3_600_000_000)
+        .push(", 0, ")
+        .bind(now)
+        .push(", ")
+        .bind(now);
+    sql.push(")");
+    sql.execute(conn).await?;
+    Ok(())
 }
 
 async fn seed_users(db: &Db, handle: &str, count: usize) -> anyhow::Result<usize> {

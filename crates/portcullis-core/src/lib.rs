@@ -109,8 +109,8 @@ pub struct Core {
     pub domains: services::custom_domains::DomainIndex,
 }
 
-/// A `Host` header's name: no port, no trailing dot, lower case.
-fn normalize_host(host: &str) -> String {
+/// A `Host` header's (or SNI) name: no port, no trailing dot, lower case.
+pub fn normalize_host(host: &str) -> String {
     let name = host
         .rsplit_once(':')
         .map_or(host, |(name, port)| if port.bytes().all(|b| b.is_ascii_digit()) { name } else { host });

@@ -40,7 +40,11 @@ fn request_host(request: &Request) -> Result<String, ApiFailure> {
 }
 
 /// Resolves the environment once per request; unknown hosts get a 404.
+/// The installation's own routes (`crate::tls`) are served at any host.
 pub async fn resolve(State(core): State<Arc<Core>>, mut request: Request, next: Next) -> Response {
+    if crate::tls::is_installation_path(request.uri().path()) {
+        return next.run(request).await;
+    }
     let host = match request_host(&request) {
         Ok(host) => host,
         Err(failure) => return failure.into_response(),

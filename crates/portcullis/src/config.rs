@@ -151,7 +151,14 @@ impl Config {
         };
         Ok(Some(portcullis_server::tls::acme::AcmeSettings {
             directory_url: directory_url.clone(),
-            contacts: self.acme_contact.iter().map(|contact| format!("mailto:{contact}")).collect(),
+            contacts: self
+                .acme_contact
+                .iter()
+                .map(|contact| match contact.starts_with("mailto:") {
+                    true => contact.clone(),
+                    false => format!("mailto:{contact}"),
+                })
+                .collect(),
             ca_roots,
             poll_interval: std::time::Duration::from_secs(60),
         }))

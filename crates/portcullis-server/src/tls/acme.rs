@@ -44,6 +44,10 @@ pub struct AcmeSettings {
 /// One order, end to end, may take this long before another process may
 /// take the domain over.
 const ORDER_LEASE: Duration = Duration::from_secs(600);
+/// What an order may not use of its lease (storing the outcome).
+const ORDER_MARGIN: Duration = Duration::from_secs(30);
+/// A due row: custom domain id, domain, `next_attempt_at`, `attempts`.
+type Due = (String, String, i64, i64);
 /// Backoff after failures: 1 min, doubling, at most a day.
 const RETRY_BASE: Duration = Duration::from_secs(60);
 const RETRY_CAP: Duration = Duration::from_secs(24 * 3600);
@@ -135,57 +139,79 @@ impl Issuer {
              JOIN custom_domains d ON d.id = c.custom_domain_id WHERE d.status = 'active' AND c.next_attempt_at <= ",
         );
         due.bind(now).push(" ORDER BY c.next_attempt_at LIMIT 20");
-        let rows: Vec<(String, String, i64, i64)> = due.fetch_all(&mut *core.db.read().await?).await?;
-        for (id, domain, next_attempt_at, attempts) in rows {
-            let mut tx = core.db.write_state().await?;
-            let mut claim = Sql::new("UPDATE tls_certificates SET next_attempt_at = ");
-            claim.bind(now + micros(ORDER_LEASE)).push(" WHERE custom_domain_id = ").bind(id.clone());
-            claim.push(" AND next_attempt_at = ").bind(next_attempt_at);
-            let taken = claim.execute(tx.conn()).await? == 1;
-            tx.commit().await?;
-            if !taken {
-                continue;
+        let rows: Vec<Due> = due.fetch_all(&mut *core.db.read().await?).await?;
+        for row in rows {
+            // One domain's trouble (even storing a certificate) never stops
+            // the others; its lease runs out and it is taken up again.
+            if let Err(error) = self.renew(core, row).await {
+                tracing::warn!(%error, "ACME: a domain's turn failed");
             }
-            let outcome = self.obtain(core, &domain).await;
-            let issued = outcome.is_ok();
-            let mut tx = core.db.write_state().await?;
-            match outcome {
-                Ok(issued) => {
-                    tracing::info!(%domain, not_after = issued.not_after, "ACME certificate issued");
-                    let sealed = core
-                        .master_key
-                        .seal(issued.private_key_pem.as_bytes(), &key_aad(&domain))
-                        .map_err(|_| TlsError::Config("cannot seal a private key".into()))?;
-                    let mut store = Sql::new("UPDATE tls_certificates SET certificate_chain = ");
-                    store.bind(issued.chain_pem).push(", private_key = ").bind(sealed);
-                    store.push(", not_before = ").bind(issued.not_before);
-                    store.push(", not_after = ").bind(issued.not_after);
-                    store
-                        .push(", next_attempt_at = ")
-                        .bind(renewal_time(issued.not_before, issued.not_after));
-                    store.push(", attempts = 0, last_error = NULL, updated_at = ").bind(now_micros());
-                    store.push(" WHERE custom_domain_id = ").bind(id);
-                    store.execute(tx.conn()).await?;
-                }
-                Err(error) => {
-                    tracing::warn!(%domain, %error, attempt = attempts + 1, "ACME order failed");
-                    let mut failed = Sql::new("UPDATE tls_certificates SET attempts = ");
-                    failed.bind(attempts + 1).push(", last_error = ").bind(error.to_string());
-                    failed
-                        .push(", next_attempt_at = ")
-                        .bind(now_micros() + micros(retry_delay(attempts + 1)));
-                    failed.push(", updated_at = ").bind(now_micros());
-                    failed.push(" WHERE custom_domain_id = ").bind(id);
-                    failed.execute(tx.conn()).await?;
-                }
+        }
+        Ok(())
+    }
+
+    /// Takes one due domain (unless another process just did), orders, and
+    /// stores the outcome, as long as the lease is still this process's.
+    async fn renew(
+        &mut self,
+        core: &Core,
+        (id, domain, next_attempt_at, attempts): Due,
+    ) -> Result<(), TlsError> {
+        let lease = now_micros() + micros(ORDER_LEASE);
+        let mut tx = core.db.write_state().await?;
+        let mut claim = Sql::new("UPDATE tls_certificates SET next_attempt_at = ");
+        claim.bind(lease).push(" WHERE custom_domain_id = ").bind(id.clone());
+        claim.push(" AND next_attempt_at = ").bind(next_attempt_at);
+        let taken = claim.execute(tx.conn()).await? == 1;
+        tx.commit().await?;
+        if !taken {
+            return Ok(());
+        }
+        // The order must end inside the lease, or another process could
+        // order the same domain while this one still stores its answers.
+        let outcome = match tokio::time::timeout(ORDER_LEASE - ORDER_MARGIN, self.obtain(core, &domain)).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(TlsError::Order("the order took longer than its lease".into())),
+        };
+        let issued = outcome.is_ok();
+        let mut tx = core.db.write_state().await?;
+        let mut update = Sql::new("UPDATE tls_certificates SET ");
+        match outcome {
+            Ok(issued) => {
+                tracing::info!(%domain, not_after = issued.not_after, "ACME certificate issued");
+                let sealed = core
+                    .master_key
+                    .seal(issued.private_key_pem.as_bytes(), &key_aad(&domain))
+                    .map_err(|_| TlsError::Config("cannot seal a private key".into()))?;
+                update
+                    .push("certificate_chain = ")
+                    .bind(issued.chain_pem)
+                    .push(", private_key = ")
+                    .bind(sealed);
+                update.push(", not_before = ").bind(issued.not_before);
+                update.push(", not_after = ").bind(issued.not_after);
+                update.push(", next_attempt_at = ").bind(renewal_time(issued.not_before, issued.not_after));
+                update.push(", attempts = 0, last_error = NULL");
             }
-            let mut expired = Sql::new("DELETE FROM acme_challenges WHERE domain = ");
-            expired.bind(domain.clone()).push(" OR expires_at < ").bind(now_micros());
-            expired.execute(tx.conn()).await?;
-            tx.commit().await?;
-            if let (true, Some(certificates)) = (issued, &self.certificates) {
-                certificates.forget(&domain);
+            Err(error) => {
+                tracing::warn!(%domain, %error, attempt = attempts + 1, "ACME order failed");
+                update.push("attempts = ").bind(attempts + 1).push(", last_error = ").bind(error.to_string());
+                update.push(", next_attempt_at = ").bind(now_micros() + micros(retry_delay(attempts + 1)));
             }
+        }
+        update.push(", updated_at = ").bind(now_micros());
+        update.push(" WHERE custom_domain_id = ").bind(id).push(" AND next_attempt_at = ").bind(lease);
+        if update.execute(tx.conn()).await? == 0 {
+            tracing::warn!(%domain, "ACME: the lease ran out before the order ended; its outcome is dropped");
+            return Ok(());
+        }
+        let mut spent = Sql::new("DELETE FROM acme_challenges WHERE domain = ");
+        spent.bind(domain.clone()).push(" OR expires_at < ").bind(now_micros());
+        spent.execute(tx.conn()).await?;
+        tx.commit().await?;
+        if let (true, Some(certificates)) = (issued, &self.certificates) {
+            certificates.forget(&domain);
         }
         Ok(())
     }
@@ -196,44 +222,40 @@ impl Issuer {
         if let Some(account) = &self.account {
             return Ok(account.clone());
         }
-        let directory = &self.settings.directory_url;
+        let directory = self.settings.directory_url.clone();
         let aad = format!("acme_account:{directory}");
-        let mut stored = Sql::new("SELECT credentials FROM acme_accounts WHERE directory_url = ");
-        stored.bind(directory.clone());
-        let row: Option<(String,)> = stored.fetch_optional(&mut *core.db.read().await?).await?;
-        let builder = Account::builder_with_http(Box::new(AcmeHttp::new(&self.settings)?));
-        let account = match row {
-            Some((sealed,)) => {
+        let account = loop {
+            let mut stored = Sql::new("SELECT credentials FROM acme_accounts WHERE directory_url = ");
+            stored.bind(directory.clone());
+            let row: Option<(String,)> = stored.fetch_optional(&mut *core.db.read().await?).await?;
+            let builder = Account::builder_with_http(Box::new(AcmeHttp::new(&self.settings)?));
+            if let Some((sealed,)) = row {
                 let json =
                     core.master_key.open(&sealed, &aad).map_err(|_| TlsError::Sealed("ACME account"))?;
                 let credentials: AccountCredentials = serde_json::from_slice(&json)
                     .map_err(|error| TlsError::Config(format!("stored ACME account: {error}")))?;
-                builder.from_credentials(credentials).await?
+                break builder.from_credentials(credentials).await?;
             }
-            None => {
-                let contacts = self.settings.contacts.iter().map(String::as_str).collect::<Vec<_>>();
-                let new = NewAccount {
-                    contact: &contacts,
-                    terms_of_service_agreed: true,
-                    only_return_existing: false,
-                };
-                let (account, credentials) = builder.create(&new, directory.clone(), None).await?;
-                let json = serde_json::to_vec(&credentials)
-                    .map_err(|error| TlsError::Config(format!("ACME account: {error}")))?;
-                let sealed =
-                    core.master_key.seal(&json, &aad).map_err(|_| TlsError::Sealed("ACME account"))?;
-                let mut tx = core.db.write_state().await?;
-                // Two processes creating at once: the first stored wins, the
-                // other account simply goes unused.
-                let mut insert =
-                    Sql::new("INSERT INTO acme_accounts (directory_url, credentials, inserted_at) VALUES (");
-                insert.bind(directory.clone()).push(", ").bind(sealed).push(", ").bind(now_micros());
-                insert.push(") ON CONFLICT (directory_url) DO NOTHING");
-                insert.execute(tx.conn()).await?;
-                tx.commit().await?;
+            let contacts = self.settings.contacts.iter().map(String::as_str).collect::<Vec<_>>();
+            let new =
+                NewAccount { contact: &contacts, terms_of_service_agreed: true, only_return_existing: false };
+            let (account, credentials) = builder.create(&new, directory.clone(), None).await?;
+            let json = serde_json::to_vec(&credentials)
+                .map_err(|error| TlsError::Config(format!("ACME account: {error}")))?;
+            let sealed = core.master_key.seal(&json, &aad).map_err(|_| TlsError::Sealed("ACME account"))?;
+            let mut tx = core.db.write_state().await?;
+            let mut insert =
+                Sql::new("INSERT INTO acme_accounts (directory_url, credentials, inserted_at) VALUES (");
+            insert.bind(directory.clone()).push(", ").bind(sealed).push(", ").bind(now_micros());
+            insert.push(") ON CONFLICT (directory_url) DO NOTHING");
+            let stored = insert.execute(tx.conn()).await? == 1;
+            tx.commit().await?;
+            if stored {
                 tracing::info!(directory = %directory, id = account.id(), "ACME account created");
-                account
+                break account;
             }
+            // Another process stored its account first: use that one, so
+            // every process orders under the same account.
         };
         self.account = Some(account.clone());
         Ok(account)
@@ -263,7 +285,13 @@ impl Issuer {
             );
             insert.bind(challenge.token.clone()).push(", ").bind(domain.to_owned());
             insert.push(", ").bind(answer.as_str().to_owned()).push(", ");
-            insert.bind(now_micros() + micros(CHALLENGE_TTL)).push(")");
+            insert.bind(now_micros() + micros(CHALLENGE_TTL));
+            // A CA reuses a pending authorization, token and all, when an
+            // order is retried (after a crash, say).
+            insert.push(
+                ") ON CONFLICT (token) DO UPDATE SET domain = excluded.domain, \
+                 key_authorization = excluded.key_authorization, expires_at = excluded.expires_at",
+            );
             insert.execute(tx.conn()).await?;
             tx.commit().await?;
             challenge.set_ready().await?;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use portcullis_core::Core;
@@ -28,6 +28,11 @@ use super::acme::key_aad;
 
 /// A client has this long to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers must arrive within this (HTTP/1.1), and an idle
+/// HTTP/2 connection answers a ping within it.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Open TLS connections at most; more wait in the accept backlog.
+const MAX_CONNECTIONS: usize = 10_000;
 /// How long a loaded certificate is served before the database is asked
 /// again (another process may have renewed it; the old one is still valid
 /// for weeks when that happens).
@@ -58,7 +63,7 @@ impl Certificates {
 
     /// The configuration to answer a ClientHello naming `name` with.
     pub async fn for_name(&self, core: &Core, name: Option<&str>) -> Option<Arc<ServerConfig>> {
-        let Some(name) = name.map(str::to_ascii_lowercase) else { return self.fallback.clone() };
+        let Some(name) = name.map(portcullis_core::normalize_host) else { return self.fallback.clone() };
         // Only active custom domains have certificates of their own; the
         // in-memory index says which, so other names cost no query.
         match core.domains.handle_of(core, &name).await {
@@ -69,7 +74,8 @@ impl Certificates {
                 return self.fallback.clone();
             }
         }
-        if let Some((config, at)) = self.loaded.read().expect("certificates lock").get(&name) {
+        let cached = self.loaded.read().expect("certificates lock").get(&name).cloned();
+        if let Some((config, at)) = &cached {
             let ttl = if config.is_some() { CACHE_TTL } else { MISSING_TTL };
             if at.elapsed() < ttl {
                 return config.clone().or_else(|| self.fallback.clone());
@@ -78,8 +84,10 @@ impl Certificates {
         let config = match self.load(core, &name).await {
             Ok(config) => config,
             Err(error) => {
+                // Keep serving what was loaded: the database being away for
+                // a moment must not take a valid certificate with it.
                 tracing::warn!(%error, domain = %name, "TLS: cannot load the certificate");
-                None
+                return cached.and_then(|(config, _)| config).or_else(|| self.fallback.clone());
             }
         };
         self.loaded.write().expect("certificates lock").insert(name, (config.clone(), Instant::now()));
@@ -120,7 +128,10 @@ fn server_config(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, 
 
 /// Serves `app` over TLS on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, app: Router, core: Arc<Core>, certificates: Arc<Certificates>) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // At the cap, stop accepting (the kernel's backlog holds the rest).
+        let Ok(permit) = connections.clone().acquire_owned().await else { return };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -132,6 +143,7 @@ pub async fn serve(listener: TcpListener, app: Router, core: Arc<Core>, certific
         };
         let (app, core, certificates) = (app.clone(), core.clone(), certificates.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let handshake = async {
                 let start = LazyConfigAcceptor::new(Acceptor::default(), stream).await.ok()?;
                 let name = start.client_hello().server_name().map(str::to_owned);
@@ -144,7 +156,12 @@ pub async fn serve(listener: TcpListener, app: Router, core: Arc<Core>, certific
                     request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                     request
                 });
-            let _ = auto::Builder::new(TokioExecutor::new())
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Without a timer hyper has no header-read timeout: a client
+            // could hold a connection open by never finishing its request.
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+            builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(HEADER_TIMEOUT));
+            let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(service))
                 .await;
         });

@@ -2,8 +2,8 @@
 //! (Caddy's on-demand TLS) calls before it gets a certificate, and the
 //! built-in ACME client with its TLS listener.
 //!
-//! These routes answer for the installation, not an environment: they sit
-//! outside the `Host` resolution every other route goes through.
+//! These routes answer for the installation, not an environment: the
+//! `Host` resolution every other route goes through lets them pass.
 
 use std::sync::Arc;
 
@@ -16,9 +16,19 @@ use portcullis_store::now_micros;
 use portcullis_store::sql::Sql;
 use serde::Deserialize;
 
-/// Routes served at every host, before environment resolution.
+/// Routes served at every host, without environment resolution.
 pub fn router() -> Router<Arc<Core>> {
-    Router::new().route(ASK_PATH, get(ask)).route("/.well-known/acme-challenge/{token}", get(acme_challenge))
+    Router::new()
+        .route(ASK_PATH, get(ask))
+        .route(&format!("{CHALLENGE_PREFIX}{{token}}"), get(acme_challenge))
+}
+
+/// Where the CA fetches HTTP-01 answers (RFC 8555 §8.3).
+const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Whether `path` is one of this module's routes.
+pub(crate) fn is_installation_path(path: &str) -> bool {
+    path == ASK_PATH || path.starts_with(CHALLENGE_PREFIX)
 }
 
 /// Where a TLS proxy asks whether it may get a certificate for a name.
@@ -69,10 +79,14 @@ pub enum TlsError {
 async fn acme_challenge(
     State(core): State<Arc<Core>>,
     Path(token): Path<String>,
+    uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> (StatusCode, String) {
-    let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let host = host.rsplit_once(':').map_or(host, |(name, _)| name).to_ascii_lowercase();
+    let host = uri
+        .host()
+        .or_else(|| headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or_default();
+    let host = portcullis_core::normalize_host(host);
     let mut sql = Sql::new("SELECT key_authorization FROM acme_challenges WHERE token = ");
     sql.bind(token).push(" AND domain = ").bind(host).push(" AND expires_at > ").bind(now_micros());
     let answer = match core.db.read().await {

@@ -308,6 +308,8 @@ impl Pebble {
             // No random pauses before validating, no random bad nonces.
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
+            // Every order validates afresh (renewal and the failing check too).
+            .env("PEBBLE_AUTHZREUSE", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -475,11 +477,14 @@ async fn built_in_acme(backend: Backend) {
     let second = presented_certificate(&root, DOMAIN, tls_port).await;
     assert_ne!(second, first, "the listener serves the renewed certificate");
 
-    // A domain the CA cannot validate: the failure is recorded, backed off.
-    dns.set_a("acme-test.localhost", std::net::Ipv4Addr::new(127, 0, 0, 2));
+    // A domain the CA cannot validate (its address is gone from DNS): the
+    // failure is recorded, backed off.
+    dns.clear("acme-test.localhost");
     server.count("UPDATE tls_certificates SET next_attempt_at = 0 RETURNING 0").await;
     issuer.pass(&server.core).await.unwrap();
-    assert_eq!(server.count("SELECT attempts FROM tls_certificates").await, 1);
+    let attempts = server.count("SELECT attempts FROM tls_certificates").await;
+    let changed = certificate("certificate_chain").await.unwrap() != renewed;
+    assert_eq!(attempts, 1, "last error {:?}, a new certificate: {changed}", certificate("last_error").await);
     let retry_in =
         server.count("SELECT next_attempt_at FROM tls_certificates").await - portcullis_store::now_micros();
     assert!(retry_in > 30_000_000, "backs off about a minute: {retry_in}");
@@ -505,6 +510,9 @@ async fn built_in_acme(backend: Backend) {
         server.api(Method::DELETE, &format!("/api/custom-domains/{domain_id}"), &admin, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(server.count("SELECT COUNT(*) FROM tls_certificates").await, 0);
+    // ...and the listener stops serving the name at once.
+    let gone = curl(&root_file, DOMAIN, tls_port, "/.well-known/openid-configuration").await;
+    assert!(gone.is_err(), "a deleted domain is not served: {gone:?}");
     listener.abort();
 }
 
