@@ -70,6 +70,9 @@ portcullis_store::record! {
         pub failure: Option<String>,
         pub inserted_at: i64,
         pub updated_at: i64,
+        /// Written by the built-in ACME client (`portcullis_server::tls`).
+        pub certificate_expires_at: Option<i64>,
+        pub certificate_error: Option<String>,
     }
 }
 
@@ -202,6 +205,8 @@ pub fn present(env: &EnvState, domain: &CustomDomain) -> ResourceObject {
             "verified_at": domain.verified_at.map(timestamp),
             "last_checked_at": domain.last_checked_at.map(timestamp),
             "failure": domain.failure,
+            "certificate_expires_at": domain.certificate_expires_at.map(timestamp),
+            "certificate_error": domain.certificate_error,
             "inserted_at": timestamp(domain.inserted_at),
             "updated_at": timestamp(domain.updated_at),
         })),
@@ -274,6 +279,8 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewCustomDomain) -> Result<Cu
         failure: None,
         inserted_at: now,
         updated_at: now,
+        certificate_expires_at: None,
+        certificate_error: None,
     };
     let mut tx = core.db.write().await?;
     record::insert(tx.conn(), &row)

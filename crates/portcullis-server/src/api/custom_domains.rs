@@ -56,6 +56,20 @@ impl Resource for CustomDomains {
             attr("last_checked_at", "date-time", Access::ReadOnly, "The last DNS check.").nullable(),
             attr("failure", "string", Access::ReadOnly, "Why the domain is not active, from the last check.")
                 .nullable(),
+            attr(
+                "certificate_expires_at",
+                "date-time",
+                Access::ReadOnly,
+                "When the certificate the built-in ACME client obtained expires (it is renewed at two thirds of its lifetime); null before the first one, and always behind a TLS proxy.",
+            )
+            .nullable(),
+            attr(
+                "certificate_error",
+                "string",
+                Access::ReadOnly,
+                "Why the built-in ACME client's last order for this domain failed; null once one succeeds.",
+            )
+            .nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "Creation time (UTC)."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],

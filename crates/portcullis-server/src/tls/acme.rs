@@ -175,6 +175,7 @@ impl Issuer {
             Err(_) => Err(TlsError::Order("the order took longer than its lease".into())),
         };
         let issued = outcome.is_ok();
+        let outcome_summary = outcome.as_ref().map(|issued| issued.not_after).map_err(ToString::to_string);
         let mut tx = core.db.write_state().await?;
         let mut update = Sql::new("UPDATE tls_certificates SET ");
         match outcome {
@@ -201,11 +202,26 @@ impl Issuer {
             }
         }
         update.push(", updated_at = ").bind(now_micros());
-        update.push(" WHERE custom_domain_id = ").bind(id).push(" AND next_attempt_at = ").bind(lease);
+        update
+            .push(" WHERE custom_domain_id = ")
+            .bind(id.clone())
+            .push(" AND next_attempt_at = ")
+            .bind(lease);
         if update.execute(tx.conn()).await? == 0 {
             tracing::warn!(%domain, "ACME: the lease ran out before the order ended; its outcome is dropped");
             return Ok(());
         }
+        // What the Management API shows: the certificate's expiry, or why
+        // the last order failed (the certificate before it stays in service).
+        let mut shown = Sql::new("UPDATE custom_domains SET ");
+        match &outcome_summary {
+            Ok(not_after) => {
+                shown.push("certificate_expires_at = ").bind(*not_after).push(", certificate_error = NULL")
+            }
+            Err(error) => shown.push("certificate_error = ").bind(error.clone()),
+        };
+        shown.push(" WHERE id = ").bind(id.clone());
+        shown.execute(tx.conn()).await?;
         let mut spent = Sql::new("DELETE FROM acme_challenges WHERE domain = ");
         spent.bind(domain.clone()).push(" OR expires_at < ").bind(now_micros());
         spent.execute(tx.conn()).await?;

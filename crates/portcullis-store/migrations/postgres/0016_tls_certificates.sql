@@ -37,3 +37,9 @@ CREATE TABLE tls_certificates (
 );
 CREATE UNIQUE INDEX tls_certificates_domain_key ON tls_certificates (domain);
 CREATE INDEX tls_certificates_due ON tls_certificates (next_attempt_at);
+
+-- What the Management API shows of a domain's certificate (the built-in
+-- ACME client writes both with the certificate row): when the certificate
+-- served expires, and why the last order failed.
+ALTER TABLE custom_domains ADD COLUMN certificate_expires_at BIGINT;
+ALTER TABLE custom_domains ADD COLUMN certificate_error TEXT;

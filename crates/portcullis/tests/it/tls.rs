@@ -427,6 +427,20 @@ async fn built_in_acme(backend: Backend) {
     let renew_at = server.count("SELECT next_attempt_at - not_before FROM tls_certificates").await;
     let lifetime = server.count("SELECT not_after - not_before FROM tls_certificates").await;
     assert!(lifetime > 0 && (renew_at - lifetime * 2 / 3).abs() < 1_000_000, "{renew_at} of {lifetime}");
+    // The Management API shows when it expires.
+    let admin = server.admin_token().await;
+    let shown = |admin: String| {
+        let path = format!("/api/custom-domains/{domain_id}");
+        let server = &server;
+        async move {
+            let (status, body) = server.api(Method::GET, &path, &admin, None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["data"]["attributes"].clone()
+        }
+    };
+    let attributes = shown(admin.clone()).await;
+    assert!(attributes["certificate_expires_at"].is_string(), "{attributes}");
+    assert_eq!(attributes["certificate_error"], Value::Null);
     // Nothing is due: another pass orders nothing.
     issuer.pass(&server.core).await.unwrap();
     assert_eq!(certificate("certificate_chain").await.unwrap(), chain);
@@ -490,6 +504,9 @@ async fn built_in_acme(backend: Backend) {
     assert!(retry_in > 30_000_000, "backs off about a minute: {retry_in}");
     let error = certificate("last_error").await.expect("the reason");
     assert!(!error.is_empty());
+    let attributes = shown(admin.clone()).await;
+    assert_eq!(attributes["certificate_error"].as_str(), Some(error.as_str()));
+    assert!(attributes["certificate_expires_at"].is_string(), "the served certificate's expiry stays");
     // The valid certificate it had is still served meanwhile.
     assert_eq!(certificate("certificate_chain").await.unwrap(), renewed);
     assert_eq!(presented_certificate(&root, DOMAIN, tls_port).await, second);
@@ -505,7 +522,6 @@ async fn built_in_acme(backend: Backend) {
     assert_eq!(bogus.status(), StatusCode::NOT_FOUND);
 
     // Deleting the domain deletes its certificate.
-    let admin = server.admin_token().await;
     let (status, _) =
         server.api(Method::DELETE, &format!("/api/custom-domains/{domain_id}"), &admin, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
