@@ -127,6 +127,8 @@ load() {
     if grep -q "Non-2xx" <<<"$out"; then
         echo "!! $name: $(grep Non-2xx <<<"$out")" >&2
         echo "$out" >&2
+        echo "!! the server's log ends with:" >&2
+        tail -n 20 "$work/serve.log" >&2
         exit 1
     fi
     local rps p50 p99

@@ -68,6 +68,8 @@ pub struct Config {
     pub acme_contact: Option<String>,
     /// PEM roots for the ACME server's own HTTPS, for a private CA.
     pub acme_ca_roots: Option<PathBuf>,
+    /// How often the ACME client looks for domains due a certificate.
+    pub acme_poll_seconds: u64,
 }
 
 impl Default for Config {
@@ -94,6 +96,7 @@ impl Default for Config {
             acme_directory: None,
             acme_contact: None,
             acme_ca_roots: None,
+            acme_poll_seconds: 60,
         }
     }
 }
@@ -160,7 +163,7 @@ impl Config {
                 })
                 .collect(),
             ca_roots,
-            poll_interval: std::time::Duration::from_secs(60),
+            poll_interval: std::time::Duration::from_secs(self.acme_poll_seconds.max(1)),
         }))
     }
 

@@ -541,3 +541,122 @@ async fn acme_certificates_from_pebble_are_served_and_renewed_sqlite() {
 async fn acme_certificates_from_pebble_are_served_and_renewed_postgres() {
     built_in_acme(Backend::Postgres).await;
 }
+
+/// The `portcullis` binary as an operator runs it: `listen_tls`,
+/// `acme_directory`, `acme_ca_roots` and the rest set through `PORTCULLIS_*`
+/// variables, against pebble; the certificate arrives by itself once the
+/// domain is active.
+async fn binary_with_acme_settings(backend: Backend) {
+    if !tool_available("pebble") {
+        return;
+    }
+    let Some(database) = crate::harness::FreshDatabase::create(backend).await else { return };
+    let dns = TestDns::start().await;
+    let (port, tls_port) = (free_port(), free_port());
+    let pebble = Pebble::start(port, &dns).await;
+    let roots = database.dir.path().join("acme-roots.pem");
+    std::fs::write(&roots, &pebble.https_root).unwrap();
+    let master_key = portcullis_crypto::aead::MasterKey::generate_base64();
+    let portcullis = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .env("PORTCULLIS_DATABASE_URL", &database.url)
+            .env("PORTCULLIS_DATA_DIR", database.dir.path().join("data"))
+            .env("PORTCULLIS_MASTER_KEY", &master_key)
+            .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PORTCULLIS_PUBLIC_SCHEME", "https")
+            .env("PORTCULLIS_PUBLIC_PORT", tls_port.to_string())
+            .env("PORTCULLIS_LISTEN_TLS", format!("127.0.0.1:{tls_port}"))
+            .env("PORTCULLIS_ACME_DIRECTORY", &pebble.directory)
+            .env("PORTCULLIS_ACME_CA_ROOTS", &roots)
+            .env("PORTCULLIS_ACME_CONTACT", "ops@customer.test")
+            .env("PORTCULLIS_ACME_POLL_SECONDS", "1")
+            .env("PORTCULLIS_DNS_SERVERS", format!("[\"{}\"]", dns.addr))
+            .env("PORTCULLIS_LOG", "error")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    };
+    let created =
+        portcullis().args(["env", "create", "acme-test", "--key-algorithm", "es256", "--json"]).output();
+    let created = created.await.expect("portcullis env create");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let admin: Value = serde_json::from_slice(&created.stdout).expect("env create JSON");
+    let _server =
+        portcullis().arg("serve").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("serve");
+    wait_for_port(port).await;
+
+    // Through the plain listener, with the Host the issuer names.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let host = format!("acme-test.localhost:{port}");
+    let token: Value = http
+        .post(format!("http://127.0.0.1:{port}/oauth/token"))
+        .header("host", &host)
+        .basic_auth(admin["client_id"].as_str().unwrap(), admin["client_secret"].as_str())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("resource", &format!("https://acme-test.localhost:{tls_port}/api")),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().expect("an admin token").to_owned();
+    let api = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("http://127.0.0.1:{port}{path}"))
+            .header("host", &host)
+            .bearer_auth(&token)
+            .header("content-type", "application/vnd.api+json")
+    };
+    let created: Value = api(Method::POST, "/api/custom-domains")
+        .json(&doc("custom_domain", json!({"domain": DOMAIN})))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = id_of(&created);
+    dns.set_cname(DOMAIN, "acme-test.localhost");
+    dns.set_a("acme-test.localhost", std::net::Ipv4Addr::LOCALHOST);
+    let verified: Value = api(Method::POST, &format!("/api/custom-domains/{id}/verify"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verified["data"]["attributes"]["status"], "active", "{verified}");
+
+    // No one asks for the certificate: the binary's ACME pass gets it, and
+    // its TLS listener serves the environment at the custom domain.
+    let root_file = database.dir.path().join("pebble-root.pem");
+    std::fs::write(&root_file, pebble.issuing_root().await).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let discovery = loop {
+        match curl(&root_file, DOMAIN, tls_port, "/.well-known/openid-configuration").await {
+            Ok(body) => break body,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "no certificate within 60 s: {error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let discovery: Value = serde_json::from_str(&discovery).unwrap();
+    assert_eq!(discovery["issuer"], format!("https://{DOMAIN}:{tls_port}").as_str());
+    let shown: Value =
+        api(Method::GET, &format!("/api/custom-domains/{id}")).send().await.unwrap().json().await.unwrap();
+    assert!(shown["data"]["attributes"]["certificate_expires_at"].is_string(), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_obtains_and_serves_certificates_from_its_settings_sqlite() {
+    binary_with_acme_settings(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_obtains_and_serves_certificates_from_its_settings_postgres() {
+    binary_with_acme_settings(Backend::Postgres).await;
+}
