@@ -453,6 +453,8 @@ async fn record_finding(
 pub struct DomainIndex {
     map: std::sync::RwLock<Option<(Hosts, Instant)>>,
     reload: tokio::sync::Mutex<()>,
+    /// Bumped by `invalidate`: a load that began before is not kept.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// Environment handles by active domain.
@@ -465,33 +467,51 @@ impl DomainIndex {
     /// The handle of the environment whose active domain `host` is.
     pub async fn handle_of(&self, core: &Core, host: &str) -> Result<Option<String>> {
         let current = self.map.read().expect("index lock").clone();
-        let map = match current {
-            Some((map, loaded)) if loaded.elapsed() < INDEX_TTL => map,
-            Some((map, _)) => match self.reload.try_lock() {
-                Ok(_reloading) => self.load(core).await?,
-                Err(_) => map,
-            },
-            None => {
-                let _reloading = self.reload.lock().await;
-                self.load(core).await?
+        match current {
+            Some((map, loaded)) if loaded.elapsed() < INDEX_TTL => return Ok(map.get(host).cloned()),
+            Some((map, _)) => {
+                // Stale: one request reloads; the others answer from the old
+                // map when it knows the host...
+                if let Ok(_reloading) = self.reload.try_lock() {
+                    return Ok(self.load(core).await?.get(host).cloned());
+                }
+                if let Some(handle) = map.get(host) {
+                    return Ok(Some(handle.clone()));
+                }
+                // ...and wait for the reload when it does not: the domain
+                // may have become active in another process.
             }
-        };
-        Ok(map.get(host).cloned())
+            None => {}
+        }
+        let _reloading = self.reload.lock().await;
+        // The request that held the lock has probably just reloaded.
+        if let Some((map, loaded)) = self.map.read().expect("index lock").clone()
+            && loaded.elapsed() < INDEX_TTL
+        {
+            return Ok(map.get(host).cloned());
+        }
+        Ok(self.load(core).await?.get(host).cloned())
     }
 
     /// Forgets the index: the next request naming a custom host reloads it.
     pub fn invalidate(&self) {
-        *self.map.write().expect("index lock") = None;
+        let mut map = self.map.write().expect("index lock");
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        *map = None;
     }
 
     async fn load(&self, core: &Core) -> Result<Hosts> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         let sql = Sql::new(
             "SELECT d.domain, e.handle FROM custom_domains d JOIN environments e ON e.id = d.environment_id \
              WHERE d.status = 'active'",
         );
         let rows: Vec<(String, String)> = sql.fetch_all(&mut *core.db.read().await?).await?;
         let map = Arc::new(rows.into_iter().collect::<HashMap<_, _>>());
-        *self.map.write().expect("index lock") = Some((map.clone(), Instant::now()));
+        let mut current = self.map.write().expect("index lock");
+        if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+            *current = Some((map.clone(), Instant::now()));
+        }
         Ok(map)
     }
 }

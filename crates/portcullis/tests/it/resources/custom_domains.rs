@@ -396,3 +396,50 @@ dns_test!(an_active_domain_serves_the_environment_as_its_own_issuer, poll = None
     let (status, _) = server.api(Method::GET, PATH, &admin, None).await;
     assert_eq!(status, StatusCode::OK);
 });
+
+crate::db_test!(a_domain_activated_by_another_process_is_served_once_known_without_misses, |server| {
+    let host = "auth.elsewhere.example";
+    let url = format!("http://{host}:{}/.well-known/jwks.json", server.port);
+    // The index is loaded (no custom domains yet)...
+    assert_eq!(get_at(&url, host, server.port, "", None).await, StatusCode::NOT_FOUND);
+    // ...then another process activates a domain, which this one's index
+    // cannot know until it reloads (at most every 5 s).
+    let environment: String = {
+        use sqlx::Row;
+        let row = sqlx::query("SELECT id FROM environments WHERE handle = 'acme-test'")
+            .fetch_one(server.core.db.pool())
+            .await
+            .unwrap();
+        row.try_get(0).unwrap()
+    };
+    let now = portcullis_store::now_micros();
+    let insert = format!(
+        "INSERT INTO custom_domains (id, environment_id, domain, status, verification_token, verified_at, \
+         next_check_at, checks, inserted_at, updated_at) \
+         VALUES ('d-elsewhere', '{environment}', '{host}', 'active', 'token', {now}, {later}, 0, {now}, {now})",
+        later = now + 3_600_000_000
+    );
+    sqlx::query(sqlx::AssertSqlSafe(insert)).execute(server.core.db.pool()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    // Once the index is stale, the many requests that arrive while one of
+    // them reloads it wait for that reload instead of missing the domain.
+    let port = server.port;
+    let requests = (0..32).map(|_| {
+        let url = url.clone();
+        async move { get_at(&url, host, port, "", None).await }
+    });
+    let statuses = futures_like_join_all(requests).await;
+    assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{statuses:?}");
+});
+
+/// Runs every future concurrently (the test crate has no `futures`).
+async fn futures_like_join_all<F: std::future::Future<Output = StatusCode> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<StatusCode> {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut statuses = Vec::new();
+    for handle in handles {
+        statuses.push(handle.await.expect("request task"));
+    }
+    statuses
+}
