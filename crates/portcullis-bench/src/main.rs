@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use portcullis_core::oauth::AccessClaims;
+use portcullis_core::services::custom_domains::CustomDomain;
 use portcullis_core::{Core, CoreConfig};
 use portcullis_crypto::SigningKey;
 use portcullis_crypto::aead::MasterKey;
@@ -259,22 +260,23 @@ async fn insert_active_domain(
     domain: &str,
 ) -> anyhow::Result<()> {
     let now = now_micros();
-    let mut sql = Sql::new(
-        "INSERT INTO custom_domains (id, environment_id, domain, status, verification_token, verified_at, \
-         last_checked_at, next_check_at, checks, inserted_at, updated_at) VALUES (",
-    );
-    sql.bind(new_id()).push(", ").bind(environment_id.to_owned()).push(", ").bind(domain.to_owned());
-    sql.push(", 'active', ").bind(portcullis_crypto::secret::random_token::<16>()).push(", ").bind(now);
-    sql.push(", ")
-        .bind(now)
-        .push(", ")
-        .bind(now + 3_600_000_000)
-        .push(", 0, ")
-        .bind(now)
-        .push(", ")
-        .bind(now);
-    sql.push(")");
-    sql.execute(conn).await?;
+    let row = CustomDomain {
+        id: new_id(),
+        environment_id: environment_id.to_owned(),
+        domain: domain.to_owned(),
+        status: "active".into(),
+        verification_token: portcullis_crypto::secret::random_token::<16>(),
+        verified_at: Some(now),
+        last_checked_at: Some(now),
+        next_check_at: now + 3_600_000_000,
+        checks: 0,
+        failure: None,
+        inserted_at: now,
+        updated_at: now,
+        certificate_expires_at: None,
+        certificate_error: None,
+    };
+    record::insert(conn, &row).await?;
     Ok(())
 }
 

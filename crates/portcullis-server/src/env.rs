@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::{Core, EnvState};
@@ -20,14 +20,14 @@ pub struct Env(pub Arc<EnvState>);
 /// The host a request addresses: an absolute-form target's authority wins
 /// over `Host` (RFC 9112 §3.2.2); two `Host` headers are refused, since
 /// proxies and this server could each pick another one.
-fn request_host(request: &Request) -> Result<String, ApiFailure> {
-    let mut hosts = request.headers().get_all(header::HOST).iter();
+pub(crate) fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<String, ApiFailure> {
+    let mut hosts = headers.get_all(header::HOST).iter();
     let header_host = hosts.next();
     if hosts.next().is_some() {
         return Err(ApiError::bad_request("invalid_host", "the request has more than one Host header").into());
     }
-    if let Some(host) = request.uri().host() {
-        return Ok(match request.uri().port_u16() {
+    if let Some(host) = uri.host() {
+        return Ok(match uri.port_u16() {
             Some(port) => format!("{host}:{port}"),
             None => host.to_owned(),
         });
@@ -45,7 +45,7 @@ pub async fn resolve(State(core): State<Arc<Core>>, mut request: Request, next: 
     if crate::tls::is_installation_path(request.uri().path()) {
         return next.run(request).await;
     }
-    let host = match request_host(&request) {
+    let host = match request_host(request.uri(), request.headers()) {
         Ok(host) => host,
         Err(failure) => return failure.into_response(),
     };

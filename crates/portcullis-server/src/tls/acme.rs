@@ -175,9 +175,11 @@ impl Issuer {
             Err(_) => Err(TlsError::Order("the order took longer than its lease".into())),
         };
         let issued = outcome.is_ok();
-        let outcome_summary = outcome.as_ref().map(|issued| issued.not_after).map_err(ToString::to_string);
         let mut tx = core.db.write_state().await?;
         let mut update = Sql::new("UPDATE tls_certificates SET ");
+        // What the Management API shows: the certificate's expiry, or why
+        // the last order failed (the certificate before it stays in service).
+        let mut shown = Sql::new("UPDATE custom_domains SET ");
         match outcome {
             Ok(issued) => {
                 tracing::info!(%domain, not_after = issued.not_after, "ACME certificate issued");
@@ -194,11 +196,16 @@ impl Issuer {
                 update.push(", not_after = ").bind(issued.not_after);
                 update.push(", next_attempt_at = ").bind(renewal_time(issued.not_before, issued.not_after));
                 update.push(", attempts = 0, last_error = NULL");
+                shown
+                    .push("certificate_expires_at = ")
+                    .bind(issued.not_after)
+                    .push(", certificate_error = NULL");
             }
             Err(error) => {
                 tracing::warn!(%domain, %error, attempt = attempts + 1, "ACME order failed");
                 update.push("attempts = ").bind(attempts + 1).push(", last_error = ").bind(error.to_string());
                 update.push(", next_attempt_at = ").bind(now_micros() + micros(retry_delay(attempts + 1)));
+                shown.push("certificate_error = ").bind(error.to_string());
             }
         }
         update.push(", updated_at = ").bind(now_micros());
@@ -211,16 +218,7 @@ impl Issuer {
             tracing::warn!(%domain, "ACME: the lease ran out before the order ended; its outcome is dropped");
             return Ok(());
         }
-        // What the Management API shows: the certificate's expiry, or why
-        // the last order failed (the certificate before it stays in service).
-        let mut shown = Sql::new("UPDATE custom_domains SET ");
-        match &outcome_summary {
-            Ok(not_after) => {
-                shown.push("certificate_expires_at = ").bind(*not_after).push(", certificate_error = NULL")
-            }
-            Err(error) => shown.push("certificate_error = ").bind(error.clone()),
-        };
-        shown.push(" WHERE id = ").bind(id.clone());
+        shown.push(" WHERE id = ").bind(id);
         shown.execute(tx.conn()).await?;
         let mut spent = Sql::new("DELETE FROM acme_challenges WHERE domain = ");
         spent.bind(domain.clone()).push(" OR expires_at < ").bind(now_micros());

@@ -82,11 +82,10 @@ async fn acme_challenge(
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> (StatusCode, String) {
-    let host = uri
-        .host()
-        .or_else(|| headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or_default();
-    let host = portcullis_core::normalize_host(host);
+    let Ok(host) = crate::env::request_host(&uri, &headers) else {
+        return (StatusCode::NOT_FOUND, "no such challenge\n".into());
+    };
+    let host = portcullis_core::normalize_host(&host);
     let mut sql = Sql::new("SELECT key_authorization FROM acme_challenges WHERE token = ");
     sql.bind(token).push(" AND domain = ").bind(host).push(" AND expires_at > ").bind(now_micros());
     let answer = match core.db.read().await {

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::common::{create_role, id_of};
 use crate::db_test;
-use crate::harness::Creds;
+use crate::harness::{Creds, free_port};
 use crate::signin::support::create_client;
 
 const REQUIRE_ENV: &str = "PORTCULLIS_REQUIRE_BROWSER";
@@ -69,12 +69,6 @@ fn browser_available() -> bool {
         "NOTE: browser test SKIPPED: {missing} (set {REQUIRE_ENV}=1 to make this an error)"
     );
     false
-}
-
-/// A loopback port free right now (the RP binds it moments later).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
 }
 
 /// Runs `node e2e/{script}` with the provider's and the RP's settings and

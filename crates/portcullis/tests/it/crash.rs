@@ -17,7 +17,7 @@ use portcullis_store::Db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Backend, FreshDatabase, http_client};
+use crate::harness::{Backend, FreshDatabase, free_port, http_client};
 
 const KILLS: u64 = 3;
 /// Clients creating invitations at the same time.
@@ -26,10 +26,6 @@ const WRITERS: usize = 4;
 struct Node {
     child: tokio::process::Child,
     port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// The binary with the test's database, data directory and outbox; a

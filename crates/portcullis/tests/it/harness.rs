@@ -372,6 +372,13 @@ pub fn es256() -> NewSigningKey {
     NewSigningKey { algorithm: Some("es256".into()), key_size: None }
 }
 
+/// A loopback port free right now, for a child process (the RP, the
+/// binary, Caddy, pebble) to bind moments later.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
 /// An HTTP client that sends every `*.localhost` name to loopback.
 pub fn http_client(_port: u16) -> reqwest::Client {
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("addr");

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::common::id_of;
 use crate::dns::TestDns;
-use crate::harness::{Backend, TestServer};
+use crate::harness::{Backend, TestServer, free_port};
 use crate::resources::support::doc;
 
 const REQUIRE_ENV: &str = "PORTCULLIS_REQUIRE_TLS_TOOLS";
@@ -48,10 +48,16 @@ fn tool_available(program: &str) -> bool {
     false
 }
 
-/// A loopback port free right now (a child process binds it moments later).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+/// A test server whose DNS checks ask `dns` and whose issuers are
+/// `https://{host}:{https_port}`, as behind a TLS proxy or listener.
+async fn https_server(backend: Backend, dns: &TestDns, https_port: u16) -> Option<TestServer> {
+    let dns_address = dns.addr;
+    TestServer::start_configured(backend, |config| {
+        config.dns.servers = vec![dns_address];
+        config.public_scheme = "https".into();
+        config.public_port = Some(https_port);
+    })
+    .await
 }
 
 /// Creates `domain` in the test environment, publishes its CNAME and
@@ -142,15 +148,7 @@ async fn behind_caddy(backend: Backend) {
     }
     let dns = TestDns::start().await;
     let https_port = free_port();
-    let dns_address = dns.addr;
-    let configured = TestServer::start_configured(backend, |config| {
-        config.dns.servers = vec![dns_address];
-        // Issuers name the proxy's scheme and port, as in production.
-        config.public_scheme = "https".into();
-        config.public_port = Some(https_port);
-    })
-    .await;
-    let Some(server) = configured else { return };
+    let Some(server) = https_server(backend, &dns, https_port).await else { return };
 
     // The ask hook on its own: default hosts and active domains only.
     let ask = |domain: &str| {
@@ -388,14 +386,7 @@ async fn built_in_acme(backend: Backend) {
     let dns = TestDns::start().await;
     let tls_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let tls_port = tls_listener.local_addr().unwrap().port();
-    let dns_address = dns.addr;
-    let configured = TestServer::start_configured(backend, |config| {
-        config.dns.servers = vec![dns_address];
-        config.public_scheme = "https".into();
-        config.public_port = Some(tls_port);
-    })
-    .await;
-    let Some(server) = configured else { return };
+    let Some(server) = https_server(backend, &dns, tls_port).await else { return };
     let pebble = Pebble::start(server.port, &dns).await;
 
     // The CA finds the domain at loopback through the CNAME to the default host.
