@@ -10,6 +10,7 @@ pub mod jws;
 pub mod keys;
 pub mod password;
 pub mod secret;
+pub mod webhook;
 
 pub use keys::{Algorithm, GeneratedKey, SigningKey, VerifyingKey};
 
