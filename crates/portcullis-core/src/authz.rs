@@ -30,6 +30,8 @@ pub enum Family {
     Invitations,
     /// The environment's own host names.
     CustomDomains,
+    /// Webhooks and their deliveries.
+    Webhooks,
 }
 
 /// What a request does to a family: GET and HEAD read, DELETE deletes,
@@ -45,7 +47,7 @@ const RWD: &[Verb] = &[Verb::Read, Verb::Write, Verb::Delete];
 const RW: &[Verb] = &[Verb::Read, Verb::Write];
 
 impl Family {
-    pub const ALL: [Family; 16] = [
+    pub const ALL: [Family; 17] = [
         Family::Users,
         Family::Sessions,
         Family::Roles,
@@ -62,6 +64,7 @@ impl Family {
         Family::Memberships,
         Family::Invitations,
         Family::CustomDomains,
+        Family::Webhooks,
     ];
 
     /// The scope prefix.
@@ -83,6 +86,7 @@ impl Family {
             Family::Memberships => "memberships",
             Family::Invitations => "invitations",
             Family::CustomDomains => "custom_domains",
+            Family::Webhooks => "webhooks",
         }
     }
 

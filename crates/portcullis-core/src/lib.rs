@@ -10,9 +10,11 @@ pub mod events;
 pub mod limits;
 pub mod mail;
 pub mod oauth;
+pub mod outbound;
 pub mod passwords;
 pub mod services;
 pub mod signin;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub struct CoreConfig {
     pub hub: HubSettings,
     /// Where custom-domain checks ask DNS.
     pub dns: services::custom_domains::DnsSettings,
+    /// How webhooks are delivered.
+    pub webhooks: webhooks::WebhookSettings,
 }
 
 /// How the lifecycle hub's relay and workers pace themselves.
@@ -84,6 +88,7 @@ impl Default for CoreConfig {
             rate_limits: Some(limits::RateLimits::default()),
             hub: HubSettings::default(),
             dns: services::custom_domains::DnsSettings::default(),
+            webhooks: webhooks::WebhookSettings::default(),
         }
     }
 }
@@ -120,7 +125,7 @@ pub fn normalize_host(host: &str) -> String {
 impl Core {
     /// Builds the core and starts its background tasks (cache invalidation,
     /// the change listener on PostgreSQL, the asynchronous event writer, the
-    /// mail worker, the custom-domain checks).
+    /// mail worker, the custom-domain checks, the webhook delivery worker).
     /// Fails on mail settings that cannot work.
     pub fn start(db: Db, master_key: MasterKey, config: CoreConfig) -> Result<Arc<Core>> {
         let mailer = Arc::new(mail::Mailer::new(&config.mail)?);
@@ -164,6 +169,7 @@ impl Core {
         });
         tokio::spawn(mail::run_worker(Arc::downgrade(&core)));
         tokio::spawn(services::custom_domains::run_checker(Arc::downgrade(&core)));
+        tokio::spawn(webhooks::delivery::run_worker(Arc::downgrade(&core)));
         let weak = Arc::downgrade(&core);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

@@ -15,19 +15,7 @@ use crate::graph::{self, Directory};
 use crate::plan::{self, Planned};
 
 /// The event types that can change who should have which account.
-pub const EVENT_TYPES: [&str; 11] = [
-    "user.created",
-    "user.registered",
-    "user.updated",
-    "user.deleted",
-    "user_role.created",
-    "user_role.deleted",
-    "role.deleted",
-    "app.created",
-    "app.updated",
-    "app.deleted",
-    "environment.updated",
-];
+pub use repo::provisioning::RELAYED_EVENT_TYPES as EVENT_TYPES;
 const BATCH: i64 = 1000;
 
 /// What a batch of events asks the relay to look at, per environment.

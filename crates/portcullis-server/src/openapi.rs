@@ -4,6 +4,7 @@
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use portcullis_core::authz::management_scopes;
+use portcullis_core::webhooks::catalogue::CATALOGUE;
 use serde_json::{Map, Value, json};
 
 use portcullis_jsonapi::FieldKind;
@@ -401,6 +402,7 @@ pub fn document(issuer: &str) -> Value {
     of_user["parameters"] =
         json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
     paths.insert(crate::api::app_accounts::OF_USER_PATH.into(), json!({"get": of_user}));
+    webhook_paths(&mut paths);
     let scopes: Map<String, Value> = management_scopes().into_iter().map(|s| (s, json!(""))).collect();
     json!({
         "openapi": "3.1.0",
@@ -411,6 +413,7 @@ pub fn document(issuer: &str) -> Value {
         },
         "servers": [{"url": issuer}],
         "paths": paths,
+        "webhooks": webhook_events(),
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {
@@ -425,6 +428,108 @@ pub fn document(issuer: &str) -> Value {
             }}}}},
         },
     })
+}
+
+/// The webhook routes beyond the resource's declaration: the catalogue,
+/// one webhook's delivery log, a retry, a test message.
+fn webhook_paths(paths: &mut Map<String, Value>) {
+    use crate::api::webhooks::{
+        DELIVERIES_PATH, EVENT_TYPE_KIND, EVENT_TYPES_PATH, RETRY_PATH, TEST_PATH, WebhookDeliveries,
+        Webhooks,
+    };
+    let webhooks = <Webhooks as crate::api::Resource>::DEF;
+    let deliveries = <WebhookDeliveries as crate::api::Resource>::DEF;
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}});
+    let names: Vec<&str> = CATALOGUE.iter().map(|event| event.name).collect();
+    let mut catalogue = operation(
+        webhooks,
+        "The event types a webhook can subscribe to".into(),
+        "read",
+        Map::from_iter([(
+            "200".to_owned(),
+            json!({"description": "Every event type", "content": {MEDIA: {"schema": {"type": "object", "properties": {
+                "data": {"type": "array", "items": {"type": "object", "properties": {
+                    "type": {"const": EVENT_TYPE_KIND}, "id": {"enum": names},
+                    "attributes": {"type": "object", "properties": {
+                        "description": {"type": "string"}, "data": {"type": "string"}}}}}}}}}}}),
+        )]),
+    );
+    catalogue["operationId"] = json!("list_webhook_event_types");
+    paths.insert(EVENT_TYPES_PATH.into(), json!({"get": catalogue}));
+    let mut log = operation(
+        deliveries,
+        "One webhook's delivery log, newest first".into(),
+        "read",
+        Map::from_iter([(
+            "200".to_owned(),
+            json!({"description": "A page of deliveries", "content": {MEDIA: {"schema": {"type": "object", "properties": {
+                "data": {"type": "array", "items": {"$ref": format!("#/components/schemas/{}", deliveries.kind)}},
+                "links": {"type": "object"}, "meta": {"type": "object"}, "included": {"type": "array"}}}}}}),
+        )]),
+    );
+    let mut parameters = vec![id.clone()];
+    parameters.extend(query_parameters(deliveries));
+    log["parameters"] = json!(parameters);
+    log["operationId"] = json!("list_deliveries_of_webhook");
+    paths.insert(DELIVERIES_PATH.into(), json!({"get": log}));
+    let mut retry = operation(
+        deliveries,
+        "Sends a delivered or failed message once more, now, with the same `webhook-id`".into(),
+        "write",
+        Map::from_iter([("202".to_owned(), one(deliveries, "The delivery, pending again"))]),
+    );
+    retry["parameters"] = json!([id.clone(),
+        {"name": "delivery_id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+    retry["operationId"] = json!("retry_webhook_delivery");
+    paths.insert(RETRY_PATH.into(), json!({"post": retry}));
+    let mut test = operation(
+        deliveries,
+        "Sends a `webhook.test` message to this webhook now".into(),
+        "write",
+        Map::from_iter([("202".to_owned(), one(deliveries, "The test message's delivery"))]),
+    );
+    test["parameters"] = json!([id]);
+    test["operationId"] = json!("test_webhook");
+    paths.insert(TEST_PATH.into(), json!({"post": test}));
+}
+
+/// OpenAPI 3.1 `webhooks`: what Portcullis POSTs to subscribers, one entry
+/// per event type of the catalogue.
+fn webhook_events() -> Value {
+    let headers = json!([
+        {"name": "webhook-id", "in": "header", "required": true, "schema": {"type": "string"},
+         "description": "The message id: the same on every attempt; deduplicate on it."},
+        {"name": "webhook-timestamp", "in": "header", "required": true, "schema": {"type": "integer"},
+         "description": "Seconds since the epoch when this attempt was signed."},
+        {"name": "webhook-signature", "in": "header", "required": true, "schema": {"type": "string"},
+         "description": "Space-separated `v1,<base64 HMAC-SHA256>` of `{webhook-id}.{webhook-timestamp}.{body}` (Standard Webhooks); two during a secret rotation."},
+    ]);
+    let events = CATALOGUE.iter().chain(std::iter::once(&portcullis_core::webhooks::catalogue::TEST_EVENT));
+    Value::Object(
+        events
+            .map(|event| {
+                let data = if event.data == "object" {
+                    json!({"type": "object"})
+                } else {
+                    json!({"$ref": format!("#/components/schemas/{}", event.data)})
+                };
+                let body = json!({"type": "object", "required": ["type", "timestamp", "data"], "properties": {
+                    "type": {"const": event.name},
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "data": data,
+                    "actor": {"type": "object", "properties": {
+                        "type": {"type": "string"}, "id": {"type": ["string", "null"]}, "name": {"type": ["string", "null"]}}},
+                }});
+                let operation = json!({"post": {
+                    "summary": event.description,
+                    "parameters": headers,
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
+                    "responses": {"2XX": {"description": "Delivered; anything else is retried (410 Gone disables the webhook)."}},
+                }});
+                (event.name.to_owned(), operation)
+            })
+            .collect(),
+    )
 }
 
 pub async fn serve(Env(env): Env) -> Response {

@@ -45,6 +45,8 @@ pub struct Db {
     process_tag: Arc<str>,
     /// Woken by commits that queued mail, so the mail worker sends at once.
     mail_queued: Arc<tokio::sync::Notify>,
+    /// Woken by commits that wrote webhook deliveries.
+    webhooks_queued: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Db {
@@ -190,6 +192,7 @@ impl Db {
             change_hooks: Arc::default(),
             process_tag: new_id().into(),
             mail_queued: Arc::default(),
+            webhooks_queued: Arc::default(),
         })
     }
 
@@ -253,6 +256,7 @@ impl Db {
             recorded: false,
             changed: Vec::new(),
             queued_mail: false,
+            queued_webhooks: false,
             db: self.clone(),
         })
     }
@@ -262,6 +266,12 @@ impl Db {
     /// other processes queued or that waits for a retry.
     pub fn mail_queued(&self) -> Arc<tokio::sync::Notify> {
         self.mail_queued.clone()
+    }
+
+    /// Wakes when a commit of this process wrote webhook deliveries; the
+    /// delivery worker also polls, for other processes' and for retries.
+    pub fn webhooks_queued(&self) -> Arc<tokio::sync::Notify> {
+        self.webhooks_queued.clone()
     }
 
     /// Starts a transaction for operational state that is not a
@@ -323,6 +333,7 @@ impl Db {
         let mut tx = self.write().await?;
         record::insert_many(tx.conn(), &audits).await?;
         record::insert_many(tx.conn(), &outbox).await?;
+        tx.fan_out(&outbox.iter().collect::<Vec<_>>()).await?;
         tx.recorded = true;
         tx.commit().await
     }
@@ -354,6 +365,7 @@ fn event_rows(origin: &Origin, event: &Event, now: i64) -> (AuditEvent, OutboxEv
             "type": event.action,
             "timestamp": crate::listing_time(now),
             "data": event.data,
+            "actor": {"type": origin.actor.kind, "id": origin.actor.id, "name": origin.actor.name},
         })),
         created_at: now,
         published_at: None,
@@ -375,6 +387,7 @@ pub struct WriteTx {
     recorded: bool,
     changed: Vec<String>,
     queued_mail: bool,
+    queued_webhooks: bool,
     db: Db,
 }
 
@@ -388,7 +401,29 @@ impl WriteTx {
         let (audit, outbox) = event_rows(origin, event, now_micros());
         record::insert(self.conn(), &audit).await?;
         record::insert(self.conn(), &outbox).await?;
+        self.fan_out(&[&outbox]).await?;
         self.recorded = true;
+        Ok(())
+    }
+
+    /// Writes the deliveries of these events to the webhooks that
+    /// subscribe to them, sent once this commits.
+    async fn fan_out(&mut self, events: &[&OutboxEvent]) -> Result<()> {
+        if crate::repo::webhooks::fan_out(self.conn(), events).await? > 0 {
+            self.queued_webhooks = true;
+        }
+        Ok(())
+    }
+
+    /// Wakes the delivery worker once this commits (a delivery made due).
+    pub fn wake_deliveries(&mut self) {
+        self.queued_webhooks = true;
+    }
+
+    /// Queues a delivery written by hand (a webhook's test message).
+    pub async fn queue_delivery(&mut self, delivery: &crate::model::WebhookDelivery) -> Result<()> {
+        record::insert(self.conn(), delivery).await?;
+        self.queued_webhooks = true;
         Ok(())
     }
 
@@ -428,6 +463,9 @@ impl WriteTx {
         }
         if self.queued_mail {
             self.db.mail_queued.notify_one();
+        }
+        if self.queued_webhooks {
+            self.db.webhooks_queued.notify_one();
         }
         Ok(())
     }

@@ -319,6 +319,36 @@ record! {
 }
 
 record! {
+    /// One message to one webhook, and how sending it went
+    /// (`repo::webhooks`; the delivery worker lives in `portcullis_core`).
+    pub struct WebhookDelivery in "webhook_deliveries" {
+        pub id: String,
+        pub environment_id: String,
+        pub webhook_id: String,
+        /// The outbox event's id: the `webhook-id` header, the same on
+        /// every attempt and for every webhook the event goes to.
+        pub message_id: String,
+        pub event_type: String,
+        /// The body, exactly as signed.
+        pub payload: String,
+        /// `pending`, `delivered` or `failed`.
+        pub status: String,
+        pub attempts: i64,
+        pub attempts_left: i64,
+        pub next_attempt_at: i64,
+        pub lease_owner: Option<String>,
+        pub response_status: Option<i64>,
+        pub response_excerpt: Option<String>,
+        pub latency_ms: Option<i64>,
+        pub last_error: Option<String>,
+        pub last_attempt_at: Option<i64>,
+        pub delivered_at: Option<i64>,
+        pub inserted_at: i64,
+        pub updated_at: i64,
+    }
+}
+
+record! {
     /// A server-side (opaque) access token; only its hash is kept.
     pub struct AccessToken in "access_tokens" {
         pub id: String,

@@ -453,6 +453,23 @@ pub mod provisioning {
     use super::*;
     use crate::model::{OutboxEvent, ProvisioningStep};
 
+    /// The event types the lifecycle hub's relay reads from the outbox (they
+    /// can change who should have which account); until it has, they are
+    /// kept however old.
+    pub const RELAYED_EVENT_TYPES: [&str; 11] = [
+        "user.created",
+        "user.registered",
+        "user.updated",
+        "user.deleted",
+        "user_role.created",
+        "user_role.deleted",
+        "role.deleted",
+        "app.created",
+        "app.updated",
+        "app.deleted",
+        "environment.updated",
+    ];
+
     /// Moves a draft plan to `status` (`approved` or `rejected`); `false` if
     /// it was no longer a draft, so of two concurrent decisions one wins.
     pub async fn decide(
@@ -810,5 +827,225 @@ pub mod invitations {
         sql.push(" AND id = ").bind(id.to_owned());
         sql.push(" AND status = 'pending' AND expires_at > ").bind(now);
         Ok(sql.execute(conn).await? == 1)
+    }
+}
+
+/// Webhook deliveries: written with the change that causes them, claimed
+/// under a lease by the delivery worker, settled by its outcome.
+pub mod webhooks {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{OutboxEvent, WebhookDelivery};
+    use crate::record;
+    use crate::types::JsonText;
+
+    /// Attempts per delivery: the first, then up to five retries.
+    pub const ATTEMPTS: i64 = 6;
+
+    /// Whether a webhook's `events` take `event_type`: the type itself,
+    /// its family's wildcard (`user.*`), or `*`.
+    pub fn subscribes(patterns: &[String], event_type: &str) -> bool {
+        patterns.iter().any(|pattern| {
+            pattern == event_type
+                || pattern == "*"
+                || pattern
+                    .strip_suffix('*')
+                    .is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
+        })
+    }
+
+    /// Writes a pending delivery of each event to every active webhook of
+    /// its environment that subscribes to it; returns how many. One indexed
+    /// read per environment: events nobody subscribes to cost nothing more.
+    pub async fn fan_out(conn: &mut AnyConnection, events: &[&OutboxEvent]) -> Result<usize> {
+        let mut by_environment: BTreeMap<&str, Vec<&OutboxEvent>> = BTreeMap::new();
+        for event in events {
+            by_environment.entry(event.environment_id.as_str()).or_default().push(event);
+        }
+        let mut deliveries = Vec::new();
+        for (environment_id, events) in by_environment {
+            let mut sql = Sql::new("SELECT id, events FROM webhooks WHERE environment_id = ");
+            sql.bind(environment_id.to_owned()).push(" AND active");
+            let webhooks = sql.fetch_rows(conn).await?;
+            for row in &webhooks {
+                let id: String = row.try_get("id").map_err(classify)?;
+                let patterns: String = row.try_get("events").map_err(classify)?;
+                let patterns: JsonText<Vec<String>> =
+                    JsonText::try_from(patterns).map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+                for event in events.iter().filter(|event| subscribes(&patterns.0, &event.event_type)) {
+                    deliveries.push(pending(
+                        environment_id,
+                        &id,
+                        &event.id,
+                        &event.event_type,
+                        event.created_at,
+                        event.payload.0.to_string(),
+                    ));
+                }
+            }
+        }
+        record::insert_many(conn, &deliveries).await?;
+        Ok(deliveries.len())
+    }
+
+    /// A delivery due now, not yet attempted.
+    pub fn pending(
+        environment_id: &str,
+        webhook_id: &str,
+        message_id: &str,
+        event_type: &str,
+        now: i64,
+        payload: String,
+    ) -> WebhookDelivery {
+        WebhookDelivery {
+            id: crate::new_id(),
+            environment_id: environment_id.to_owned(),
+            webhook_id: webhook_id.to_owned(),
+            message_id: message_id.to_owned(),
+            event_type: event_type.to_owned(),
+            payload,
+            status: "pending".into(),
+            attempts: 0,
+            attempts_left: ATTEMPTS,
+            next_attempt_at: now,
+            lease_owner: None,
+            response_status: None,
+            response_excerpt: None,
+            latency_ms: None,
+            last_error: None,
+            last_attempt_at: None,
+            delivered_at: None,
+            inserted_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// How a worker claims due deliveries.
+    pub struct Claim<'a> {
+        pub owner: &'a str,
+        pub now: i64,
+        /// Not due again before this unless settled: another process takes
+        /// the delivery over only once the lease runs out.
+        pub lease_until: i64,
+        pub limit: i64,
+        /// At most this many of one webhook per claim, so one busy or dead
+        /// endpoint cannot take every slot.
+        pub per_webhook: i64,
+        /// Webhooks this worker already has enough of in flight.
+        pub skip: &'a [String],
+        /// `FOR UPDATE SKIP LOCKED`: concurrent claims on PostgreSQL pass
+        /// over each other's rows instead of waiting. (SQLite has one writer.)
+        pub skip_locked: bool,
+    }
+
+    /// Takes due deliveries under a lease, oldest first, and counts the
+    /// attempt.
+    pub async fn claim(conn: &mut AnyConnection, claim: &Claim<'_>) -> Result<Vec<WebhookDelivery>> {
+        let mut sql = Sql::new("UPDATE webhook_deliveries SET lease_owner = ");
+        sql.bind(claim.owner.to_owned()).push(", next_attempt_at = ").bind(claim.lease_until);
+        sql.push(", attempts = attempts + 1, attempts_left = attempts_left - 1, last_attempt_at = ");
+        sql.bind(claim.now).push(", updated_at = ").bind(claim.now);
+        sql.push(
+            " WHERE id IN (SELECT id FROM (SELECT id, next_attempt_at, ROW_NUMBER() OVER \
+             (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS n FROM (SELECT id, webhook_id, \
+             next_attempt_at FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ",
+        );
+        sql.bind(claim.now);
+        if !claim.skip.is_empty() {
+            sql.push(" AND webhook_id NOT IN (");
+            let ids: Vec<crate::SqlValue> = claim.skip.iter().map(crate::SqlValue::from).collect();
+            sql.bind_list(&ids).push(")");
+        }
+        sql.push(" ORDER BY next_attempt_at LIMIT ").bind(claim.limit * 4);
+        if claim.skip_locked {
+            sql.push(" FOR UPDATE SKIP LOCKED");
+        }
+        sql.push(") candidates) ranked WHERE n <= ").bind(claim.per_webhook);
+        sql.push(" ORDER BY next_attempt_at, id LIMIT ").bind(claim.limit);
+        sql.push(&format!(") RETURNING {}", select_columns::<WebhookDelivery>()));
+        let mut claimed: Vec<WebhookDelivery> = sql.fetch_all(conn).await?;
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(claimed)
+    }
+
+    /// How an attempt ended.
+    #[derive(Debug, Clone)]
+    pub struct Settlement {
+        pub id: String,
+        /// `delivered`, `pending` (retry at `next_attempt_at`) or `failed`.
+        pub status: &'static str,
+        pub next_attempt_at: i64,
+        pub response_status: Option<i64>,
+        pub response_excerpt: Option<String>,
+        pub latency_ms: i64,
+        pub error: Option<String>,
+        pub at: i64,
+    }
+
+    /// Records an attempt's outcome, only while `owner` holds the lease: a
+    /// worker that outlived its lease cannot overwrite its successor's.
+    pub async fn settle(conn: &mut AnyConnection, owner: &str, outcome: &Settlement) -> Result<bool> {
+        let mut sql = Sql::new("UPDATE webhook_deliveries SET status = ");
+        sql.bind(outcome.status.to_owned()).push(", next_attempt_at = ").bind(outcome.next_attempt_at);
+        sql.push(", lease_owner = NULL, response_status = ").bind(outcome.response_status);
+        sql.push(", response_excerpt = ").bind(outcome.response_excerpt.clone());
+        sql.push(", latency_ms = ").bind(outcome.latency_ms);
+        sql.push(", last_error = ").bind(outcome.error.clone());
+        sql.push(", delivered_at = ").bind((outcome.status == "delivered").then_some(outcome.at));
+        sql.push(", updated_at = ").bind(outcome.at);
+        sql.push(" WHERE id = ").bind(outcome.id.clone());
+        sql.push(" AND status = 'pending' AND lease_owner = ").bind(owner.to_owned());
+        Ok(sql.execute(conn).await? == 1)
+    }
+
+    /// Ends a webhook's pending deliveries (it was disabled): they are not
+    /// sent, and say why.
+    pub async fn fail_pending(
+        conn: &mut AnyConnection,
+        webhook_id: &str,
+        why: &str,
+        now: i64,
+    ) -> Result<u64> {
+        let mut sql =
+            Sql::new("UPDATE webhook_deliveries SET status = 'failed', lease_owner = NULL, last_error = ");
+        sql.bind(why.to_owned()).push(", updated_at = ").bind(now);
+        sql.push(" WHERE webhook_id = ").bind(webhook_id.to_owned()).push(" AND status = 'pending'");
+        sql.execute(conn).await
+    }
+
+    /// Sends a settled delivery once more (an operator's retry): `false`
+    /// if it is still pending.
+    pub async fn retry(conn: &mut AnyConnection, environment_id: &str, id: &str, now: i64) -> Result<bool> {
+        let mut sql = Sql::new(
+            "UPDATE webhook_deliveries SET status = 'pending', attempts_left = 1, lease_owner = NULL, next_attempt_at = ",
+        );
+        sql.bind(now).push(", updated_at = ").bind(now);
+        sql.push(" WHERE id = ").bind(id.to_owned()).push(" AND environment_id = ");
+        sql.bind(environment_id.to_owned()).push(" AND status <> 'pending'");
+        Ok(sql.execute(conn).await? == 1)
+    }
+
+    /// Deletes up to `limit` settled deliveries last changed before `before`.
+    pub async fn prune_deliveries(conn: &mut AnyConnection, before: i64, limit: i64) -> Result<u64> {
+        let mut sql = Sql::new(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries \
+             WHERE status <> 'pending' AND updated_at < ",
+        );
+        sql.bind(before).push(" LIMIT ").bind(limit).push(")");
+        sql.execute(conn).await
+    }
+
+    /// Deletes up to `limit` outbox rows written before `before`, except
+    /// those the lifecycle hub's relay has yet to read.
+    pub async fn prune_outbox(conn: &mut AnyConnection, before: i64, limit: i64) -> Result<u64> {
+        let mut sql = Sql::new(
+            "DELETE FROM outbox_events WHERE id IN (SELECT id FROM outbox_events WHERE created_at < ",
+        );
+        sql.bind(before).push(" AND (published_at IS NOT NULL OR event_type NOT IN (");
+        let relayed: Vec<crate::SqlValue> =
+            super::provisioning::RELAYED_EVENT_TYPES.iter().map(|t| crate::SqlValue::from(*t)).collect();
+        sql.bind_list(&relayed).push(")) LIMIT ").bind(limit).push(")");
+        sql.execute(conn).await
     }
 }

@@ -70,6 +70,21 @@ pub struct Config {
     pub acme_ca_roots: Option<PathBuf>,
     /// How often the ACME client looks for domains due a certificate.
     pub acme_poll_seconds: u64,
+    /// Let webhooks reach loopback and private addresses, and use plain
+    /// http. For development only: otherwise anyone who may create a
+    /// webhook can make the server call into its own network.
+    pub webhook_allow_private_targets: bool,
+    /// The first retry of a failed delivery waits this long (±20%); each
+    /// further one four times longer. Five retries.
+    pub webhook_retry_base_seconds: u64,
+    /// A delivery being sent is this process's for this long; if it dies,
+    /// another process sends it again after that (same `webhook-id`).
+    pub webhook_lease_seconds: u64,
+    /// A webhook whose deliveries all fail for this long is disabled.
+    pub webhook_disable_after_hours: u64,
+    /// Settled webhook deliveries and outbox events are deleted after
+    /// this many days (the audit log is kept).
+    pub event_retention_days: u64,
 }
 
 impl Default for Config {
@@ -97,6 +112,11 @@ impl Default for Config {
             acme_contact: None,
             acme_ca_roots: None,
             acme_poll_seconds: 60,
+            webhook_allow_private_targets: false,
+            webhook_retry_base_seconds: 30,
+            webhook_lease_seconds: 60,
+            webhook_disable_after_hours: 5 * 24,
+            event_retention_days: 7,
         }
     }
 }
@@ -139,6 +159,16 @@ impl Config {
                     .map(|server| dns_server(server))
                     .collect::<anyhow::Result<_>>()?,
                 poll_interval: None,
+            },
+            webhooks: portcullis_core::webhooks::WebhookSettings {
+                allow_private_targets: self.webhook_allow_private_targets,
+                retry_base: std::time::Duration::from_secs(self.webhook_retry_base_seconds.max(1)),
+                // Longer than one attempt may take, or a slow attempt would
+                // be taken over while it is still running.
+                lease: std::time::Duration::from_secs(self.webhook_lease_seconds.max(15)),
+                disable_after: std::time::Duration::from_secs(self.webhook_disable_after_hours * 3600),
+                retention: std::time::Duration::from_secs(self.event_retention_days.max(1) * 86_400),
+                ..portcullis_core::webhooks::WebhookSettings::default()
             },
         })
     }

@@ -25,6 +25,7 @@ pub mod sessions;
 pub mod signing_keys;
 pub mod user_roles;
 pub mod users;
+pub mod webhooks;
 
 use portcullis_jsonapi::ResourceObject;
 use portcullis_store::listing::{self, Slice};

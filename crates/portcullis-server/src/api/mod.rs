@@ -25,6 +25,7 @@ pub mod sessions;
 pub mod signing_keys;
 pub mod user_roles;
 pub mod users;
+pub mod webhooks;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -694,19 +695,32 @@ pub async fn list<R: Resource>(
     Extension(ctx): Extension<Ctx>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
+    list_within::<R>(&core, &ctx, query, &format!("/api/{}", R::DEF.path), Vec::new()).await
+}
+
+/// A listing of `R` at `path` with `within` added to the request's
+/// filters: a nested collection such as `/api/webhooks/:id/deliveries`.
+pub async fn list_within<R: Resource>(
+    core: &Core,
+    ctx: &Ctx,
+    query: Option<String>,
+    path: &str,
+    within: Vec<portcullis_store::Condition>,
+) -> ApiResult<Response> {
     let query = query.unwrap_or_default();
     let params = parse_list(&query, &R::DEF.query)?;
-    let listing = listing(R::DEF, &params);
-    let slice = services::list::<R::Model>(&core, &ctx, &listing).await?;
-    let mut objects: Vec<ResourceObject> = slice.rows.iter().map(|row| R::present(&ctx, row)).collect();
-    let included = load_included::<R>(&core, &ctx, &mut objects, &params.include).await?;
-    let links = page_links(&format!("/api/{}", R::DEF.path), &query, &params, &objects, slice.more);
+    let mut listing = listing(R::DEF, &params);
+    listing.conditions.extend(within);
+    let slice = services::list::<R::Model>(core, ctx, &listing).await?;
+    let mut objects: Vec<ResourceObject> = slice.rows.iter().map(|row| R::present(ctx, row)).collect();
+    let included = load_included::<R>(core, ctx, &mut objects, &params.include).await?;
+    let links = page_links(path, &query, &params, &objects, slice.more);
     let mut page_meta = json!({"limit": params.page.limit()});
     if let Page::Offset { offset, .. } = params.page {
         page_meta["offset"] = json!(offset);
     }
     if params.count {
-        page_meta["total"] = json!(services::count::<R::Model>(&core, &ctx, &listing).await?);
+        page_meta["total"] = json!(services::count::<R::Model>(core, ctx, &listing).await?);
     }
     apply_fields(&mut objects, &params.fields);
     let mut document = Document::many(objects);
@@ -851,6 +865,8 @@ pub static REGISTRY: &[Registration] = &[
     entry::<membership_roles::MembershipRoles>(),
     entry::<invitations::Invitations>(),
     entry::<custom_domains::CustomDomains>(),
+    entry::<webhooks::Webhooks>(),
+    entry::<webhooks::WebhookDeliveries>(),
 ];
 
 /// The Management API: every registered resource, and the environment's
