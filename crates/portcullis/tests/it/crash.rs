@@ -5,6 +5,11 @@
 //! after commit, so: every committed invitation's mail arrives, no mail goes
 //! out for a change that did not commit, and a kill adds at most one
 //! duplicate (the message it was sending: at-least-once delivery).
+//!
+//! Webhooks the same way: a burst of 1,000 changes with the process killed
+//! in the middle, then restarted: every committed change is delivered, none
+//! is invented, and a repeat carries the `webhook-id` of the first; and two
+//! processes on one database deliver each event once between them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -41,6 +46,11 @@ fn portcullis(database: &FreshDatabase, master_key: &str, port: u16) -> tokio::p
         .env("PORTCULLIS_LISTEN", format!("127.0.0.1:{port}"))
         .env("PORTCULLIS_RATE_LIMITS", "false")
         .env("PORTCULLIS_MAIL_LEASE_SECONDS", "1")
+        // Webhooks to the test's receiver on loopback; a delivery a killed
+        // process was sending is due again 15 s later.
+        .env("PORTCULLIS_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+        .env("PORTCULLIS_WEBHOOK_LEASE_SECONDS", "15")
+        .env("PORTCULLIS_WEBHOOK_RETRY_BASE_SECONDS", "1")
         .env("PORTCULLIS_LOG", "error")
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -239,5 +249,185 @@ mod invitation_mail_is_neither_lost_nor_invented_when_the_process_is_killed {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {
         mail_survives_kills(Backend::Postgres).await;
+    }
+}
+
+/// Creates roles named `{prefix}-{writer}-{i}` through `nodes` (round
+/// robin) until `total` were answered or a node stopped answering; returns
+/// how many were answered.
+async fn create_roles(
+    nodes: &[(u16, String)],
+    prefix: &str,
+    total: usize,
+    answered: Arc<AtomicUsize>,
+) -> usize {
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let (nodes, answered, prefix) = (nodes.to_vec(), answered.clone(), prefix.to_owned());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if answered.load(Ordering::SeqCst) >= total {
+                        return;
+                    }
+                    let (port, token) = &nodes[i % nodes.len()];
+                    let document =
+                        json!({"data": {"type": "role", "attributes": {"name": format!("{prefix}-{writer}-{i}")}}});
+                    match post(*port, token, "/api/roles", document).await {
+                        Ok(body) if body["data"]["id"].is_string() => answered.fetch_add(1, Ordering::SeqCst),
+                        _ => return,
+                    };
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    answered.load(Ordering::SeqCst)
+}
+
+async fn committed_roles(db: &Db) -> BTreeSet<String> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM roles").fetch_all(db.pool()).await.expect("roles");
+    rows.into_iter().map(|(id,)| id).collect()
+}
+
+/// Waits until every committed role's event reached the receiver; returns
+/// the deliveries per `webhook-id` (body, times received).
+async fn delivered_roles(
+    receiver: &crate::webhooks::receiver::Receiver,
+    committed: &BTreeSet<String>,
+) -> BTreeMap<String, (String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut by_id: BTreeMap<String, (String, u64)> = BTreeMap::new();
+        for request in receiver.received() {
+            let entry =
+                by_id.entry(request.header("webhook-id").to_owned()).or_insert((request.body.clone(), 0));
+            assert_eq!(entry.0, request.body, "a repeated webhook-id carries the same body");
+            entry.1 += 1;
+        }
+        let roles: BTreeSet<String> = by_id
+            .values()
+            .map(|(body, _)| {
+                serde_json::from_str::<Value>(body).expect("JSON")["data"]["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        if roles.is_superset(committed) {
+            assert_eq!(&roles, committed, "deliveries only for committed changes");
+            return by_id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 90 s, {} of {} committed changes were not delivered",
+            committed.difference(&roles).count(),
+            committed.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn webhooks_survive_a_kill(backend: Backend) {
+    let Some(database) = FreshDatabase::create(backend).await else { return };
+    let master_key = portcullis_crypto::aead::MasterKey::generate_base64();
+    run(&database, &master_key, &["migrate"]).await;
+    let admin: Value =
+        serde_json::from_str(&run(&database, &master_key, &["env", "create", "acme-test", "--json"]).await)
+            .expect("env create --json");
+    let receiver = crate::webhooks::receiver::Receiver::start().await;
+    let mut node = serve(&database, &master_key).await;
+    let token = admin_token(&node, &admin).await;
+    let webhook = json!({"data": {"type": "webhook", "attributes":
+        {"name": "crash", "url": receiver.url("/crash"), "events": ["role.created"]}}});
+    let created = post(node.port, &token, "/api/webhooks", webhook).await.expect("create webhook");
+    assert!(created["data"]["id"].is_string(), "{created}");
+
+    // The burst: 1,000 changes; the process is killed once 400 were answered.
+    const BURST: usize = 1000;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let burst = {
+        let (nodes, answered) = (vec![(node.port, token.clone())], answered.clone());
+        tokio::spawn(async move { create_roles(&nodes, "burst", BURST, answered).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(Ordering::SeqCst) < 400 {
+        assert!(Instant::now() < deadline, "400 changes not made within 60 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    node.child.start_kill().expect("SIGKILL portcullis");
+    node.child.wait().await.expect("reap portcullis");
+    let before_kill = burst.await.expect("burst");
+    let node = serve(&database, &master_key).await;
+    let token = admin_token(&node, &admin).await;
+    let answered = Arc::new(AtomicUsize::new(before_kill));
+    create_roles(&[(node.port, token)], "after", BURST, answered).await;
+
+    let db = Db::connect(&database.url).await.expect("connect");
+    let committed = committed_roles(&db).await;
+    assert!(committed.len() >= BURST, "{} committed", committed.len());
+    let delivered = delivered_roles(&receiver, &committed).await;
+    drop(node);
+    let repeats: u64 = delivered.values().map(|(_, n)| n - 1).sum();
+    println!(
+        "{backend:?}: {} changes committed around a SIGKILL, each delivered, {repeats} repeats (same webhook-id)",
+        committed.len()
+    );
+}
+
+async fn two_processes_deliver_each_event_once(backend: Backend) {
+    let Some(database) = FreshDatabase::create(backend).await else { return };
+    let master_key = portcullis_crypto::aead::MasterKey::generate_base64();
+    run(&database, &master_key, &["migrate"]).await;
+    let admin: Value =
+        serde_json::from_str(&run(&database, &master_key, &["env", "create", "acme-test", "--json"]).await)
+            .expect("env create --json");
+    let receiver = crate::webhooks::receiver::Receiver::start().await;
+    let first = serve(&database, &master_key).await;
+    let second = serve(&database, &master_key).await;
+    let nodes = vec![
+        (first.port, admin_token(&first, &admin).await),
+        (second.port, admin_token(&second, &admin).await),
+    ];
+    let webhook = json!({"data": {"type": "webhook", "attributes":
+        {"name": "pair", "url": receiver.url("/pair"), "events": ["role.*"]}}});
+    post(first.port, &nodes[0].1, "/api/webhooks", webhook).await.expect("create webhook");
+    create_roles(&nodes, "pair", 500, Arc::new(AtomicUsize::new(0))).await;
+    let db = Db::connect(&database.url).await.expect("connect");
+    let committed = committed_roles(&db).await;
+    assert!(committed.len() >= 500, "{} committed", committed.len());
+    let delivered = delivered_roles(&receiver, &committed).await;
+    // Both processes claim; a claimed delivery is no one else's. (A late
+    // repeat would show within the second.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let twice: Vec<_> = delivered.iter().filter(|(_, (_, n))| *n > 1).map(|(id, _)| id).collect();
+    assert!(twice.is_empty(), "delivered twice without a crash: {twice:?}");
+    drop((first, second));
+}
+
+mod webhook_deliveries_are_neither_lost_nor_invented_when_the_process_is_killed {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        webhooks_survive_a_kill(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        webhooks_survive_a_kill(Backend::Postgres).await;
+    }
+}
+
+mod two_processes_deliver_each_webhook_event_once {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        two_processes_deliver_each_event_once(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        two_processes_deliver_each_event_once(Backend::Postgres).await;
     }
 }

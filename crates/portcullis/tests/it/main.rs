@@ -12,6 +12,13 @@ mod openapi;
 mod quick_start;
 mod tls;
 
+/// Webhooks: the resource, delivery, signatures, retries and safety.
+mod webhooks {
+    mod delivery;
+    pub mod receiver;
+    mod resource;
+}
+
 /// Every Management API resource: CRUD, validation, and body errors.
 mod resources {
     pub mod support;

@@ -116,7 +116,7 @@ db_test!(management_api_grants_take_management_scopes, |server| {
         json!(["read:docs"]),
         json!(["users:read", "users:admin"]),
         json!(["audit_events:write"]),
-        json!(["webhooks:read"]),
+        json!(["billing:read"]),
     ] {
         let (status, body) =
             post_grant(&server, &admin, json!({"allowed_scopes": scopes}), &client, &api).await;

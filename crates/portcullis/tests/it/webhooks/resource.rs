@@ -1,0 +1,171 @@
+//! The webhook resource: the secret once, validation of `url` and `events`
+//! against the catalogue, targets that are not public refused (also by a
+//! name that resolves to loopback), the catalogue itself, and pruning.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::delivery::{create_webhook, fast};
+use super::receiver::Receiver;
+use crate::common::{assert_invalid, create_role};
+use crate::db_test;
+
+fn body(attributes: Value) -> Option<Value> {
+    Some(json!({"data": {"type": "webhook", "attributes": attributes}}))
+}
+
+db_test!(the_secret_is_shown_once_and_never_stored_in_clear, |server| {
+    let token = server.admin_token().await;
+    let attributes = json!({"name": "CRM", "url": "https://hooks.example.com/portcullis", "events": ["user.*", "role.created"],
+                            "description": "Keeps the CRM in step"});
+    let created = server.create(&token, "/api/webhooks", "webhook", attributes, Value::Null).await;
+    let id = created["data"]["id"].as_str().unwrap().to_owned();
+    let secret = created["meta"]["signing_secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_") && secret.len() > 40);
+    let shown = &created["data"]["attributes"];
+    assert_eq!(shown["active"], true);
+    assert_eq!(shown["events"], json!(["user.*", "role.created"]));
+    assert!(shown.get("signing_secret").is_none());
+    let (_, fetched) = server.api(Method::GET, &format!("/api/webhooks/{id}"), &token, None).await;
+    assert!(fetched.get("meta").is_none_or(|m| m.get("signing_secret").is_none()), "{fetched}");
+    let fragment = &secret[6..20];
+    let stored =
+        format!("SELECT COUNT(*) FROM webhooks WHERE id = '{id}' AND signing_secret LIKE '%{fragment}%'");
+    assert_eq!(server.count(&stored).await, 0, "the secret is sealed at rest");
+    let audit = "SELECT COUNT(*) FROM audit_events WHERE changes LIKE '%whsec_%' OR targets LIKE '%whsec_%'";
+    assert_eq!(server.count(audit).await, 0, "nor in the audit log");
+    let outbox = format!("SELECT COUNT(*) FROM outbox_events WHERE payload LIKE '%{fragment}%'");
+    assert_eq!(server.count(&outbox).await, 0, "nor in events");
+
+    let patch =
+        json!({"data": {"type": "webhook", "id": id, "attributes": {"events": ["*"], "description": null}}});
+    let (status, updated) =
+        server.api(Method::PATCH, &format!("/api/webhooks/{id}"), &token, Some(patch)).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["data"]["attributes"]["events"], json!(["*"]));
+    assert_eq!(updated["data"]["attributes"]["description"], Value::Null);
+    let (status, _) = server.api(Method::DELETE, &format!("/api/webhooks/{id}"), &token, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = server.api(Method::GET, &format!("/api/webhooks/{id}"), &token, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    for action in ["webhook.created", "webhook.updated", "webhook.deleted"] {
+        let n = server.count(&format!("SELECT COUNT(*) FROM audit_events WHERE action = '{action}'")).await;
+        assert_eq!(n, 1, "{action}");
+    }
+});
+
+db_test!(events_and_urls_are_validated, |server| {
+    let token = server.admin_token().await;
+    let good = json!({"name": "x", "url": "https://hooks.example.com/", "events": ["user.created"]});
+    for (change, attribute) in [
+        (json!({"events": []}), "events"),
+        (json!({"events": ["user.exploded"]}), "events"),
+        (json!({"events": ["nope.*"]}), "events"),
+        (json!({"events": ["webhook.test"]}), "events"),
+        (json!({"events": "user.created"}), "events"),
+        (json!({"name": " "}), "name"),
+        (json!({"url": "http://hooks.example.com/"}), "url"),
+        (json!({"url": "ftp://hooks.example.com/"}), "url"),
+        (json!({"url": "https://user:pw@hooks.example.com/"}), "url"),
+        (json!({"url": "not a url"}), "url"),
+    ] {
+        let mut attributes = good.clone();
+        for (key, value) in change.as_object().unwrap() {
+            attributes[key] = value.clone();
+        }
+        let (status, body) = server.api(Method::POST, "/api/webhooks", &token, body(attributes)).await;
+        if attribute == "events" && change["events"].is_string() {
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{change}: {body}");
+        } else {
+            assert_invalid(status, &body, attribute);
+        }
+    }
+    assert_eq!(server.count("SELECT COUNT(*) FROM webhooks").await, 0, "nothing half-written");
+});
+
+db_test!(targets_that_are_not_public_are_refused, |server| {
+    let token = server.admin_token().await;
+    for url in [
+        "https://127.0.0.1/hook",
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://10.0.0.8/hook",
+        "https://192.168.1.1/hook",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[fd00:ec2::254]/",
+        "https://0.0.0.0/",
+        "http://127.0.0.1:8080/hook",
+    ] {
+        let attributes = json!({"name": "x", "url": url, "events": ["*"]});
+        let (status, body) = server.api(Method::POST, "/api/webhooks", &token, body(attributes)).await;
+        assert_invalid(status, &body, "url");
+    }
+    // A name is checked where it resolves, at each connection: `localhost`
+    // resolves to loopback, so nothing is sent and the log says why.
+    let receiver = Receiver::start().await;
+    let url = format!("https://localhost:{}/hook", receiver.addr.port());
+    let (id, _) = create_webhook(&server, &token, &url, json!(["role.created"])).await;
+    create_role(&server, &token, "probe").await;
+    let mut error = Value::Null;
+    for _ in 0..200 {
+        let (_, log) = server.api(Method::GET, &format!("/api/webhooks/{id}/deliveries"), &token, None).await;
+        error = log["data"][0]["attributes"]["last_error"].clone();
+        if !error.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(error.as_str().is_some_and(|e| e.contains("not public")), "{error}");
+    assert!(receiver.received().is_empty(), "nothing reached loopback");
+});
+
+db_test!(the_catalogue_is_served, |server| {
+    let token = server.admin_token().await;
+    let (status, catalogue) = server.api(Method::GET, "/api/webhooks/event-types", &token, None).await;
+    assert_eq!(status, StatusCode::OK, "{catalogue}");
+    let names: Vec<&str> =
+        catalogue["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    for name in
+        ["user.created", "token.issued", "custom_domain.verified", "invitation.accepted", "webhook.disabled"]
+    {
+        assert!(names.contains(&name), "{name}");
+    }
+    assert_eq!(catalogue["data"][0]["type"], "webhook_event_type");
+    assert!(catalogue["data"][0]["attributes"]["description"].is_string());
+    let (status, _) = server.api(Method::GET, "/api/webhooks/event-types", "not-a-token", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+});
+
+db_test!(old_deliveries_and_outbox_rows_are_pruned, config = fast, |server| {
+    let receiver = Receiver::start().await;
+    let token = server.admin_token().await;
+    let (hook, _) = create_webhook(&server, &token, &receiver.url("/p"), json!(["role.created"])).await;
+    create_role(&server, &token, "kept-briefly").await;
+    receiver.wait_for("/p", Duration::from_secs(10), |r| !r.is_empty()).await;
+    // Wait until the outcome is written, then prune everything up to now.
+    for _ in 0..200 {
+        if server.count("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'delivered'").await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let relayed_before = server
+        .count("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL AND event_type IN ('user.created', 'environment.updated', 'role.deleted')")
+        .await;
+    let now = portcullis_store::now_micros() + 1;
+    let removed = portcullis_core::webhooks::delivery::prune(&server.core, now).await.unwrap();
+    assert!(removed >= 2, "{removed}");
+    assert_eq!(server.count("SELECT COUNT(*) FROM webhook_deliveries").await, 0);
+    assert_eq!(server.count("SELECT COUNT(*) FROM outbox_events WHERE event_type = 'role.created'").await, 0);
+    let relayed_after = server
+        .count("SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL AND event_type IN ('user.created', 'environment.updated', 'role.deleted')")
+        .await;
+    assert_eq!(relayed_before, relayed_after, "events the hub has yet to read are kept");
+    assert!(
+        server.count("SELECT COUNT(*) FROM audit_events WHERE action = 'role.created'").await == 1,
+        "the audit log stays"
+    );
+    let _ = hook;
+});
