@@ -90,30 +90,10 @@ enum Judge {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.users > 0 && args.runs > 0, "--users and --runs must be at least 1");
-    let dir = tempfile::tempdir()?;
-    let (url, schema, backend) = match &args.database_url {
-        None => (format!("sqlite:{}", dir.path().join("hub.db").display()), None, "SQLite"),
-        Some(base) if base.starts_with("postgres://") || base.starts_with("postgresql://") => {
-            let schema = format!("bench_hub_{}", random_base62(12).to_lowercase());
-            execute(base, &format!("CREATE SCHEMA {schema}")).await?;
-            let separator = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-            (url, Some((base.clone(), schema)), "PostgreSQL")
-        }
-        Some(_) => bail!("--database-url must be postgres://… (SQLite runs on a file of its own)"),
-    };
+    let (url, cleanup, backend) = crate::fresh_database(args.database_url.as_deref(), "bench_hub").await?;
     let outcome = measure(&url, &args).await;
-    if let Some((base, schema)) = schema {
-        execute(&base, &format!("DROP SCHEMA {schema} CASCADE")).await?;
-    }
+    cleanup.run().await?;
     print_table(backend, &args, &outcome?);
-    Ok(())
-}
-
-async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
-    let db = Db::connect(url).await?;
-    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned())).execute(db.pool()).await?;
-    db.pool().close().await;
     Ok(())
 }
 

@@ -19,9 +19,12 @@
 //!   rotating refresh tokens or spend each code once).
 //! - `hub` reconciles N users against each simulator in-process, beside the
 //!   floor set by that app's rate limits (see `hub.rs`).
+//! - `webhooks` measures delivery throughput and commit-to-delivery lag
+//!   against a receiver on loopback (see `webhooks.rs`).
 
 mod hub;
 mod load;
+mod webhooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,6 +123,9 @@ enum Command {
     /// Prints a markdown table: reconciling `users` users against the Stripe
     /// and Expensify simulators, beside each app's rate-limit floor.
     Hub(hub::Args),
+    /// Prints a markdown table: webhook deliveries per second beside the
+    /// receiver's POST ceiling, and the lag from commit to delivery.
+    Webhooks(webhooks::Args),
 }
 
 #[tokio::main]
@@ -174,7 +180,51 @@ async fn main() -> anyhow::Result<()> {
         Command::LoadRefresh(target) => println!("{}", load::refresh(target).await?),
         Command::LoadCode { target, codes } => println!("{}", load::code(target, codes).await?),
         Command::Hub(args) => hub::run(args).await?,
+        Command::Webhooks(args) => webhooks::run(args).await?,
     }
+    Ok(())
+}
+
+/// Where an in-process benchmark runs: a fresh SQLite file, or a fresh
+/// schema on the PostgreSQL server `base` (dropped by [`Cleanup::run`]).
+/// Returns the database URL and the backend's name.
+async fn fresh_database(base: Option<&str>, prefix: &str) -> anyhow::Result<(String, Cleanup, &'static str)> {
+    let dir = tempfile::tempdir()?;
+    match base {
+        None => {
+            let url = format!("sqlite:{}", dir.path().join(format!("{prefix}.db")).display());
+            Ok((url, Cleanup { _dir: dir, schema: None }, "SQLite"))
+        }
+        Some(base) if base.starts_with("postgres://") || base.starts_with("postgresql://") => {
+            let schema = format!("{prefix}_{}", portcullis_crypto::secret::random_base62(12).to_lowercase());
+            execute(base, &format!("CREATE SCHEMA {schema}")).await?;
+            let separator = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+            Ok((url, Cleanup { _dir: dir, schema: Some((base.to_owned(), schema)) }, "PostgreSQL"))
+        }
+        Some(_) => bail!("--database-url must be postgres://… (SQLite runs on a file of its own)"),
+    }
+}
+
+/// Removes what [`fresh_database`] made.
+struct Cleanup {
+    _dir: tempfile::TempDir,
+    schema: Option<(String, String)>,
+}
+
+impl Cleanup {
+    async fn run(self) -> anyhow::Result<()> {
+        if let Some((base, schema)) = &self.schema {
+            execute(base, &format!("DROP SCHEMA {schema} CASCADE")).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn execute(url: &str, statement: &str) -> anyhow::Result<()> {
+    let db = Db::connect(url).await?;
+    sqlx::query(sqlx::AssertSqlSafe(statement.to_owned())).execute(db.pool()).await?;
+    db.pool().close().await;
     Ok(())
 }
 

@@ -200,7 +200,7 @@ mod tests {
             assert!(catalogue().all(|other| held.contains(other) == (other == grant)), "{scope}");
         }
         for bad in
-            ["users", "users:", ":read", "users:admin", "audit_events:write", "webhooks:read", "Users:read"]
+            ["users", "users:", ":read", "users:admin", "audit_events:write", "billing:read", "Users:read"]
         {
             assert_eq!(Grant::parse(bad), None, "{bad}");
         }

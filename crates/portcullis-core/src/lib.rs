@@ -128,6 +128,7 @@ impl Core {
     /// mail worker, the custom-domain checks, the webhook delivery worker).
     /// Fails on mail settings that cannot work.
     pub fn start(db: Db, master_key: MasterKey, config: CoreConfig) -> Result<Arc<Core>> {
+        db.set_event_catalogue(|action| webhooks::catalogue::find(action).is_some());
         let mailer = Arc::new(mail::Mailer::new(&config.mail)?);
         let dns = services::custom_domains::DomainResolver::new(&config.dns)?;
         let core = Arc::new(Core {

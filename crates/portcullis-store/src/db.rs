@@ -26,6 +26,9 @@ const READERS: usize = 8;
 /// The PostgreSQL channel that carries cache invalidations between processes.
 const CHANGE_CHANNEL: &str = "portcullis_changes";
 
+/// Whether an event type is in the catalogue.
+type KnownEvent = fn(&str) -> bool;
+
 /// A function told which environment's cached state changed (`*`: any).
 type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -47,6 +50,10 @@ pub struct Db {
     mail_queued: Arc<tokio::sync::Notify>,
     /// Woken by commits that wrote webhook deliveries.
     webhooks_queued: Arc<tokio::sync::Notify>,
+    /// Whether an event type is in the catalogue (set by the service
+    /// layer, which owns it): recording another is a bug, which debug
+    /// builds (every test) turn into a panic.
+    event_catalogue: Arc<std::sync::OnceLock<KnownEvent>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -193,6 +200,7 @@ impl Db {
             process_tag: new_id().into(),
             mail_queued: Arc::default(),
             webhooks_queued: Arc::default(),
+            event_catalogue: Arc::default(),
         })
     }
 
@@ -268,6 +276,20 @@ impl Db {
         self.mail_queued.clone()
     }
 
+    /// Sets the check of recorded event types against the catalogue.
+    pub fn set_event_catalogue(&self, known: KnownEvent) {
+        let _ = self.event_catalogue.set(known);
+    }
+
+    fn check_catalogued(&self, action: &str) {
+        if let Some(known) = self.event_catalogue.get()
+            && !known(action)
+        {
+            tracing::error!(action, "an event type missing from the catalogue was recorded");
+            debug_assert!(false, "`{action}` is not in the event catalogue");
+        }
+    }
+
     /// Wakes when a commit of this process wrote webhook deliveries; the
     /// delivery worker also polls, for other processes' and for retries.
     pub fn webhooks_queued(&self) -> Arc<tokio::sync::Notify> {
@@ -327,6 +349,9 @@ impl Db {
     pub async fn append_events(&self, events: &[(Origin, Event, i64)]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
+        }
+        for (_, event, _) in events {
+            self.check_catalogued(event.action);
         }
         let (audits, outbox): (Vec<_>, Vec<_>) =
             events.iter().map(|(origin, event, at)| event_rows(origin, event, *at)).unzip();
@@ -398,6 +423,7 @@ impl WriteTx {
 
     /// Appends the audit event and the outbox event for this change.
     pub async fn record(&mut self, origin: &Origin, event: &Event) -> Result<()> {
+        self.db.check_catalogued(event.action);
         let (audit, outbox) = event_rows(origin, event, now_micros());
         record::insert(self.conn(), &audit).await?;
         record::insert(self.conn(), &outbox).await?;

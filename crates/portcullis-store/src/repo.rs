@@ -921,6 +921,25 @@ pub mod webhooks {
         }
     }
 
+    /// Webhooks that have pending deliveries (due or not), in id order
+    /// after `after`, at most `limit`: a loose scan of the pending index,
+    /// one seek per webhook however long its backlog.
+    pub async fn pending_webhooks(conn: &mut AnyConnection, after: &str, limit: i64) -> Result<Vec<String>> {
+        let mut sql = Sql::new(
+            "WITH RECURSIVE hooks(id) AS (SELECT (SELECT MIN(webhook_id) FROM webhook_deliveries \
+             WHERE status = 'pending' AND webhook_id > ",
+        );
+        sql.bind(after.to_owned());
+        sql.push(
+            ") UNION ALL SELECT (SELECT MIN(d.webhook_id) FROM webhook_deliveries d \
+             WHERE d.status = 'pending' AND d.webhook_id > hooks.id) FROM hooks WHERE hooks.id IS NOT NULL) \
+             SELECT id FROM hooks WHERE id IS NOT NULL LIMIT ",
+        );
+        sql.bind(limit);
+        let rows = sql.fetch_rows(conn).await?;
+        rows.iter().map(|row| row.try_get::<String, _>("id").map_err(classify)).collect()
+    }
+
     /// How a worker claims due deliveries.
     pub struct Claim<'a> {
         pub owner: &'a str,
@@ -928,41 +947,42 @@ pub mod webhooks {
         /// Not due again before this unless settled: another process takes
         /// the delivery over only once the lease runs out.
         pub lease_until: i64,
+        /// How many due deliveries to take of which webhook at most...
+        pub wants: &'a [(String, i64)],
+        /// ...and in all, oldest first.
         pub limit: i64,
-        /// At most this many of one webhook per claim, so one busy or dead
-        /// endpoint cannot take every slot.
-        pub per_webhook: i64,
-        /// Webhooks this worker already has enough of in flight.
-        pub skip: &'a [String],
         /// `FOR UPDATE SKIP LOCKED`: concurrent claims on PostgreSQL pass
         /// over each other's rows instead of waiting. (SQLite has one writer.)
         pub skip_locked: bool,
     }
 
-    /// Takes due deliveries under a lease, oldest first, and counts the
-    /// attempt.
+    /// Takes due deliveries under a lease and counts the attempt: per
+    /// webhook an index range of its own, so one webhook's backlog costs
+    /// another's claim nothing.
     pub async fn claim(conn: &mut AnyConnection, claim: &Claim<'_>) -> Result<Vec<WebhookDelivery>> {
+        if claim.wants.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut sql = Sql::new("UPDATE webhook_deliveries SET lease_owner = ");
         sql.bind(claim.owner.to_owned()).push(", next_attempt_at = ").bind(claim.lease_until);
         sql.push(", attempts = attempts + 1, attempts_left = attempts_left - 1, last_attempt_at = ");
         sql.bind(claim.now).push(", updated_at = ").bind(claim.now);
-        sql.push(
-            " WHERE id IN (SELECT id FROM (SELECT id, next_attempt_at, ROW_NUMBER() OVER \
-             (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS n FROM (SELECT id, webhook_id, \
-             next_attempt_at FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ",
-        );
-        sql.bind(claim.now);
-        if !claim.skip.is_empty() {
-            sql.push(" AND webhook_id NOT IN (");
-            let ids: Vec<crate::SqlValue> = claim.skip.iter().map(crate::SqlValue::from).collect();
-            sql.bind_list(&ids).push(")");
+        sql.push(" WHERE id IN (SELECT id FROM (");
+        for (i, (webhook_id, count)) in claim.wants.iter().enumerate() {
+            if i > 0 {
+                sql.push(" UNION ALL ");
+            }
+            sql.push("SELECT id, next_attempt_at FROM (SELECT id, next_attempt_at FROM webhook_deliveries WHERE webhook_id = ");
+            sql.bind(webhook_id.clone())
+                .push(" AND status = 'pending' AND next_attempt_at <= ")
+                .bind(claim.now);
+            sql.push(" ORDER BY next_attempt_at LIMIT ").bind(*count);
+            if claim.skip_locked {
+                sql.push(" FOR UPDATE SKIP LOCKED");
+            }
+            sql.push(&format!(") c{i}"));
         }
-        sql.push(" ORDER BY next_attempt_at LIMIT ").bind(claim.limit * 4);
-        if claim.skip_locked {
-            sql.push(" FOR UPDATE SKIP LOCKED");
-        }
-        sql.push(") candidates) ranked WHERE n <= ").bind(claim.per_webhook);
-        sql.push(" ORDER BY next_attempt_at, id LIMIT ").bind(claim.limit);
+        sql.push(") due ORDER BY next_attempt_at LIMIT ").bind(claim.limit);
         sql.push(&format!(") RETURNING {}", select_columns::<WebhookDelivery>()));
         let mut claimed: Vec<WebhookDelivery> = sql.fetch_all(conn).await?;
         claimed.sort_by(|a, b| a.id.cmp(&b.id));

@@ -34,6 +34,11 @@ use crate::{Core, ServiceError};
 
 /// Deliveries one claim takes at most.
 const CLAIM_BATCH: usize = 200;
+/// How long a worker held back by full slots waits after an attempt ends
+/// before it claims again.
+const COALESCE: Duration = Duration::from_millis(2);
+/// Webhooks with pending deliveries looked at per claim at most.
+const WEBHOOKS_PER_PASS: i64 = 64;
 /// Outcomes written per transaction at most.
 const SETTLE_BATCH: usize = 500;
 /// The response body kept for the delivery log.
@@ -49,9 +54,19 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn saturated(&self, limit: usize) -> Vec<String> {
+    /// How many deliveries to claim of each webhook: what its slots here
+    /// allow; and whether a webhook was full.
+    fn wants(&self, webhooks: &[String], per_webhook: usize) -> (Vec<(String, i64)>, bool) {
         let counts = self.per_webhook.lock().expect("in-flight lock");
-        counts.iter().filter(|(_, n)| **n >= limit).map(|(id, _)| id.clone()).collect()
+        let mut wants = Vec::new();
+        let mut full = false;
+        for webhook in webhooks {
+            match per_webhook.saturating_sub(counts.get(webhook).copied().unwrap_or(0)) {
+                0 => full = true,
+                room => wants.push((webhook.clone(), room as i64)),
+            }
+        }
+        (wants, full)
     }
 
     fn add(&self, webhook_id: &str) {
@@ -96,20 +111,22 @@ pub async fn run_worker(core: Weak<Core>) {
     let (outcomes, received) = mpsc::channel::<Outcome>(settings.concurrency.max(SETTLE_BATCH) * 2);
     tokio::spawn(settle_outcomes(core.clone(), owner.clone(), settings.clone(), received));
     tokio::spawn(prune_periodically(core.clone(), settings.retention));
+    // Where the next pass starts among webhooks with pending deliveries,
+    // so that beyond `WEBHOOKS_PER_PASS` of them each gets its turn.
+    let mut cursor = String::new();
     loop {
         let Some(strong) = core.upgrade() else { return };
         let free = in_flight.slots.available_permits().min(CLAIM_BATCH);
-        let skip = in_flight.saturated(settings.per_webhook);
         let claimed = if free == 0 {
-            Ok(Vec::new())
+            Ok((Vec::new(), true))
         } else {
-            claim(&strong, &settings, &owner, free, &skip, skip_locked).await
+            claim(&strong, &settings, &owner, &in_flight, free, &mut cursor, skip_locked).await
         };
         let (count, held_back) = match claimed {
-            Ok(batch) => {
+            Ok((batch, held_back)) => {
                 let count = batch.len();
                 start_attempts(&strong, &client, &in_flight, &outcomes, batch).await;
-                (count, free == 0 || !skip.is_empty())
+                (count, held_back)
             }
             Err(error) => {
                 tracing::warn!(%error, "claiming webhook deliveries failed; retrying");
@@ -117,44 +134,53 @@ pub async fn run_worker(core: Weak<Core>) {
             }
         };
         drop(strong);
-        if count == CLAIM_BATCH {
+        if count > 0 {
+            // More may be due beyond what this claim could take.
             continue;
         }
-        // Nothing more is due now: wait for a commit of ours, an attempt
-        // ending (when slots held deliveries back), or the next poll.
+        // Nothing is due that this process may take now: wait for a
+        // commit of ours, an attempt ending (when full slots held
+        // deliveries back), or the next poll.
         tokio::select! {
             () = queued.notified() => {}
-            () = in_flight.ended.notified(), if held_back => {}
+            () = in_flight.ended.notified(), if held_back => {
+                // Let a few more attempts end, so the next claim takes a
+                // handful instead of one (a claim is a write transaction).
+                tokio::time::sleep(COALESCE).await;
+            }
             () = tokio::time::sleep(settings.poll_interval) => {}
         }
     }
 }
 
+/// Claims up to `free` due deliveries, from the webhooks with pending ones
+/// that have slots left here; returns them, and whether a full webhook was
+/// passed over (its deliveries wait for an attempt to end).
 async fn claim(
     core: &Core,
     settings: &WebhookSettings,
     owner: &str,
-    limit: usize,
-    skip: &[String],
+    in_flight: &InFlight,
+    free: usize,
+    cursor: &mut String,
     skip_locked: bool,
-) -> Result<Vec<WebhookDelivery>, ServiceError> {
+) -> Result<(Vec<WebhookDelivery>, bool), ServiceError> {
     let now = now_micros();
     let mut tx = core.db.write_state().await?;
-    let claimed = repo::claim(
-        tx.conn(),
-        &Claim {
-            owner,
-            now,
-            lease_until: now + micros(settings.lease),
-            limit: limit as i64,
-            per_webhook: settings.per_webhook as i64,
-            skip,
-            skip_locked,
-        },
-    )
-    .await?;
+    let mut webhooks = repo::pending_webhooks(tx.conn(), cursor, WEBHOOKS_PER_PASS).await?;
+    if (webhooks.len() as i64) < WEBHOOKS_PER_PASS && !cursor.is_empty() {
+        // Wrap around to the start.
+        let rest = repo::pending_webhooks(tx.conn(), "", WEBHOOKS_PER_PASS - webhooks.len() as i64).await?;
+        webhooks.extend(rest.into_iter().filter(|id| id.as_str() <= cursor.as_str()));
+    }
+    *cursor = webhooks.last().cloned().unwrap_or_default();
+    let (wants, full) = in_flight.wants(&webhooks, settings.per_webhook);
+    let lease_until = now + micros(settings.lease);
+    let claim = Claim { owner, now, lease_until, wants: &wants, limit: free as i64, skip_locked };
+    let claimed = repo::claim(tx.conn(), &claim).await?;
     tx.commit().await?;
-    Ok(claimed)
+    let held_back = full || claimed.len() == free;
+    Ok((claimed, held_back))
 }
 
 /// The webhook of each delivery, read once per claim.

@@ -48,7 +48,9 @@ CREATE TABLE webhook_deliveries (
     inserted_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+-- Per webhook: the worker claims from each webhook's own range, so a
+-- backlog of one (a dead endpoint's) costs the others nothing.
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (webhook_id, next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_environment_inserted ON webhook_deliveries (environment_id, inserted_at, id);
 CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook_id, inserted_at, id);
 CREATE INDEX webhook_deliveries_settled ON webhook_deliveries (updated_at) WHERE status <> 'pending';
