@@ -1046,6 +1046,35 @@ pub mod webhooks {
         Ok(sql.execute(conn).await? == 1)
     }
 
+    /// How many of a webhook's deliveries are in each status.
+    pub async fn counts(conn: &mut AnyConnection, webhook_id: &str) -> Result<Vec<(String, i64)>> {
+        let mut sql = Sql::new("SELECT status, COUNT(*) AS n FROM webhook_deliveries WHERE webhook_id = ");
+        sql.bind(webhook_id.to_owned()).push(" GROUP BY status ORDER BY status");
+        let rows = sql.fetch_rows(conn).await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("status").map_err(classify)?,
+                    row.try_get::<i64, _>("n").map_err(classify)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// A webhook's latest deliveries, newest first.
+    pub async fn latest(
+        conn: &mut AnyConnection,
+        environment_id: &str,
+        webhook_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WebhookDelivery>> {
+        let columns = select_columns::<WebhookDelivery>();
+        let mut sql = Sql::new(format!("SELECT {columns} FROM webhook_deliveries WHERE environment_id = "));
+        sql.bind(environment_id.to_owned()).push(" AND webhook_id = ").bind(webhook_id.to_owned());
+        sql.push(" ORDER BY inserted_at DESC, id DESC LIMIT ").bind(limit);
+        sql.fetch_all(conn).await
+    }
+
     /// Deletes up to `limit` settled deliveries last changed before `before`.
     pub async fn prune_deliveries(conn: &mut AnyConnection, before: i64, limit: i64) -> Result<u64> {
         let mut sql = Sql::new(

@@ -83,6 +83,19 @@ enum Command {
         #[arg(long, requires = "complete")]
         external_id: Option<String>,
     },
+    /// An environment's webhooks with their delivery counts, or one
+    /// webhook's latest deliveries.
+    Webhooks {
+        /// The environment's handle.
+        #[arg(long = "env")]
+        handle: String,
+        /// Lists this webhook's latest deliveries instead.
+        #[arg(long, value_name = "WEBHOOK_ID")]
+        deliveries: Option<String>,
+        /// How many deliveries to list.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
     /// Run a simulator of a SaaS app on loopback, for trying the hub out.
     Sim {
         /// `expensify`, `stripe`, `scim`, `travelperk` or `payhawk`.
@@ -180,6 +193,13 @@ async fn main() -> anyhow::Result<()> {
                     complete_task(&core, &handle, &id, &by, completion).await
                 }
                 None => list_tasks(&core, &handle, all).await,
+            }
+        }
+        Command::Webhooks { handle, deliveries, limit } => {
+            let core = start_core(&config, db)?;
+            match deliveries {
+                Some(webhook) => list_deliveries(&core, &handle, &webhook, limit).await,
+                None => list_webhooks(&core, &handle).await,
             }
         }
         Command::Sim { .. } => unreachable!("handled before the database opens"),
@@ -311,6 +331,95 @@ async fn list_tasks(core: &Core, handle: &str, all: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `portcullis webhooks --env H`: each webhook, whether it is active (and
+/// why not), and how many of its deliveries are pending or failed.
+async fn list_webhooks(core: &Core, handle: &str) -> anyhow::Result<()> {
+    use portcullis_core::services::webhooks::Webhook;
+    let env = environment(core, handle).await?;
+    let mut conn = core.db.read().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut webhooks: Vec<Webhook> =
+        portcullis_store::repo::all(&mut conn, env.id()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    webhooks.sort_by_key(|w| w.inserted_at);
+    if webhooks.is_empty() {
+        println!("no webhooks");
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<8} {:>8} {:>7} {:>10} url / events",
+        "id", "active", "pending", "failed", "delivered"
+    );
+    for webhook in &webhooks {
+        let counts = portcullis_store::repo::webhooks::counts(&mut conn, &webhook.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let count = |status: &str| counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        println!(
+            "{:<36} {:<8} {:>8} {:>7} {:>10} {}",
+            webhook.id,
+            if webhook.active { "yes" } else { "no" },
+            count("pending"),
+            count("failed"),
+            count("delivered"),
+            webhook.url
+        );
+        println!("{:<36} events: {}", webhook.name, webhook.events.0.join(", "));
+        if let Some(reason) = &webhook.disabled_reason {
+            println!("{:<36} ! disabled: {reason}", "");
+        } else if let Some(since) = webhook.failing_since {
+            println!("{:<36} ! failing since {}", "", portcullis_store::listing_time(since));
+        }
+    }
+    Ok(())
+}
+
+/// `portcullis webhooks --env H --deliveries ID`: the latest deliveries.
+async fn list_deliveries(core: &Core, handle: &str, webhook_id: &str, limit: i64) -> anyhow::Result<()> {
+    use portcullis_store::model::WebhookDelivery;
+    let env = environment(core, handle).await?;
+    let mut conn = core.db.read().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let deliveries: Vec<WebhookDelivery> =
+        portcullis_store::repo::webhooks::latest(&mut conn, env.id(), webhook_id, limit.max(1))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if deliveries.is_empty() {
+        println!("no deliveries for webhook {webhook_id} in {handle}");
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<10} {:>8} {:>6} {:>8}  {:<32} outcome",
+        "committed (UTC)", "status", "attempts", "code", "ms", "event"
+    );
+    for d in &deliveries {
+        let at = portcullis_store::listing_time(d.inserted_at);
+        let outcome = match (d.status.as_str(), &d.last_error) {
+            ("pending", error) => format!(
+                "next attempt {}{}",
+                portcullis_store::listing_time(d.next_attempt_at).get(11..19).unwrap_or_default(),
+                error.as_deref().map(|e| format!(" (last: {e})")).unwrap_or_default()
+            ),
+            (_, Some(error)) => error.clone(),
+            _ => String::new(),
+        };
+        println!(
+            "{:<20} {:<10} {:>8} {:>6} {:>8}  {:<32} {outcome}",
+            at.get(..19).unwrap_or(&at),
+            d.status,
+            d.attempts,
+            d.response_status.map_or("-".into(), |s| s.to_string()),
+            d.latency_ms.map_or("-".into(), |ms| ms.to_string()),
+            d.event_type,
+        );
+    }
+    Ok(())
+}
+
+async fn environment(core: &Core, handle: &str) -> anyhow::Result<Arc<portcullis_core::EnvState>> {
+    core.environment(handle)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("no environment `{handle}`"))
+}
+
 /// `portcullis tasks --complete`: as `POST /api/manual-tasks/:id/complete`,
 /// by an operator at the console.
 async fn complete_task(
@@ -396,7 +505,7 @@ async fn graph_command(core: &Core, handle: &str, user: &str) -> anyhow::Result<
 }
 
 async fn serve(config: Config, db: Db) -> anyhow::Result<()> {
-    let core = start_core(&config, db)?;
+    let core = start_server_core(&config, db)?;
     match core.mailer.outbox() {
         Some(dir) => tracing::warn!(
             outbox = %dir.display(),
@@ -509,7 +618,16 @@ async fn run_simulator(app: &str, port: u16, seed: u64, profile: &str) -> anyhow
     Ok(())
 }
 
+/// The core for a console command: no webhook delivery worker, which
+/// would claim deliveries only to leave them leased when the command exits.
 fn start_core(config: &Config, db: Db) -> anyhow::Result<Arc<Core>> {
+    let mut core_config = config.core()?;
+    core_config.webhooks.enabled = false;
+    Core::start(db, config.master_key()?, core_config).map_err(|e| anyhow::anyhow!("cannot start: {e}"))
+}
+
+/// The core of `serve`, with every background worker.
+fn start_server_core(config: &Config, db: Db) -> anyhow::Result<Arc<Core>> {
     Core::start(db, config.master_key()?, config.core()?).map_err(|e| anyhow::anyhow!("cannot start: {e}"))
 }
 

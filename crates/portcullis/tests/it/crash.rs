@@ -390,7 +390,8 @@ async fn two_processes_deliver_each_event_once(backend: Backend) {
     ];
     let webhook = json!({"data": {"type": "webhook", "attributes":
         {"name": "pair", "url": receiver.url("/pair"), "events": ["role.*"]}}});
-    post(first.port, &nodes[0].1, "/api/webhooks", webhook).await.expect("create webhook");
+    let created = post(first.port, &nodes[0].1, "/api/webhooks", webhook).await.expect("create webhook");
+    let webhook_id = created["data"]["id"].as_str().expect("webhook id").to_owned();
     create_roles(&nodes, "pair", 500, Arc::new(AtomicUsize::new(0))).await;
     let db = Db::connect(&database.url).await.expect("connect");
     let committed = committed_roles(&db).await;
@@ -401,6 +402,31 @@ async fn two_processes_deliver_each_event_once(backend: Backend) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let twice: Vec<_> = delivered.iter().filter(|(_, (_, n))| *n > 1).map(|(id, _)| id).collect();
     assert!(twice.is_empty(), "delivered twice without a crash: {twice:?}");
+
+    // The console view agrees, once every outcome is written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listing = loop {
+        let listing = run(&database, &master_key, &["webhooks", "--env", "acme-test"]).await;
+        if listing.contains(&format!("{webhook_id} yes"))
+            && listing.contains(&format!(" 0       0 {:>10}", committed.len()))
+        {
+            break listing;
+        }
+        assert!(Instant::now() < deadline, "portcullis webhooks:\n{listing}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(listing.contains("events: role.*"), "{listing}");
+    let log = run(
+        &database,
+        &master_key,
+        &["webhooks", "--env", "acme-test", "--deliveries", &webhook_id, "--limit", "3"],
+    )
+    .await;
+    assert_eq!(
+        log.lines().filter(|line| line.contains("delivered") && line.contains("role.created")).count(),
+        3,
+        "{log}"
+    );
     drop((first, second));
 }
 
