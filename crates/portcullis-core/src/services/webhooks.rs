@@ -91,7 +91,13 @@ pub fn present(webhook: &Webhook) -> ResourceObject {
     )
 }
 
-pub fn present_delivery(delivery: &WebhookDelivery) -> ResourceObject {
+/// A delivery; its `payload` only for a caller who may read what it holds
+/// (the read scope of the event's family), or `webhooks:read` would read
+/// every family.
+pub fn present_delivery(ctx: &Ctx, delivery: &WebhookDelivery) -> ResourceObject {
+    let readable =
+        catalogue::family(&delivery.event_type).is_some_and(|f| ctx.require(f, Verb::Read).is_ok());
+    let payload = if readable { serde_json::from_str::<Value>(&delivery.payload).ok() } else { None };
     ResourceObject::new(
         DELIVERY_KIND,
         &delivery.id,
@@ -107,7 +113,7 @@ pub fn present_delivery(delivery: &WebhookDelivery) -> ResourceObject {
             "last_error": delivery.last_error,
             "last_attempt_at": delivery.last_attempt_at.map(timestamp),
             "delivered_at": delivery.delivered_at.map(timestamp),
-            "payload": serde_json::from_str::<Value>(&delivery.payload).unwrap_or(Value::Null),
+            "payload": payload,
             "inserted_at": timestamp(delivery.inserted_at),
             "updated_at": timestamp(delivery.updated_at),
         })),
@@ -156,7 +162,9 @@ fn check_url(core: &Core, url: &str) -> Result<String> {
         .map_err(|why| ServiceError::invalid("url", format!("url {why}")))
 }
 
-fn check_events(events: Vec<String>) -> Result<Vec<String>> {
+/// Checks `events` against the catalogue, and that the caller may read
+/// what they deliver: subscribing to `user.*` reads users, `*` everything.
+fn check_events(ctx: &Ctx, events: Vec<String>) -> Result<Vec<String>> {
     let events = unique(events.into_iter().map(|e| e.trim().to_owned()));
     if events.is_empty() {
         return Err(ServiceError::invalid("events", "events must name at least one event type"));
@@ -166,6 +174,11 @@ fn check_events(events: Vec<String>) -> Result<Vec<String>> {
     }
     for event in &events {
         catalogue::check_pattern(event).map_err(|why| ServiceError::invalid("events", why))?;
+    }
+    for event in &events {
+        for family in catalogue::families_of(event) {
+            ctx.require(family, Verb::Read)?;
+        }
     }
     Ok(events)
 }
@@ -187,7 +200,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewWebhook) -> Result<(Webhoo
         name: require_text("name", &input.name, NAME_MAX)?,
         url: check_url(core, &input.url)?,
         description: optional_multiline("description", input.description, DESCRIPTION_MAX)?,
-        events: JsonText(check_events(input.events)?),
+        events: JsonText(check_events(ctx, input.events)?),
         active: input.active.unwrap_or(true),
         signing_secret: seal(core, &id, &secret, false)?,
         previous_secret: None,
@@ -226,7 +239,7 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: WebhookChanges) -> 
         webhook.url = check_url(core, &url)?;
     }
     if let Some(events) = input.events.required("events")? {
-        webhook.events = JsonText(check_events(events)?);
+        webhook.events = JsonText(check_events(ctx, events)?);
     }
     match input.description {
         Patch::Absent => {}

@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use crate::authz::Family;
+
 /// One event type.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct EventType {
@@ -159,6 +161,46 @@ pub fn find(name: &str) -> Option<&'static EventType> {
     CATALOGUE.iter().find(|event| event.name == name)
 }
 
+/// The Management API family whose read scope shows what an event type's
+/// `data` holds: subscribing to an event, or reading a delivery's payload,
+/// reads that family. Events that are not a resource's change (tokens
+/// issued or revoked, consent) are the audit log's.
+pub fn family(event_type: &str) -> Option<Family> {
+    let (prefix, _) = event_type.split_once('.')?;
+    Some(match prefix {
+        "user" | "user_role" => Family::Users,
+        "role" | "role_permission" => Family::Roles,
+        "permission" => Family::Permissions,
+        "client" => Family::Clients,
+        "client_resource_server_grant" => Family::ClientGrants,
+        "resource_server" => Family::ResourceServers,
+        "scope" => Family::Scopes,
+        "token" | "consent" => Family::AuditEvents,
+        "session" => Family::Sessions,
+        "signing_key" => Family::SigningKeys,
+        "environment" => Family::Environment,
+        "custom_domain" => Family::CustomDomains,
+        "organization" => Family::Organizations,
+        "membership" | "membership_role" => Family::Memberships,
+        "invitation" => Family::Invitations,
+        "webhook" => Family::Webhooks,
+        "app" | "app_account" | "provisioning_plan" | "provisioning_step" | "manual_task" => Family::Apps,
+        _ => return None,
+    })
+}
+
+/// The families a subscription pattern reads (see [`family`]).
+pub fn families_of(pattern: &str) -> Vec<Family> {
+    let mut families: Vec<Family> = CATALOGUE
+        .iter()
+        .filter(|event| portcullis_store::repo::webhooks::subscribes(&[pattern.to_owned()], event.name))
+        .filter_map(|event| family(event.name))
+        .collect();
+    families.sort_unstable();
+    families.dedup();
+    families
+}
+
 /// Checks a subscription: an event type, a family wildcard (`user.*`) of
 /// a family that has events, or `*`.
 pub fn check_pattern(pattern: &str) -> Result<(), String> {
@@ -215,6 +257,16 @@ mod tests {
         ] {
             assert!(find(name).is_some(), "{name}");
         }
+    }
+
+    #[test]
+    fn every_event_type_belongs_to_a_family() {
+        for event in CATALOGUE.iter().chain([&TEST_EVENT]) {
+            assert!(family(event.name).is_some(), "{}", event.name);
+        }
+        assert_eq!(families_of("user.*"), [Family::Users]);
+        assert_eq!(families_of("invitation.accepted"), [Family::Invitations]);
+        assert_eq!(families_of("*").len(), Family::ALL.len(), "every family has events");
     }
 
     #[test]

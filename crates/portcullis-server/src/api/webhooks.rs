@@ -60,7 +60,7 @@ impl Resource for Webhooks {
                 "events",
                 "array",
                 Access::ReadWrite,
-                "Event types from `GET /api/webhooks/event-types`, family wildcards such as `user.*`, or `*` for all.",
+                "Event types from `GET /api/webhooks/event-types`, family wildcards such as `user.*`, or `*` for all. Subscribing reads what the events carry, so it needs the read scope of each family they belong to (`users:read` for `user.*`; every read scope for `*`).",
             ),
             attr("active", "boolean", Access::ReadWrite, "Whether events are delivered (default true). Setting it true again clears `disabled_reason`."),
             attr("description", "string", Access::ReadWrite, "Free text (up to 1,000 characters).").nullable(),
@@ -154,7 +154,7 @@ impl Resource for WebhookDeliveries {
             attr("last_error", "string", Access::ReadOnly, "Why the last attempt failed.").nullable(),
             attr("last_attempt_at", "date-time", Access::ReadOnly, "When the last attempt started.").nullable(),
             attr("delivered_at", "date-time", Access::ReadOnly, "When an attempt succeeded.").nullable(),
-            attr("payload", "object", Access::ReadOnly, "The body as sent: `{type, timestamp, data, actor}`."),
+            attr("payload", "object", Access::ReadOnly, "The body as sent: `{type, timestamp, data, actor}`; null unless the token holds the read scope of the event's family.").nullable(),
             attr("inserted_at", "date-time", Access::ReadOnly, "When the event was committed."),
             attr("updated_at", "date-time", Access::ReadOnly, "Last change (UTC)."),
         ],
@@ -167,8 +167,8 @@ impl Resource for WebhookDeliveries {
         Routes::default()
     }
 
-    fn present(_: &Ctx, delivery: &WebhookDelivery) -> ResourceObject {
-        webhooks::present_delivery(delivery)
+    fn present(ctx: &Ctx, delivery: &WebhookDelivery) -> ResourceObject {
+        webhooks::present_delivery(ctx, delivery)
     }
 }
 
@@ -252,7 +252,7 @@ async fn retry(
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let delivery = webhooks::retry(&core, &ctx, &id, &delivery_id).await?;
-    Ok(respond(StatusCode::ACCEPTED, &Document::one(webhooks::present_delivery(&delivery))))
+    Ok(respond(StatusCode::ACCEPTED, &Document::one(webhooks::present_delivery(&ctx, &delivery))))
 }
 
 /// `POST /api/webhooks/:id/test`: queues a `webhook.test` message now.
@@ -262,5 +262,5 @@ async fn send_test(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let delivery = webhooks::send_test(&core, &ctx, &id).await?;
-    Ok(respond(StatusCode::ACCEPTED, &Document::one(webhooks::present_delivery(&delivery))))
+    Ok(respond(StatusCode::ACCEPTED, &Document::one(webhooks::present_delivery(&ctx, &delivery))))
 }

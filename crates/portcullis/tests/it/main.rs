@@ -14,6 +14,7 @@ mod tls;
 
 /// Webhooks: the resource, delivery, signatures, retries and safety.
 mod webhooks {
+    mod catalogue;
     mod delivery;
     pub mod receiver;
     mod resource;

@@ -169,3 +169,45 @@ db_test!(old_deliveries_and_outbox_rows_are_pruned, config = fast, |server| {
     );
     let _ = hook;
 });
+
+db_test!(subscribing_and_reading_payloads_needs_the_events_read_scope, config = fast, |server| {
+    let admin = server.admin_token().await;
+    let (_, creds) = crate::oauth::support::management_client(
+        &server,
+        &admin,
+        "Webhooks only",
+        &["webhooks:read", "webhooks:write", "roles:read"],
+    )
+    .await;
+    let token = server.management_token("acme-test", &creds, None).await;
+    let receiver = Receiver::start().await;
+    for events in
+        [json!(["user.created"]), json!(["user.*"]), json!(["*"]), json!(["role.created", "token.issued"])]
+    {
+        let attributes = json!({"name": "x", "url": receiver.url("/x"), "events": events});
+        let (status, body) = server.api(Method::POST, "/api/webhooks", &token, body(attributes)).await;
+        crate::common::assert_error(status, &body, 403, "forbidden", None);
+    }
+    let (hook, _) = create_webhook(&server, &token, &receiver.url("/roles"), json!(["role.*"])).await;
+    let patch = json!({"data": {"type": "webhook", "id": hook, "attributes": {"events": ["user.deleted"]}}});
+    let (status, body) =
+        server.api(Method::PATCH, &format!("/api/webhooks/{hook}"), &token, Some(patch)).await;
+    crate::common::assert_error(status, &body, 403, "forbidden", None);
+
+    // An admin's webhook on user events: its log shows payloads only to
+    // tokens that may read users.
+    let (users_hook, _) =
+        create_webhook(&server, &admin, &receiver.url("/users"), json!(["user.created"])).await;
+    crate::common::create_user(&server, &admin, json!({"email": "private@example.com"})).await;
+    receiver.wait_for("/users", Duration::from_secs(10), |r| !r.is_empty()).await;
+    let path = format!("/api/webhooks/{users_hook}/deliveries");
+    let (_, as_admin) = server.api(Method::GET, &path, &admin, None).await;
+    assert_eq!(
+        as_admin["data"][0]["attributes"]["payload"]["data"]["attributes"]["email"],
+        "private@example.com"
+    );
+    let (status, limited) = server.api(Method::GET, &path, &token, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(limited["data"][0]["attributes"]["payload"], Value::Null, "{limited}");
+    assert!(!limited.to_string().contains("private@example.com"));
+});
