@@ -83,7 +83,7 @@ fn core_config(worker: bool) -> CoreConfig {
     config.hub.enabled = false;
     config.rate_limits = None;
     config.webhooks.enabled = worker;
-    config.webhooks.allow_private_targets = true;
+    config.allow_private_targets = true;
     config
 }
 

@@ -43,6 +43,12 @@ pub struct CoreConfig {
     pub dns: services::custom_domains::DnsSettings,
     /// How webhooks are delivered.
     pub webhooks: webhooks::WebhookSettings,
+    /// Let customer-given URLs (webhook endpoints, apps' base URLs) reach
+    /// loopback and private networks, and use plain http. Development
+    /// only: otherwise anyone who may create a webhook or an app could make
+    /// the server call into its own network (`outbound`). An installation
+    /// setting, so no environment's administrator can turn it on.
+    pub allow_private_targets: bool,
 }
 
 /// How the lifecycle hub's relay and workers pace themselves.
@@ -89,6 +95,7 @@ impl Default for CoreConfig {
             hub: HubSettings::default(),
             dns: services::custom_domains::DnsSettings::default(),
             webhooks: webhooks::WebhookSettings::default(),
+            allow_private_targets: false,
         }
     }
 }

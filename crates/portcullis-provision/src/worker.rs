@@ -47,7 +47,10 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(core: Arc<Core>, throttle: Arc<Throttle>) -> Arc<Self> {
-        let client = crate::connector::http::client(core.config.hub.request_timeout);
+        let client = crate::connector::http::client(
+            core.config.hub.request_timeout,
+            core.config.allow_private_targets,
+        );
         Arc::new(Worker { core, client, throttle, owner: new_id() })
     }
 

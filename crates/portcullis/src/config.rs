@@ -70,10 +70,11 @@ pub struct Config {
     pub acme_ca_roots: Option<PathBuf>,
     /// How often the ACME client looks for domains due a certificate.
     pub acme_poll_seconds: u64,
-    /// Let webhooks reach loopback and private addresses, and use plain
-    /// http. For development only: otherwise anyone who may create a
-    /// webhook can make the server call into its own network.
-    pub webhook_allow_private_targets: bool,
+    /// Let customer-given URLs (webhook endpoints, apps' base URLs) reach
+    /// loopback and private addresses, and use plain http. For development
+    /// only: otherwise anyone who may create a webhook or an app can make
+    /// the server call into its own network.
+    pub allow_private_targets: bool,
     /// The first retry of a failed delivery waits this long (±20%); each
     /// further one four times longer. Five retries.
     pub webhook_retry_base_seconds: u64,
@@ -112,7 +113,7 @@ impl Default for Config {
             acme_contact: None,
             acme_ca_roots: None,
             acme_poll_seconds: 60,
-            webhook_allow_private_targets: false,
+            allow_private_targets: false,
             webhook_retry_base_seconds: 30,
             webhook_lease_seconds: 60,
             webhook_disable_after_hours: 5 * 24,
@@ -160,8 +161,8 @@ impl Config {
                     .collect::<anyhow::Result<_>>()?,
                 poll_interval: None,
             },
+            allow_private_targets: self.allow_private_targets,
             webhooks: portcullis_core::webhooks::WebhookSettings {
-                allow_private_targets: self.webhook_allow_private_targets,
                 retry_base: std::time::Duration::from_secs(self.webhook_retry_base_seconds.max(1)),
                 // Longer than one attempt may take, or a slow attempt would
                 // be taken over while it is still running.

@@ -106,9 +106,9 @@ impl AppKind {
         }
     }
 
-    fn base_url(self, given: Option<&str>) -> Result<String> {
+    fn base_url(self, given: Option<&str>, allow_private: bool) -> Result<String> {
         match given.or(self.default_base_url()) {
-            Some(url) => validate_base_url(url),
+            Some(url) => validate_base_url(url, allow_private),
             // A manual app's base URL is only its admin console, for the
             // tasks' instructions.
             None if self == AppKind::Manual => Ok(String::new()),
@@ -404,19 +404,23 @@ fn validate_mode(kind: AppKind, mode: &str) -> Result<String> {
     }
 }
 
-fn validate_base_url(url: &str) -> Result<String> {
+/// An app's API root: an absolute URL without query or fragment, held to
+/// the rules of every customer-given URL (`outbound::check_url`: https and
+/// a public address, unless the installation allows private targets).
+fn validate_base_url(url: &str, allow_private: bool) -> Result<String> {
     let trimmed = url.trim().trim_end_matches('/');
     let ok = (trimmed.starts_with("https://") || trimmed.starts_with("http://"))
         && trimmed.len() > "https://".len()
         && !trimmed.contains(['?', '#', ' ']);
-    if ok {
-        Ok(trimmed.to_owned())
-    } else {
-        Err(ServiceError::invalid(
+    if !ok {
+        return Err(ServiceError::invalid(
             "base_url",
             "base_url must be an absolute http(s) URL without query or fragment",
-        ))
+        ));
     }
+    crate::outbound::check_url(trimmed, allow_private)
+        .map_err(|why| ServiceError::invalid("base_url", format!("base_url {why}")))?;
+    Ok(trimmed.to_owned())
 }
 
 /// Roles must exist in this environment.
@@ -542,7 +546,7 @@ pub async fn create(core: &Core, ctx: &Ctx, input: NewApp) -> Result<App> {
         environment_id: ctx.environment_id().to_owned(),
         name: require_text("name", &input.name, 100)?,
         kind: input.kind,
-        base_url: kind.base_url(input.base_url.as_deref())?,
+        base_url: kind.base_url(input.base_url.as_deref(), core.config.allow_private_targets)?,
         settings: JsonText(validate_settings(kind, input.settings.unwrap_or_else(|| json!({})))?),
         access_role_ids: JsonText(Vec::new()),
         attribute_mappings: JsonText(Value::Object(mappings)),
@@ -588,8 +592,8 @@ pub async fn update(core: &Core, ctx: &Ctx, id: &str, input: AppChanges) -> Resu
     }
     match input.base_url {
         Patch::Absent => {}
-        Patch::Null => app.base_url = kind.base_url(None)?,
-        Patch::Value(url) => app.base_url = validate_base_url(&url)?,
+        Patch::Null => app.base_url = kind.base_url(None, core.config.allow_private_targets)?,
+        Patch::Value(url) => app.base_url = validate_base_url(&url, core.config.allow_private_targets)?,
     }
     let credentials_changed = match input.credentials.required("credentials")? {
         Some(credentials) => {

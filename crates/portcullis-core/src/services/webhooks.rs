@@ -156,7 +156,7 @@ fn check_url(core: &Core, url: &str) -> Result<String> {
     if url.len() > URL_MAX {
         return Err(ServiceError::invalid("url", format!("url must be at most {URL_MAX} characters")));
     }
-    let allow_private = core.config.webhooks.allow_private_targets;
+    let allow_private = core.config.allow_private_targets;
     crate::outbound::check_url(url, allow_private)
         .map(|url| url.to_string())
         .map_err(|why| ServiceError::invalid("url", format!("url {why}")))

@@ -94,15 +94,16 @@ struct Outcome {
 
 /// Runs until the core is dropped.
 pub async fn run_worker(core: Weak<Core>) {
-    let (settings, queued, skip_locked) = {
+    let (settings, allow_private, queued, skip_locked) = {
         let Some(core) = core.upgrade() else { return };
-        (core.config.webhooks.clone(), core.db.webhooks_queued(), core.db.backend() == Backend::Postgres)
+        let postgres = core.db.backend() == Backend::Postgres;
+        (core.config.webhooks.clone(), core.config.allow_private_targets, core.db.webhooks_queued(), postgres)
     };
     if !settings.enabled {
         return;
     }
     let owner = new_id();
-    let client = crate::outbound::client(settings.allow_private_targets, settings.timeout, USER_AGENT);
+    let client = crate::outbound::client(allow_private, settings.timeout, USER_AGENT);
     let in_flight = Arc::new(InFlight {
         slots: Arc::new(Semaphore::new(settings.concurrency)),
         per_webhook: Mutex::default(),
@@ -252,6 +253,7 @@ async fn start_attempts(
         }
     };
     let settings = core.config.webhooks.clone();
+    let allow_private = core.config.allow_private_targets;
     for delivery in batch {
         let Ok(slot) = in_flight.slots.clone().acquire_owned().await else { return };
         let target = targets.get(&delivery.webhook_id).cloned();
@@ -263,7 +265,9 @@ async fn start_attempts(
         tokio::spawn(async move {
             let webhook_id = delivery.webhook_id.clone();
             let outcome = match target {
-                Some(target) if target.active => attempt(&client, &settings, &target, delivery).await,
+                Some(target) if target.active => {
+                    attempt(&client, &settings, allow_private, &target, delivery).await
+                }
                 _ => not_sent(delivery, "the webhook was deactivated or deleted"),
             };
             in_flight.remove(&webhook_id);
@@ -301,6 +305,7 @@ pub fn signature_header(secrets: &[String], message_id: &str, timestamp: i64, bo
 async fn attempt(
     client: &reqwest::Client,
     settings: &WebhookSettings,
+    allow_private: bool,
     target: &Target,
     delivery: WebhookDelivery,
 ) -> Outcome {
@@ -313,7 +318,7 @@ async fn attempt(
         Ok(url) => url,
         Err(_) => return not_sent(delivery, "the webhook's url is not a URL"),
     };
-    if let Err(why) = crate::outbound::check_host(&url, settings.allow_private_targets) {
+    if let Err(why) = crate::outbound::check_host(&url, allow_private) {
         return not_sent(delivery, &format!("the url {why}"));
     }
     let started = Instant::now();

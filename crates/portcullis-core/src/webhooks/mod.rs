@@ -12,11 +12,6 @@ use std::time::Duration;
 pub struct WebhookSettings {
     /// Run the delivery worker in this process.
     pub enabled: bool,
-    /// Allow endpoints on loopback and private networks, and plain http
-    /// (development only: otherwise a webhook is a way into the network
-    /// the server runs in). An installation setting, not an environment's,
-    /// so a tenant's administrator cannot turn it on.
-    pub allow_private_targets: bool,
     /// One attempt, end to end.
     pub timeout: Duration,
     /// The first retry's delay; each further one is four times longer
@@ -42,7 +37,6 @@ impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
             enabled: true,
-            allow_private_targets: false,
             timeout: Duration::from_secs(10),
             retry_base: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),

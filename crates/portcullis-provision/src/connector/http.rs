@@ -109,17 +109,17 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-/// The one HTTP client of the hub: rustls, a per-call timeout, no redirects
-/// (an API that redirects is misconfigured, and a redirect could carry
-/// credentials elsewhere).
-pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("Portcullis/", env!("CARGO_PKG_VERSION"), " (lifecycle hub)"))
-        .build()
-        .expect("the TLS backend initialises")
+/// The one HTTP client of the hub: the client for customer-given URLs
+/// (`portcullis_core::outbound`: only public addresses unless the
+/// installation allows private ones, no proxies from the environment), a
+/// per-call timeout, and no redirects (an API that redirects is
+/// misconfigured, and a redirect could carry credentials elsewhere).
+pub fn client(timeout: Duration, allow_private: bool) -> reqwest::Client {
+    portcullis_core::outbound::client(
+        allow_private,
+        timeout,
+        concat!("Portcullis/", env!("CARGO_PKG_VERSION"), " (lifecycle hub)"),
+    )
 }
 
 /// Sliding-window limits per key: at most `limit` calls in any `window`.

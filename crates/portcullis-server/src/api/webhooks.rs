@@ -54,7 +54,7 @@ impl Resource for Webhooks {
                 "url",
                 "string",
                 Access::ReadWrite,
-                "Where events are POSTed: https, and never to a loopback, private, link-local or other non-public address (the installation's `webhook_allow_private_targets` allows them and http, for development). Redirects are not followed.",
+                "Where events are POSTed: https, and never to a loopback, private, link-local or other non-public address (the installation's `allow_private_targets` allows them and http, for development). Redirects are not followed.",
             ),
             required(
                 "events",

@@ -48,7 +48,7 @@ fn portcullis(database: &FreshDatabase, master_key: &str, port: u16) -> tokio::p
         .env("PORTCULLIS_MAIL_LEASE_SECONDS", "1")
         // Webhooks to the test's receiver on loopback; a delivery a killed
         // process was sending is due again 15 s later.
-        .env("PORTCULLIS_WEBHOOK_ALLOW_PRIVATE_TARGETS", "true")
+        .env("PORTCULLIS_ALLOW_PRIVATE_TARGETS", "true")
         .env("PORTCULLIS_WEBHOOK_LEASE_SECONDS", "15")
         .env("PORTCULLIS_WEBHOOK_RETRY_BASE_SECONDS", "1")
         .env("PORTCULLIS_LOG", "error")

@@ -364,6 +364,9 @@ pub fn core_config(port: u16, dir: &std::path::Path) -> CoreConfig {
             backoff_cap: std::time::Duration::from_secs(2),
             request_timeout: std::time::Duration::from_secs(2),
         },
+        // The simulators and receivers listen on loopback; the tests of
+        // the rule itself turn this off.
+        allow_private_targets: true,
         ..CoreConfig::default()
     }
 }

@@ -114,7 +114,7 @@ db_test!(a_worker_that_lost_its_lease_records_nothing, config = long_leases, |se
     relay_all(&server).await;
     let slow = Arc::new(Worker {
         core: server.core.clone(),
-        client: client(Duration::from_secs(4)),
+        client: client(Duration::from_secs(4), true),
         throttle: shared_throttle(),
         owner: "slow-worker".into(),
     });

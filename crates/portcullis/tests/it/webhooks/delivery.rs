@@ -17,7 +17,7 @@ use crate::harness::TestServer;
 
 /// Loopback receivers, quick retries, a short timeout.
 pub fn fast(config: &mut CoreConfig) {
-    config.webhooks.allow_private_targets = true;
+    config.allow_private_targets = true;
     config.webhooks.retry_base = Duration::from_millis(200);
     config.webhooks.timeout = Duration::from_secs(1);
     config.webhooks.poll_interval = Duration::from_millis(50);

@@ -16,7 +16,12 @@ fn body(attributes: Value) -> Option<Value> {
     Some(json!({"data": {"type": "webhook", "attributes": attributes}}))
 }
 
-db_test!(the_secret_is_shown_once_and_never_stored_in_clear, |server| {
+/// The production rule: customer-given URLs reach only public addresses.
+fn public_only(config: &mut portcullis_core::CoreConfig) {
+    config.allow_private_targets = false;
+}
+
+db_test!(the_secret_is_shown_once_and_never_stored_in_clear, config = public_only, |server| {
     let token = server.admin_token().await;
     let attributes = json!({"name": "CRM", "url": "https://hooks.example.com/portcullis", "events": ["user.*", "role.created"],
                             "description": "Keeps the CRM in step"});
@@ -56,7 +61,7 @@ db_test!(the_secret_is_shown_once_and_never_stored_in_clear, |server| {
     }
 });
 
-db_test!(events_and_urls_are_validated, |server| {
+db_test!(events_and_urls_are_validated, config = public_only, |server| {
     let token = server.admin_token().await;
     let good = json!({"name": "x", "url": "https://hooks.example.com/", "events": ["user.created"]});
     for (change, attribute) in [
@@ -85,7 +90,7 @@ db_test!(events_and_urls_are_validated, |server| {
     assert_eq!(server.count("SELECT COUNT(*) FROM webhooks").await, 0, "nothing half-written");
 });
 
-db_test!(targets_that_are_not_public_are_refused, |server| {
+db_test!(targets_that_are_not_public_are_refused, config = public_only, |server| {
     let token = server.admin_token().await;
     for url in [
         "https://127.0.0.1/hook",
@@ -210,4 +215,25 @@ db_test!(subscribing_and_reading_payloads_needs_the_events_read_scope, config = 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(limited["data"][0]["attributes"]["payload"], Value::Null, "{limited}");
     assert!(!limited.to_string().contains("private@example.com"));
+});
+
+db_test!(apps_base_urls_follow_the_same_rule, config = public_only, |server| {
+    let token = server.admin_token().await;
+    for base_url in [
+        "http://127.0.0.1:12111",
+        "https://10.1.2.3/scim/v2",
+        "https://169.254.169.254",
+        "http://scim.example.com/v2",
+    ] {
+        let attributes = json!({"name": "App", "kind": "scim", "base_url": base_url, "credentials": {"bearer_token": "t"}});
+        let document = Some(json!({"data": {"type": "app", "attributes": attributes}}));
+        let (status, body) = server.api(Method::POST, "/api/apps", &token, document).await;
+        assert_invalid(status, &body, "base_url");
+    }
+    let attributes = json!({"name": "App", "kind": "scim", "base_url": "https://scim.example.com/v2", "credentials": {"bearer_token": "t"}});
+    server.create(&token, "/api/apps", "app", attributes, Value::Null).await;
+    // A name that resolves to loopback is refused where the hub connects.
+    let client = portcullis_provision::connector::http::client(Duration::from_secs(2), false);
+    let error = client.get("http://localhost:9/scim/v2/Users").send().await.unwrap_err();
+    assert!(format!("{error:?}").contains("not public"), "{error:?}");
 });
