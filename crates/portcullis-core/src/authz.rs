@@ -138,7 +138,7 @@ impl Grant {
         family.verbs().contains(&verb).then_some(Grant { family, verb })
     }
 
-    fn bit(self) -> u64 {
+    fn bit(self) -> u128 {
         1 << (self.family.index() * 3 + self.verb as u32)
     }
 }
@@ -167,7 +167,10 @@ pub trait Guarded {
 
 /// A set of grants (a bit per family and verb: checked on every request).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Grants(u64);
+pub struct Grants(u128);
+
+// Three bits per family must fit the set.
+const _: () = assert!(Family::ALL.len() * 3 <= u128::BITS as usize);
 
 impl Grants {
     /// The grants named by `scopes`; other scopes are ignored.
@@ -192,7 +195,7 @@ mod tests {
     #[test]
     fn scopes_and_grants_are_one_to_one() {
         let scopes = management_scopes();
-        assert!(scopes.len() <= 64, "one bit per grant");
+        assert!(scopes.len() <= 128, "one bit per grant");
         for scope in &scopes {
             let grant = Grant::parse(scope).unwrap();
             assert_eq!(&grant.to_string(), scope);

@@ -25,6 +25,9 @@ const READERS: usize = 8;
 
 /// The PostgreSQL channel that carries cache invalidations between processes.
 const CHANGE_CHANNEL: &str = "portcullis_changes";
+/// The message on it (after the process tag) that announces new webhook
+/// deliveries, so every process's worker may take them at once.
+const DELIVERIES_QUEUED: &str = "webhook-deliveries";
 
 /// Whether an event type is in the catalogue.
 type KnownEvent = fn(&str) -> bool;
@@ -290,8 +293,10 @@ impl Db {
         }
     }
 
-    /// Wakes when a commit of this process wrote webhook deliveries; the
-    /// delivery worker also polls, for other processes' and for retries.
+    /// Wakes when a commit of this process wrote webhook deliveries, and on
+    /// PostgreSQL (through the change listener) when another process's
+    /// did; the delivery worker also polls, for retries and for SQLite
+    /// files shared between processes.
     pub fn webhooks_queued(&self) -> Arc<tokio::sync::Notify> {
         self.webhooks_queued.clone()
     }
@@ -337,6 +342,7 @@ impl Db {
             let notification = listener.recv().await?;
             match notification.payload().split_once(' ') {
                 Some((tag, _)) if tag == &*self.process_tag => {}
+                Some((_, DELIVERIES_QUEUED)) => self.webhooks_queued.notify_one(),
                 Some((_, environment_id)) => self.changed(environment_id),
                 None => self.changed("*"),
             }
@@ -474,10 +480,11 @@ impl WriteTx {
             return Err(StoreError::Unaudited);
         }
         if self.db.backend == Backend::Postgres {
-            for environment_id in &self.changed {
+            let deliveries = self.queued_webhooks.then_some(DELIVERIES_QUEUED);
+            for message in self.changed.iter().map(String::as_str).chain(deliveries) {
                 sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(CHANGE_CHANNEL)
-                    .bind(format!("{} {environment_id}", self.db.process_tag))
+                    .bind(format!("{} {message}", self.db.process_tag))
                     .execute(&mut *self.tx)
                     .await
                     .map_err(classify)?;
