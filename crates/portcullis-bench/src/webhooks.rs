@@ -67,50 +67,46 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ctx_for(core: &Arc<Core>, env: Arc<portcullis_core::EnvState>) -> Ctx {
-    let _ = core;
-    Ctx {
+/// The benchmark's environment as the platform operator acts on it.
+async fn operator(core: &Core) -> anyhow::Result<Ctx> {
+    let env = core.environment("bench-webhooks").await?.context("the environment")?;
+    Ok(Ctx {
         env,
         actor: Actor::system(),
         authority: portcullis_core::Authority::Operator,
         ip_address: None,
         user_agent: None,
-    }
+    })
 }
 
-fn core_config(worker: bool) -> CoreConfig {
-    let mut config = CoreConfig::default();
+/// A core on the benchmark's database, with or without a delivery worker.
+async fn start(url: &str, master_key: &str, worker: bool) -> anyhow::Result<Arc<Core>> {
+    let mut config = CoreConfig { allow_private_targets: true, rate_limits: None, ..CoreConfig::default() };
     config.hub.enabled = false;
-    config.rate_limits = None;
     config.webhooks.enabled = worker;
-    config.allow_private_targets = true;
-    config
+    let db = Db::connect(url).await?;
+    Core::start(db, MasterKey::from_base64(master_key)?, config).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A webhook on `role.created` at the receiver's `path`.
+async fn subscribe(core: &Core, ctx: &Ctx, receiver: &Receiver, path: &str) -> anyhow::Result<()> {
+    let events = vec!["role.created".into()];
+    let webhook =
+        NewWebhook { name: path.into(), url: receiver.url(path), events, active: None, description: None };
+    webhooks::create(core, ctx, webhook).await?;
+    Ok(())
 }
 
 async fn measure(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     let master_key = MasterKey::generate_base64();
-    let db = Db::connect(url).await?;
-    db.migrate().await?;
+    Db::connect(url).await?.migrate().await?;
     // The first core commits changes; its worker is off.
-    let writer = Core::start(db, MasterKey::from_base64(&master_key)?, core_config(false))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let writer = start(url, &master_key, false).await?;
     let es256 = NewSigningKey { algorithm: Some("es256".into()), key_size: None };
     environments::create(&writer, "bench-webhooks", None, es256).await?;
-    let env = writer.environment("bench-webhooks").await?.context("the environment just created")?;
-    let ctx = ctx_for(&writer, env);
+    let ctx = operator(&writer).await?;
     let receiver = Receiver::start().await?;
-    let (healthy, _) = webhooks::create(
-        &writer,
-        &ctx,
-        NewWebhook {
-            name: "healthy".into(),
-            url: receiver.url("/healthy"),
-            events: vec!["role.created".into()],
-            active: None,
-            description: None,
-        },
-    )
-    .await?;
+    subscribe(&writer, &ctx, &receiver, "/healthy").await?;
     let mut lines = Vec::new();
 
     // The ceiling: signed POSTs straight to the receiver.
@@ -127,9 +123,7 @@ async fn measure(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     }
     receiver.reset("/healthy");
     let started = Instant::now();
-    let db = Db::connect(url).await?;
-    let worker = Core::start(db, MasterKey::from_base64(&master_key)?, core_config(true))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let worker = start(url, &master_key, true).await?;
     receiver.wait("/healthy", args.events, Duration::from_secs(600)).await?;
     let rate = args.events as f64 / started.elapsed().as_secs_f64();
     lines.push(format!(
@@ -140,10 +134,8 @@ async fn measure(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     ));
 
     // Lag at a steady rate, healthy receiver only; changes are committed
-    // in the worker's process, as on a single server (another process's
-    // commits reach it at its next poll, within a second).
-    let env = worker.environment("bench-webhooks").await?.context("the environment")?;
-    let ctx = ctx_for(&worker, env);
+    // in the worker's process, as on a single server.
+    let ctx = operator(&worker).await?;
     let (p50, p99) = lag_run(&worker, &ctx, &receiver, args, "steady").await?;
     lines.push(format!(
         "| lag p50 / p99 at {}/s | {p50:.0} / {p99:.0} ms | p99 < {TARGET_P99_MS:.0} ms | | {} |",
@@ -152,18 +144,7 @@ async fn measure(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
     ));
 
     // The same beside a webhook whose endpoint never answers.
-    webhooks::create(
-        &worker,
-        &ctx,
-        NewWebhook {
-            name: "dead".into(),
-            url: receiver.url("/dead"),
-            events: vec!["role.created".into()],
-            active: None,
-            description: None,
-        },
-    )
-    .await?;
+    subscribe(&worker, &ctx, &receiver, "/dead").await?;
     let (p50, p99) = lag_run(&worker, &ctx, &receiver, args, "beside-dead").await?;
     let dead_attempts = receiver.count("/dead");
     lines.push(format!(
@@ -171,7 +152,6 @@ async fn measure(url: &str, args: &Args) -> anyhow::Result<Vec<String>> {
         args.rate,
         verdict(p99 < TARGET_P99_MS)
     ));
-    let _ = (healthy, writer);
     Ok(lines)
 }
 

@@ -183,6 +183,15 @@ fn check_events(ctx: &Ctx, events: Vec<String>) -> Result<Vec<String>> {
     Ok(events)
 }
 
+/// A sealed secret of the webhook (the current one, or the `previous`).
+pub fn open_secret(core: &Core, webhook_id: &str, sealed: &str, previous: bool) -> Result<String> {
+    let bytes = core
+        .master_key
+        .open(sealed, &secret_aad(webhook_id, previous))
+        .map_err(|e| ServiceError::Internal(format!("opening a webhook secret: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| ServiceError::Internal("a webhook secret is not text".into()))
+}
+
 fn seal(core: &Core, webhook_id: &str, secret: &str, previous: bool) -> Result<String> {
     core.master_key
         .seal(secret.as_bytes(), &secret_aad(webhook_id, previous))
@@ -284,12 +293,7 @@ pub async fn rotate_secret(core: &Core, ctx: &Ctx, id: &str) -> Result<(Webhook,
     ctx.require(Family::Webhooks, Verb::Write)?;
     let mut tx = core.db.write().await?;
     let mut webhook: Webhook = fetch_in(&mut tx, ctx, KIND, id).await?;
-    let current = core
-        .master_key
-        .open(&webhook.signing_secret, &secret_aad(&webhook.id, false))
-        .map_err(|e| ServiceError::Internal(format!("opening a webhook secret: {e}")))?;
-    let current = String::from_utf8(current)
-        .map_err(|_| ServiceError::Internal("a webhook secret is not text".into()))?;
+    let current = open_secret(core, &webhook.id, &webhook.signing_secret, false)?;
     let secret = portcullis_crypto::webhook::generate_secret();
     let now = now_micros();
     webhook.previous_secret = Some(seal(core, &webhook.id, &current, true)?);
@@ -333,15 +337,6 @@ pub async fn send_test(core: &Core, ctx: &Ctx, id: &str) -> Result<WebhookDelive
     );
     tx.queue_delivery(&delivery).await?;
     tx.commit().await?;
-    Ok(delivery)
-}
-
-/// One delivery of one webhook of this environment.
-pub async fn delivery(core: &Core, ctx: &Ctx, webhook_id: &str, id: &str) -> Result<WebhookDelivery> {
-    let delivery: WebhookDelivery = super::fetch(core, ctx, DELIVERY_KIND, id).await?;
-    if delivery.webhook_id != webhook_id {
-        return Err(ServiceError::NotFound(DELIVERY_KIND));
-    }
     Ok(delivery)
 }
 

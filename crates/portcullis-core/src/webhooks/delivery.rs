@@ -29,7 +29,7 @@ use rand::Rng;
 use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::WebhookSettings;
-use crate::services::webhooks::{Webhook, disable, secret_aad};
+use crate::services::webhooks::{Webhook, disable, open_secret};
 use crate::{Core, ServiceError};
 
 /// Deliveries one claim takes at most.
@@ -216,19 +216,11 @@ struct Target {
 
 impl Target {
     fn open(core: &Core, webhook: &Webhook, now: i64) -> Result<Target, ServiceError> {
-        let open = |sealed: &str, previous: bool| -> Result<String, ServiceError> {
-            let bytes = core
-                .master_key
-                .open(sealed, &secret_aad(&webhook.id, previous))
-                .map_err(|e| ServiceError::Internal(format!("opening a webhook secret: {e}")))?;
-            String::from_utf8(bytes)
-                .map_err(|_| ServiceError::Internal("a webhook secret is not text".into()))
-        };
-        let mut secrets = vec![open(&webhook.signing_secret, false)?];
+        let mut secrets = vec![open_secret(core, &webhook.id, &webhook.signing_secret, false)?];
         if let (Some(previous), Some(until)) = (&webhook.previous_secret, webhook.previous_secret_expires_at)
             && until > now
         {
-            secrets.push(open(previous, true)?);
+            secrets.push(open_secret(core, &webhook.id, previous, true)?);
         }
         Ok(Target { url: webhook.url.clone(), active: webhook.active, secrets })
     }
@@ -294,7 +286,7 @@ fn not_sent(delivery: WebhookDelivery, why: &str) -> Outcome {
 }
 
 /// The `webhook-signature` header: one `v1,…` per secret, space-separated.
-pub fn signature_header(secrets: &[String], message_id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
+fn signature_header(secrets: &[String], message_id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
     let signatures: Result<Vec<String>, _> = secrets
         .iter()
         .map(|secret| portcullis_crypto::webhook::sign(secret, message_id, timestamp, body))

@@ -5,15 +5,13 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use portcullis_core::services::clients::{self, ClientChanges, NewClient};
 use portcullis_core::{Core, Ctx};
-use portcullis_jsonapi::{
-    Direction, Document, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update,
-};
+use portcullis_jsonapi::{Direction, FieldKind, QuerySpec, ResourceObject, parse_create, parse_update};
 use portcullis_store::model::Client;
 use serde_json::json;
 
 use super::{
     Access, Action, CRUD, JsonApiBody, Resource, ResourceDef, Routes, attr, created, created_with_meta,
-    no_content, ok, required, respond,
+    no_content, ok, ok_with_meta, required,
 };
 use crate::error::ApiResult;
 use portcullis_core::authz::Family;
@@ -141,8 +139,7 @@ async fn rotate_secret(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let (client, secret) = clients::rotate_secret(&core, &ctx, &id).await?;
-    let document = Document::one(clients::present(&client)).with_meta("client_secret", json!(secret));
-    Ok(respond(axum::http::StatusCode::OK, &document))
+    Ok(ok_with_meta(clients::present(&client), "client_secret", json!(secret)))
 }
 
 async fn delete(

@@ -441,6 +441,16 @@ pub fn created_with_meta(object: ResourceObject, key: &str, value: Value) -> Res
     respond(StatusCode::CREATED, &Document::one(object).with_meta(key, value))
 }
 
+/// 200 with a secret shown once in `meta` (a rotated secret).
+pub fn ok_with_meta(object: ResourceObject, key: &str, value: Value) -> Response {
+    respond(StatusCode::OK, &Document::one(object).with_meta(key, value))
+}
+
+/// 202: work queued, e.g. a delivery to be sent.
+pub fn accepted(object: ResourceObject) -> Response {
+    respond(StatusCode::ACCEPTED, &Document::one(object))
+}
+
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }

@@ -21,8 +21,8 @@ use portcullis_store::{CondOp, Condition, SqlValue};
 use serde_json::json;
 
 use super::{
-    Access, Action, CRUD, JsonApiBody, Ops, Resource, ResourceDef, Routes, attr, created_with_meta,
-    list_within, no_content, ok, required, respond, to_one,
+    Access, Action, CRUD, JsonApiBody, Ops, Resource, ResourceDef, Routes, accepted, attr, created_with_meta,
+    list_within, no_content, ok, ok_with_meta, required, respond, to_one,
 };
 use crate::error::ApiResult;
 
@@ -207,8 +207,7 @@ async fn rotate_secret(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let (webhook, secret) = webhooks::rotate_secret(&core, &ctx, &id).await?;
-    let document = Document::one(webhooks::present(&webhook)).with_meta("signing_secret", json!(secret));
-    Ok(respond(StatusCode::OK, &document))
+    Ok(ok_with_meta(webhooks::present(&webhook), "signing_secret", json!(secret)))
 }
 
 /// `GET /api/webhooks/event-types`: the catalogue.
@@ -252,7 +251,7 @@ async fn retry(
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let delivery = webhooks::retry(&core, &ctx, &id, &delivery_id).await?;
-    Ok(respond(StatusCode::ACCEPTED, &Document::one(webhooks::present_delivery(&ctx, &delivery))))
+    Ok(accepted(webhooks::present_delivery(&ctx, &delivery)))
 }
 
 /// `POST /api/webhooks/:id/test`: queues a `webhook.test` message now.
@@ -262,5 +261,5 @@ async fn send_test(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let delivery = webhooks::send_test(&core, &ctx, &id).await?;
-    Ok(respond(StatusCode::ACCEPTED, &Document::one(webhooks::present_delivery(&ctx, &delivery))))
+    Ok(accepted(webhooks::present_delivery(&ctx, &delivery)))
 }

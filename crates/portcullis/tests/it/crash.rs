@@ -138,13 +138,20 @@ async fn queued(db: &Db) -> i64 {
     n
 }
 
-async fn mail_survives_kills(backend: Backend) {
-    let Some(database) = FreshDatabase::create(backend).await else { return };
+/// A fresh database, migrated by the binary, with the environment
+/// `acme-test` it created: the database, the master key and the admin
+/// client (`env create --json`). `None` when PostgreSQL is not configured.
+async fn installation(backend: Backend) -> Option<(FreshDatabase, String, Value)> {
+    let database = FreshDatabase::create(backend).await?;
     let master_key = portcullis_crypto::aead::MasterKey::generate_base64();
     run(&database, &master_key, &["migrate"]).await;
-    let admin: Value =
-        serde_json::from_str(&run(&database, &master_key, &["env", "create", "acme-test", "--json"]).await)
-            .expect("env create --json");
+    let admin = run(&database, &master_key, &["env", "create", "acme-test", "--json"]).await;
+    let admin = serde_json::from_str(&admin).expect("env create --json");
+    Some((database, master_key, admin))
+}
+
+async fn mail_survives_kills(backend: Backend) {
+    let Some((database, master_key, admin)) = installation(backend).await else { return };
 
     let mut organization = None;
     let mut failed_requests = 0;
@@ -328,12 +335,7 @@ async fn delivered_roles(
 }
 
 async fn webhooks_survive_a_kill(backend: Backend) {
-    let Some(database) = FreshDatabase::create(backend).await else { return };
-    let master_key = portcullis_crypto::aead::MasterKey::generate_base64();
-    run(&database, &master_key, &["migrate"]).await;
-    let admin: Value =
-        serde_json::from_str(&run(&database, &master_key, &["env", "create", "acme-test", "--json"]).await)
-            .expect("env create --json");
+    let Some((database, master_key, admin)) = installation(backend).await else { return };
     let receiver = crate::webhooks::receiver::Receiver::start().await;
     let mut node = serve(&database, &master_key).await;
     let token = admin_token(&node, &admin).await;
@@ -375,12 +377,7 @@ async fn webhooks_survive_a_kill(backend: Backend) {
 }
 
 async fn two_processes_deliver_each_event_once(backend: Backend) {
-    let Some(database) = FreshDatabase::create(backend).await else { return };
-    let master_key = portcullis_crypto::aead::MasterKey::generate_base64();
-    run(&database, &master_key, &["migrate"]).await;
-    let admin: Value =
-        serde_json::from_str(&run(&database, &master_key, &["env", "create", "acme-test", "--json"]).await)
-            .expect("env create --json");
+    let Some((database, master_key, admin)) = installation(backend).await else { return };
     let receiver = crate::webhooks::receiver::Receiver::start().await;
     let first = serve(&database, &master_key).await;
     let second = serve(&database, &master_key).await;

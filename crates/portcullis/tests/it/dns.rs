@@ -115,3 +115,48 @@ fn answer(zone: &Zone, query: &Message) -> Message {
     }
     reply
 }
+
+/// Runs the body on SQLite and PostgreSQL with a [`TestDns`] and a server
+/// whose DNS checks ask it, its settings then changed by `config`; or with
+/// `poll = …`, whose background pass runs that often (`None`: every 30 s,
+/// so that only the test's own checks run).
+#[macro_export]
+macro_rules! dns_test {
+    ($name:ident, poll = $poll:expr, |$server:ident, $dns:ident| $body:block) => {
+        $crate::dns_test!(
+            $name,
+            config = |config: &mut portcullis_core::CoreConfig| {
+                config.dns.poll_interval = $poll;
+            },
+            |$server, $dns| $body
+        );
+    };
+    ($name:ident, config = $configure:expr, |$server:ident, $dns:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run(backend: $crate::harness::Backend) {
+                let $dns = $crate::dns::TestDns::start().await;
+                let address = $dns.addr;
+                let configured = $crate::harness::TestServer::start_configured(backend, |config| {
+                    config.dns.servers = vec![address];
+                    ($configure)(config);
+                })
+                .await;
+                let Some($server) = configured else { return };
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run($crate::harness::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run($crate::harness::Backend::Postgres).await;
+            }
+        }
+    };
+}

@@ -9,44 +9,11 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::common::{assert_conflict, assert_invalid, assert_not_found, id_of};
-use crate::dns::TestDns;
-use crate::harness::{Backend, TestServer};
+use crate::dns_test;
+use crate::harness::TestServer;
 use crate::resources::support::doc;
 
 const PATH: &str = "/api/custom-domains";
-
-/// Runs the body on SQLite and PostgreSQL with a server whose DNS checks
-/// ask `dns`, and whose background pass runs every `poll` (or every 30 s,
-/// so that only the test's own `verify` calls check).
-macro_rules! dns_test {
-    ($name:ident, poll = $poll:expr, |$server:ident, $dns:ident| $body:block) => {
-        mod $name {
-            use super::*;
-
-            async fn run(backend: Backend) {
-                let $dns = TestDns::start().await;
-                let address = $dns.addr;
-                let configured = TestServer::start_configured(backend, |config| {
-                    config.dns.servers = vec![address];
-                    config.dns.poll_interval = $poll;
-                })
-                .await;
-                let Some($server) = configured else { return };
-                $body
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                run(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                run(Backend::Postgres).await;
-            }
-        }
-    };
-}
 
 async fn verify(server: &TestServer, token: &str, id: &str) -> Value {
     let (status, body) = server.api(Method::POST, &format!("{PATH}/{id}/verify"), token, None).await;
